@@ -1,0 +1,50 @@
+"""Every error leaves the API as ``{"error": {"code", "message", "request_id"}}``.
+
+KbError subclasses carry their status and code; validation errors become 422 with
+the first problem spelled out; anything unexpected is logged with its traceback
+and returned as a bare 500 so no internals or secrets reach the client.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.errors import KbError
+
+log = logging.getLogger(__name__)
+
+
+def error_body(code: str, message: str, request: Request) -> dict[str, dict[str, str]]:
+    return {"error": {"code": code, "message": message, "request_id": getattr(request.state, "request_id", "")}}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(KbError)
+    async def kb_error(request: Request, exc: KbError) -> JSONResponse:
+        log.info("request failed with %s (%d): %s", exc.code, exc.http_status, exc.message)
+        return JSONResponse(error_body(exc.code, exc.message, request), status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+            problems.append(f"{where}: {err.get('msg', 'invalid')}")
+        message = "invalid request: " + "; ".join(problems[:5])
+        return JSONResponse(error_body("invalid_request", message, request), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail), request), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error in %s %s", request.method, request.url.path)
+        message = "internal error; the server log has details under this request id"
+        return JSONResponse(error_body("internal_error", message, request), status_code=500)

@@ -1,0 +1,88 @@
+"""Build the long-lived objects from Settings, once per process.
+
+Entry points (API lifespan, CLI commands) call this; everything below receives
+plain objects. The embedding model is the expensive part (seconds to load), so it
+is built lazily and only by the commands that need it.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+
+from app.llm.base import ChatModel, GenerationParams
+from app.llm.cache import ResponseCache
+from app.llm.costs import UsageLedger
+from app.llm.registry import build_chat_model
+from app.rag.service import RagConfig, RagService
+from app.settings import Settings
+from ingest.chunking import Chunker
+from ingest.pipeline import IngestPipeline
+from prompts.registry import PromptRegistry
+from vectorstore.embeddings import Embedder
+from vectorstore.store import VectorStore
+
+log = logging.getLogger(__name__)
+
+
+class Components:
+    """Lazily built, process-wide objects. A prebuilt embedder can be shared (tests, workers)."""
+
+    def __init__(self, settings: Settings, *, embedder: Embedder | None = None):
+        self.settings = settings
+        if embedder is not None:
+            self.__dict__["embedder"] = embedder
+
+    @cached_property
+    def store(self) -> VectorStore:
+        return VectorStore.embedded(self.settings.chroma_dir)
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        s = self.settings.embedding
+        return Embedder(s.model, batch_size=s.batch_size, device=s.device)
+
+    @cached_property
+    def ledger(self) -> UsageLedger:
+        return UsageLedger(self.settings.ledger_db)
+
+    @cached_property
+    def cache(self) -> ResponseCache | None:
+        return ResponseCache(self.settings.cache_db) if self.settings.cache.enabled else None
+
+    @cached_property
+    def chat_model(self) -> ChatModel:
+        return build_chat_model(self.settings.llm, self.ledger, self.cache)
+
+    @cached_property
+    def prompts(self) -> PromptRegistry:
+        return PromptRegistry()
+
+    @cached_property
+    def rag(self) -> RagService:
+        s = self.settings
+        config = RagConfig(
+            default_prompt=s.prompts.answer,
+            top_k=s.retrieval.top_k,
+            max_top_k=s.retrieval.max_top_k,
+            min_score=s.retrieval.min_score,
+            context_token_budget=s.prompts.context_token_budget,
+            max_question_chars=s.limits.max_question_chars,
+            params=GenerationParams(temperature=s.llm.temperature, max_tokens=s.llm.max_tokens),
+        )
+        self.prompts.get(config.default_prompt)  # fail at start-up, not on the first request
+        return RagService(self.store, self.embedder, self.chat_model, self.prompts, config)
+
+    @cached_property
+    def ingest_pipeline(self) -> IngestPipeline:
+        c = self.settings.chunking
+        chunker = Chunker(c.chunk_tokens, c.overlap_tokens, c.encoding)
+        return IngestPipeline(
+            self.store, self.embedder, chunker, max_file_bytes=int(self.settings.limits.max_file_mb * 1024 * 1024)
+        )
+
+    def close(self) -> None:
+        for name in ("ledger", "cache"):
+            obj = self.__dict__.get(name)
+            if obj is not None:
+                obj.close()

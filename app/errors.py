@@ -1,0 +1,80 @@
+"""One error type for the whole product.
+
+Library code raises a ``KbError`` subclass; the API maps it to
+``{"error": {"code", "message", "request_id"}}`` with ``http_status`` and the CLI
+prints ``message`` and exits non-zero. Messages are written for the person who
+sees them: say what went wrong and what to do, never include secrets.
+"""
+
+from __future__ import annotations
+
+
+class KbError(Exception):
+    """Base class: a stable machine-readable ``code``, an HTTP status and a human message."""
+
+    code = "internal_error"
+    http_status = 500
+
+    def __init__(self, message: str, *, code: str | None = None, http_status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if http_status is not None:
+            self.http_status = http_status
+
+
+class InvalidRequestError(KbError):
+    code = "invalid_request"
+    http_status = 422
+
+
+class CollectionNotFoundError(KbError):
+    code = "collection_not_found"
+    http_status = 404
+
+
+class InvalidCollectionNameError(KbError):
+    code = "invalid_collection_name"
+    http_status = 422
+
+
+class PromptNotFoundError(KbError):
+    code = "prompt_not_found"
+    http_status = 404
+
+
+class PromptError(KbError):
+    """A prompt file is malformed or a render failed (a deployment problem, not the caller's)."""
+
+    code = "prompt_invalid"
+    http_status = 500
+
+
+class IngestError(KbError):
+    """One document could not be ingested; the batch goes on."""
+
+    code = "ingest_failed"
+    http_status = 422
+
+
+class ProviderError(KbError):
+    """The language model provider failed (network, auth, bad response)."""
+
+    code = "provider_error"
+    http_status = 502
+
+
+class ProviderTimeoutError(ProviderError):
+    code = "provider_timeout"
+    http_status = 504
+
+
+class ProviderUnavailableError(ProviderError):
+    code = "provider_unavailable"
+    http_status = 503
+
+
+class ConfigurationError(KbError):
+    code = "configuration_error"
+    http_status = 500

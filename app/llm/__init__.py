@@ -1,0 +1,1 @@
+"""The LLM gateway: providers behind one Protocol, wrapped by cache and cost logging."""

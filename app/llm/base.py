@@ -1,0 +1,91 @@
+"""The provider Protocol and the plain data that crosses it.
+
+Every provider, and every wrapper (cache, cost ledger), implements ``ChatModel``:
+``complete(request) -> Completion`` and ``stream(request) -> iterator of StreamEvent``.
+A request carries the rendered messages plus the context an extractive provider
+needs (``documents``) and the bookkeeping the wrappers record (prompt id, request id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    temperature: float = 0.0
+    max_tokens: int = 512
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"temperature": self.temperature, "max_tokens": self.max_tokens}
+
+
+@dataclass(frozen=True)
+class SourcePassage:
+    """A numbered retrieved passage, as shown to the model under ``[n]``."""
+
+    n: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: tuple[Message, ...]
+    params: GenerationParams = field(default_factory=GenerationParams)
+    prompt_id: str = ""
+    documents: tuple[SourcePassage, ...] = ()
+    query: str = ""  # the plain question, for providers that do not read prompts (extractive)
+    request_id: str = ""
+    use_cache: bool = True
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    usage: Usage
+    provider: str
+    model: str
+    cached: bool = False
+    cost_usd: float | None = None
+    usage_reported: bool = True  # False when the provider gave no usage and tokens were estimated
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """A piece of a streamed answer; the last event carries ``completion``."""
+
+    delta: str = ""
+    completion: Completion | None = None
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    @property
+    def provider(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    def complete(self, request: ChatRequest) -> Completion: ...
+
+    def stream(self, request: ChatRequest) -> Iterator[StreamEvent]: ...

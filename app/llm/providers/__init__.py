@@ -1,0 +1,1 @@
+"""Provider adapters: each translates one SDK (or algorithm) to the ChatModel Protocol."""

@@ -1,0 +1,119 @@
+"""OpenAI and every OpenAI-compatible server (Azure, vLLM, Ollama, llama.cpp) via base_url.
+
+Only translation lives here: our request → SDK call, SDK response/usage → Completion,
+SDK exceptions → our ProviderError family. Streaming asks for usage in the final
+chunk (``stream_options.include_usage``) so streamed calls are costed exactly;
+when a server omits usage, tokens are estimated with tiktoken and marked so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+
+from app.errors import ProviderError, ProviderTimeoutError, ProviderUnavailableError
+from app.llm.base import ChatRequest, Completion, StreamEvent, Usage
+from app.llm.tokens import encoding_for_model
+
+log = logging.getLogger(__name__)
+
+
+def translate_error(exc: Exception, base_url: str | None) -> ProviderError:
+    where = base_url or "api.openai.com"
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderTimeoutError(f"the model provider at {where} did not answer in time")
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderUnavailableError(f"cannot reach the model provider at {where}: {exc}")
+    if isinstance(exc, openai.AuthenticationError):
+        return ProviderError(
+            f"the model provider at {where} rejected the API key (check KB_LLM__API_KEY)",
+            code="provider_auth_failed",
+        )
+    if isinstance(exc, openai.RateLimitError):
+        return ProviderUnavailableError(
+            f"the model provider at {where} is rate limiting us; retry later", code="provider_rate_limited"
+        )
+    if isinstance(exc, openai.APIStatusError):
+        return ProviderError(f"the model provider at {where} answered HTTP {exc.status_code}: {exc.message}")
+    return ProviderError(f"the model provider at {where} failed: {exc}")
+
+
+class OpenAIChatModel:
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout_s: float = 30.0,
+        max_retries: int = 2,
+    ):
+        self._model = model
+        self._base_url = base_url
+        # Local OpenAI-compatible servers often need no key, but the SDK insists on one.
+        self._client = openai.OpenAI(
+            api_key=api_key or "not-needed", base_url=base_url, timeout=timeout_s, max_retries=max_retries
+        )
+
+    @property
+    def provider(self) -> str:
+        return "openai"
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    def _kwargs(self, request: ChatRequest) -> dict[str, Any]:
+        return {
+            "model": self._model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "temperature": request.params.temperature,
+            "max_tokens": request.params.max_tokens,
+        }
+
+    def _estimate(self, request: ChatRequest, text: str) -> Usage:
+        enc = encoding_for_model(self._model)
+        prompt = sum(len(enc.encode(m.content, disallowed_special=())) + 4 for m in request.messages)
+        return Usage(prompt_tokens=prompt, completion_tokens=len(enc.encode(text, disallowed_special=())))
+
+    def complete(self, request: ChatRequest) -> Completion:
+        try:
+            response = self._client.chat.completions.create(**self._kwargs(request))
+        except openai.OpenAIError as exc:
+            raise translate_error(exc, self._base_url) from exc
+        if not response.choices:
+            raise ProviderError("the model provider returned no choices")
+        text = response.choices[0].message.content or ""
+        if response.usage is not None:
+            usage = Usage(response.usage.prompt_tokens, response.usage.completion_tokens)
+            reported = True
+        else:
+            usage, reported = self._estimate(request, text), False
+        return Completion(text, usage, self.provider, response.model or self._model, usage_reported=reported)
+
+    def stream(self, request: ChatRequest) -> Iterator[StreamEvent]:
+        parts: list[str] = []
+        usage: Usage | None = None
+        model = self._model
+        try:
+            chunks = self._client.chat.completions.create(
+                **self._kwargs(request), stream=True, stream_options={"include_usage": True}
+            )
+            for chunk in chunks:
+                model = chunk.model or model
+                if chunk.usage is not None:
+                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                for choice in chunk.choices:
+                    delta = choice.delta.content or ""
+                    if delta:
+                        parts.append(delta)
+                        yield StreamEvent(delta=delta)
+        except openai.OpenAIError as exc:
+            raise translate_error(exc, self._base_url) from exc
+        text = "".join(parts)
+        reported = usage is not None
+        final_usage = usage if usage is not None else self._estimate(request, text)
+        yield StreamEvent(completion=Completion(text, final_usage, self.provider, model, usage_reported=reported))

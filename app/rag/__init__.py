@@ -1,0 +1,1 @@
+"""The answer pipeline: retrieve, render a versioned prompt, call the model, cite."""

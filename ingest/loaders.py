@@ -1,0 +1,185 @@
+"""Turn a file into text sections that remember where they came from (page, heading).
+
+Each loader returns ``Section``s; chunking never crosses a section, so every chunk
+has one exact page (PDF) or heading path (Markdown, HTML). Loaders raise
+``IngestError`` with a reason a person can act on; the pipeline reports it and
+goes on with the rest of the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.errors import IngestError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Section:
+    text: str
+    page: int | None = None
+    heading: str | None = None
+
+
+@dataclass(frozen=True)
+class LoadedDocument:
+    title: str
+    sections: list[Section]
+
+
+def _decode(data: bytes, path: Path) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise IngestError(f"{path.name} is not valid UTF-8 text (byte {exc.start}); re-save it as UTF-8") from exc
+
+
+def load_pdf(data: bytes, path: Path) -> LoadedDocument:
+    import io
+
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            raise IngestError(f"{path.name} is an encrypted PDF; remove the password and retry")
+        sections = []
+        for number, page in enumerate(reader.pages, start=1):
+            text = (page.extract_text() or "").strip()
+            if text:
+                first_line = text.splitlines()[0].strip()
+                heading = first_line if 0 < len(first_line) <= 100 else None
+                sections.append(Section(text=text, page=number, heading=heading))
+        metadata = reader.metadata
+        title = str(metadata.get("/Title") if metadata else "") or path.stem
+    except IngestError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
+        raise IngestError(f"{path.name} is not a readable PDF ({exc})") from exc
+    if not sections:
+        raise IngestError(f"{path.name} has no extractable text (a scanned PDF?); run OCR on it first")
+    return LoadedDocument(title=title, sections=sections)
+
+
+_MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+
+
+def load_markdown(data: bytes, path: Path) -> LoadedDocument:
+    text = _decode(data, path)
+    stack: list[str] = []
+    sections: list[Section] = []
+    buffer: list[str] = []
+    in_fence = False
+
+    def flush() -> None:
+        body = "\n".join(buffer).strip()
+        if body:
+            sections.append(Section(text=body, heading=" > ".join(stack) or None))
+        buffer.clear()
+
+    for line in text.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            in_fence = not in_fence
+        match = None if in_fence else _MD_HEADING.match(line)
+        if match:
+            flush()
+            level = len(match.group(1))
+            del stack[level - 1 :]
+            stack.extend([""] * (level - 1 - len(stack)))
+            stack.append(match.group(2).strip())
+            stack[:] = [s for s in stack if s]
+        else:
+            buffer.append(line)
+    flush()
+    title = next((s.heading.split(" > ")[0] for s in sections if s.heading), path.stem)
+    return LoadedDocument(title=title, sections=sections)
+
+
+_BLOCK_TAGS = ["p", "li", "td", "th", "pre", "blockquote", "dd", "dt", "figcaption", "footer"]
+
+
+def load_html(data: bytes, path: Path) -> LoadedDocument:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(_decode(data, path), "html.parser")
+    for tag in soup(["script", "style", "nav", "noscript", "template", "svg", "iframe"]):
+        tag.decompose()
+    title = soup.title.get_text(" ", strip=True) if soup.title else path.stem
+    headings = ["h1", "h2", "h3", "h4", "h5", "h6"]
+    stack: list[tuple[int, str]] = []
+    sections: list[Section] = []
+    buffer: list[str] = []
+
+    def flush() -> None:
+        body = "\n".join(buffer).strip()
+        if body:
+            sections.append(Section(text=body, heading=" > ".join(h for _, h in stack) or None))
+        buffer.clear()
+
+    body = soup.body or soup
+    for el in body.find_all(headings + _BLOCK_TAGS):
+        if el.name in headings:
+            flush()
+            level = int(el.name[1])
+            stack[:] = [(lvl, h) for lvl, h in stack if lvl < level]
+            stack.append((level, el.get_text(" ", strip=True)))
+        elif not el.find_parent(_BLOCK_TAGS):  # nested blocks are read with their parent
+            text = el.get_text(" ", strip=True)
+            if text:
+                buffer.append(text)
+    flush()
+    if not sections:
+        raise IngestError(f"{path.name} has no readable text")
+    return LoadedDocument(title=title, sections=sections)
+
+
+def _looks_like_heading(line: str) -> bool:
+    return 0 < len(line) <= 60 and not line.endswith((".", ",", ";", ":", "!", "?"))
+
+
+def load_text(data: bytes, path: Path) -> LoadedDocument:
+    """Plain text: blank-line separated blocks; a short unpunctuated first line is the block's heading."""
+    text = _decode(data, path).strip()
+    if "\x00" in text:
+        raise IngestError(f"{path.name} looks binary (NUL bytes), not text")
+    blocks = [b.strip() for b in re.split(r"\n\s*\n", text) if b.strip()]
+    title = path.stem
+    if blocks and "\n" not in blocks[0] and _looks_like_heading(blocks[0]):
+        title = blocks.pop(0)
+    sections = []
+    for block in blocks:
+        first, _, rest = block.partition("\n")
+        if rest.strip() and _looks_like_heading(first.strip()):
+            sections.append(Section(text=block, heading=first.strip()))
+        else:
+            sections.append(Section(text=block))
+    return LoadedDocument(title=title, sections=sections)
+
+
+LOADERS: dict[str, Callable[[bytes, Path], LoadedDocument]] = {
+    ".pdf": load_pdf,
+    ".md": load_markdown,
+    ".markdown": load_markdown,
+    ".html": load_html,
+    ".htm": load_html,
+    ".txt": load_text,
+    ".text": load_text,
+}
+
+
+def load(path: Path, data: bytes) -> LoadedDocument:
+    loader = LOADERS.get(path.suffix.lower())
+    if loader is None:
+        raise IngestError(f"{path.name}: unsupported file type {path.suffix or '(none)'}")
+    if not data:
+        raise IngestError(f"{path.name} is empty (0 bytes)")
+    doc = loader(data, path)
+    if not any(s.text.strip() for s in doc.sections):
+        raise IngestError(f"{path.name} contains no text")
+    return doc

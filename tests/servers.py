@@ -1,0 +1,132 @@
+"""Real HTTP servers on 127.0.0.1 for tests: our FastAPI app under uvicorn, and a small
+OpenAI-compatible chat server (non-streaming and SSE streaming, with usage fields)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve_app(app: FastAPI) -> Iterator[str]:
+    """Run the app under a real uvicorn server in a thread; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+class FakeOpenAI:
+    """Speaks enough of /v1/chat/completions for the openai SDK; records what it received.
+
+    ``reply`` is the answer text; ``usage`` the token counts it reports (None: omit usage);
+    ``delay_s`` sleeps before answering (timeouts); ``status`` forces an HTTP error.
+    """
+
+    def __init__(self) -> None:
+        self.reply = "Full-time employees get 27 days of annual leave [1]."
+        self.usage: dict[str, int] | None = {"prompt_tokens": 321, "completion_tokens": 12}
+        self.delay_s = 0.0
+        self.status = 200
+        self.requests: list[dict[str, Any]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self._handle()  # a client that gave up (timeout tests) needs no answer
+
+            def _handle(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                time.sleep(fake.delay_s)
+                if fake.status != 200:
+                    self._json(fake.status, {"error": {"message": "upstream exploded", "type": "server_error"}})
+                elif body.get("stream"):
+                    self._stream(body)
+                else:
+                    self._json(200, fake._completion(body))
+
+            def _json(self, status: int, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _stream(self, body: dict[str, Any]) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": body["model"]}
+                words = fake.reply.split(" ")
+                for i, word in enumerate(words):
+                    delta = {"content": word + (" " if i < len(words) - 1 else "")}
+                    chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                done = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                self.wfile.write(f"data: {json.dumps(done)}\n\n".encode())
+                if fake.usage is not None and (body.get("stream_options") or {}).get("include_usage"):
+                    usage_chunk = {**base, "choices": [], "usage": fake._usage()}
+                    self.wfile.write(f"data: {json.dumps(usage_chunk)}\n\n".encode())
+                self.wfile.write(b"data: [DONE]\n\n")
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._server.block_on_close = False
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _usage(self) -> dict[str, int]:
+        assert self.usage is not None
+        return {**self.usage, "total_tokens": sum(self.usage.values())}
+
+    def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 1,
+            "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": self.reply}, "finish_reason": "stop"}],
+        }
+        if self.usage is not None:
+            payload["usage"] = self._usage()
+        return payload
+
+    def __enter__(self) -> FakeOpenAI:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

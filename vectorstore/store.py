@@ -1,0 +1,178 @@
+"""Chroma collections behind a small interface: upsert, query, get, delete.
+
+Users name collections freely ("hr", "Legal & Compliance"); Chroma only accepts
+3-512 characters of ``[a-zA-Z0-9._-]``. We keep the user's name in the collection's
+metadata (``kb_name``) and derive a valid, stable internal name from it.
+We always pass our own embeddings: Chroma's default embedding function would
+download a model and fails offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import chromadb
+from chromadb.api import ClientAPI
+from chromadb.api.models.Collection import Collection
+from chromadb.config import Settings as ChromaSettings
+
+log = logging.getLogger(__name__)
+
+MAX_NAME_LENGTH = 100
+Metadata = dict[str, Any]
+
+
+class CollectionMissing(LookupError):
+    """The named collection does not exist in the store."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    text: str
+    metadata: Metadata
+    score: float  # cosine similarity in [-1, 1]
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    internal_name: str
+    chunks: int
+
+
+def validate_collection_name(name: str) -> str:
+    """Return the trimmed name or raise ValueError with a message a user can act on."""
+    trimmed = name.strip()
+    if not trimmed:
+        raise ValueError("collection name must not be empty")
+    if len(trimmed) > MAX_NAME_LENGTH:
+        raise ValueError(f"collection name is longer than {MAX_NAME_LENGTH} characters")
+    if any(ord(ch) < 32 for ch in trimmed):
+        raise ValueError("collection name must not contain control characters")
+    return trimmed
+
+
+def internal_name(name: str) -> str:
+    """Stable Chroma-valid name: ``kb-<slug>-<hash>``; the hash keeps "HR" and "hr" apart."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40]
+    digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:10]
+    return f"kb-{slug}-{digest}" if slug else f"kb-{digest}"
+
+
+class VectorStore:
+    def __init__(self, client: ClientAPI):
+        self._client = client
+
+    @classmethod
+    def embedded(cls, path: str | Path) -> VectorStore:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        client = chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
+        return cls(client)
+
+    def _get(self, name: str) -> Collection:
+        try:
+            return self._client.get_collection(internal_name(name), embedding_function=None)
+        except Exception as exc:  # chroma raises NotFoundError/ValueError across versions
+            raise CollectionMissing(name) from exc
+
+    def _get_or_create(self, name: str) -> Collection:
+        return self._client.get_or_create_collection(
+            internal_name(validate_collection_name(name)),
+            metadata={"kb_name": name.strip()},
+            configuration={"hnsw": {"space": "cosine"}},
+            embedding_function=None,
+        )
+
+    def exists(self, name: str) -> bool:
+        try:
+            self._get(name)
+        except CollectionMissing:
+            return False
+        return True
+
+    def list_collections(self) -> list[CollectionInfo]:
+        result = []
+        for col in self._client.list_collections():
+            meta = col.metadata or {}
+            if "kb_name" in meta:
+                result.append(CollectionInfo(str(meta["kb_name"]), col.name, col.count()))
+        return sorted(result, key=lambda c: c.name)
+
+    def count(self, name: str) -> int:
+        return self._get(name).count()
+
+    def upsert(
+        self,
+        name: str,
+        ids: Sequence[str],
+        embeddings: Sequence[Sequence[float]],
+        texts: Sequence[str],
+        metadatas: Sequence[Metadata],
+    ) -> None:
+        if not ids:
+            return
+        collection = self._get_or_create(name)
+        step = self._client.get_max_batch_size()
+        for start in range(0, len(ids), step):
+            end = start + step
+            collection.upsert(
+                ids=list(ids[start:end]),
+                embeddings=[list(e) for e in embeddings[start:end]],  # type: ignore[arg-type]
+                documents=list(texts[start:end]),
+                metadatas=list(metadatas[start:end]),
+            )
+
+    def get_ids(self, name: str, where: Metadata) -> list[str]:
+        """Chunk ids matching a metadata filter (empty when the collection is missing)."""
+        try:
+            collection = self._get(name)
+        except CollectionMissing:
+            return []
+        return list(collection.get(where=where, include=[])["ids"])
+
+    def get_metadatas(self, name: str, where: Metadata) -> dict[str, Metadata]:
+        try:
+            collection = self._get(name)
+        except CollectionMissing:
+            return {}
+        got = collection.get(where=where, include=["metadatas"])
+        metadatas = got["metadatas"] or []
+        return {cid: dict(meta or {}) for cid, meta in zip(got["ids"], metadatas, strict=True)}
+
+    def delete(self, name: str, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        collection = self._get(name)
+        step = self._client.get_max_batch_size()
+        for start in range(0, len(ids), step):
+            collection.delete(ids=list(ids[start : start + step]))
+
+    def delete_collection(self, name: str) -> None:
+        self._get(name)  # raises CollectionMissing with the user's name
+        self._client.delete_collection(internal_name(name))
+
+    def query(self, name: str, embedding: Sequence[float], k: int, where: Metadata | None = None) -> list[Hit]:
+        collection = self._get(name)
+        if collection.count() == 0:
+            return []
+        res = collection.query(
+            query_embeddings=[list(embedding)],  # type: ignore[arg-type]
+            n_results=k,
+            where=where,
+            include=["documents", "metadatas", "distances"],
+        )
+        ids = res["ids"][0]
+        docs = (res["documents"] or [[]])[0]
+        metas = (res["metadatas"] or [[]])[0]
+        dists = (res["distances"] or [[]])[0]
+        return [
+            Hit(cid, doc or "", dict(meta or {}), 1.0 - float(dist))
+            for cid, doc, meta, dist in zip(ids, docs, metas, dists, strict=True)
+        ]
