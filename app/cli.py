@@ -31,8 +31,8 @@ cli = typer.Typer(
 )
 collections_cli = typer.Typer(help="List and delete collections.", no_args_is_help=True)
 cli.add_typer(collections_cli, name="collections")
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)  # commands must stay copy-pasteable
+out = Console(soft_wrap=True)
 
 
 def _setup() -> Settings:

@@ -80,3 +80,15 @@ def test_bad_requests_get_specific_errors(
     with pytest.raises(error) as info:
         handbook_components.rag.answer(**kwargs)
     assert info.value.code == code
+
+
+def test_snippet_shows_the_supporting_passage_not_the_chunk_start() -> None:
+    from app.rag.citations import supporting_snippet
+
+    passage = (
+        "HR Policy: Time Off\nAnnual leave. Full-time employees receive 27 days.\n"
+        "Sick leave. Tell your manager before 10:00 on the first day of absence."
+    )
+    snippet = supporting_snippet(passage, "Tell your manager before 10:00 when ill.")
+    assert snippet.startswith("Sick leave. Tell your manager before 10:00")
+    assert supporting_snippet(passage, "").startswith("HR Policy")

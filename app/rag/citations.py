@@ -2,7 +2,9 @@
 
 Passages are numbered [1]..[n] in retrieval order; the model cites them by number.
 Only passages the answer actually cites become citations, so every marker in the
-text maps to exactly one returned citation and nothing uncited is shown.
+text maps to exactly one returned citation and nothing uncited is shown. A
+citation's snippet is the part of the passage that supports the cited claim, not
+just the passage's first characters.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from app.text import split_sentences, terms
 from vectorstore.store import Hit
 
 _MARKER = re.compile(r"\[(\d{1,3})\]")
@@ -50,12 +53,43 @@ def cited_numbers(text: str) -> list[int]:
     return seen
 
 
+def claims_by_marker(answer: str) -> dict[int, str]:
+    """The answer text each marker stands behind (the text since the previous marker)."""
+    claims: dict[int, str] = {}
+    last = 0
+    for match in _MARKER.finditer(answer):
+        claim = answer[last : match.start()].strip()
+        if claim:
+            n = int(match.group(1))
+            claims[n] = f"{claims.get(n, '')} {claim}".strip()
+            last = match.end()
+    return claims
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS].rsplit(" ", 1)[0] + "…"
+
+
+def supporting_snippet(passage: str, claim: str) -> str:
+    """The passage from its sentence that best matches the claim (shared terms), clipped."""
+    claim_terms = set(terms(claim))
+    sentences = split_sentences(passage)
+    if not claim_terms or not sentences:
+        return _clip(passage)
+    best = max(range(len(sentences)), key=lambda i: len(claim_terms & set(terms(sentences[i]))))
+    if not claim_terms & set(terms(sentences[best])):
+        return _clip(passage)
+    return _clip(" ".join(sentences[best:]))
+
+
 def build_citations(answer: str, hits: list[Hit]) -> list[Citation]:
     citations = []
+    claims = claims_by_marker(answer)
     for n in sorted(cited_numbers(answer)):
         if 1 <= n <= len(hits):
             hit = hits[n - 1]
-            snippet = hit.text if len(hit.text) <= SNIPPET_CHARS else hit.text[:SNIPPET_CHARS].rsplit(" ", 1)[0] + "…"
+            snippet = supporting_snippet(hit.text, claims.get(n, ""))
             page = hit.metadata.get("page")
             citations.append(
                 Citation(
