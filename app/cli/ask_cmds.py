@@ -1,0 +1,69 @@
+"""kb ask and kb serve: answering questions."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from app.bootstrap import Components
+from app.cli.common import cli, console, fail, out, setup
+from app.errors import KbError
+
+
+@cli.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to answer from.")],
+    top_k: Annotated[int | None, typer.Option("--top-k", "-k", help="Passages to retrieve.")] = None,
+    prompt: Annotated[str | None, typer.Option(help="Prompt version, e.g. answer@v1.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Bypass the response cache.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full answer as JSON.")] = False,
+) -> None:
+    """Answer a question without a server: the same answer as POST /chat."""
+    settings = setup()
+    components = Components(settings)
+    try:
+        answer = components.rag.answer(question, collection, top_k=top_k, prompt=prompt, use_cache=not no_cache)
+    except KbError as exc:
+        raise fail(exc) from exc
+    finally:
+        components.close()
+    if as_json:
+        out.print_json(json.dumps(answer.as_dict()))
+        return
+    out.print(answer.answer)
+    for c in answer.citations:
+        page = f", page {c.page}" if c.page is not None else ""
+        heading = f" — {c.heading}" if c.heading else ""
+        out.print(f"  [{c.n}] {c.source}{page}{heading}")
+    cost = answer.usage["cost_usd"]
+    out.print(
+        f"[dim]{answer.prompt} · {answer.provider}/{answer.model} · "
+        f"{answer.usage['prompt_tokens']}+{answer.usage['completion_tokens']} tokens · "
+        f"${cost if cost is not None else '?'} · cached={answer.cached}[/dim]"
+    )
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default KB_API__HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default KB_API__PORT).")] = None,
+) -> None:
+    """Serve the chat API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from app.api.main import create_app
+
+    settings = setup()
+    host = host or settings.api.host
+    port = port or settings.api.port
+    base = f"http://{host}:{port}"
+    console.print(
+        f"\nkb is starting on {base} (API docs: {base}/docs). Ask it, for example:\n"
+        f"  curl -s {base}/chat -H 'content-type: application/json' "
+        '-d \'{"question": "How many days of annual leave do I get?", "collection": "handbook"}\'\n'
+        '  .venv/bin/kb ask "How many days of annual leave do I get?" --collection handbook\n'
+    )
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())

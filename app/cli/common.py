@@ -1,0 +1,43 @@
+"""Shared pieces of the ``kb`` command line: the Typer app, consoles, settings and errors.
+
+Each command reads Settings once and builds only what it needs. Errors are printed
+as one line saying what to do, with a non-zero exit code (1: the command failed,
+2: it was used wrongly).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+from rich.console import Console
+
+from app.errors import KbError
+from app.settings import Settings, get_settings
+
+cli = typer.Typer(
+    help="kb: answers questions from your company's documents, with sources. "
+    "Configure with KB_* environment variables or a .env file (see .env.example).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True, soft_wrap=True)  # commands must stay copy-pasteable
+out = Console(soft_wrap=True)
+
+
+def setup() -> Settings:
+    settings = get_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "chromadb", "sentence_transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return settings
+
+
+def fail(exc: KbError) -> typer.Exit:
+    console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
+    return typer.Exit(1)
