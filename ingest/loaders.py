@@ -162,7 +162,64 @@ def load_text(data: bytes, path: Path) -> LoadedDocument:
     return LoadedDocument(title=title, sections=sections)
 
 
+def load_docx(data: bytes, path: Path) -> LoadedDocument:
+    """Word documents: paragraphs under their heading path; tables as ' | '-joined rows."""
+    import io
+    import zipfile
+
+    import docx
+    from docx.opc.exceptions import PackageNotFoundError
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise IngestError(f"{path.name} is not a readable DOCX file ({exc})") from exc
+    stack: list[tuple[int, str]] = []
+    sections: list[Section] = []
+    buffer: list[str] = []
+
+    def flush() -> None:
+        body = "\n".join(buffer).strip()
+        if body:
+            sections.append(Section(text=body, heading=" > ".join(h for _, h in stack) or None))
+        buffer.clear()
+
+    body = document.element.body
+    for child in body.iterchildren():
+        tag = child.tag.rsplit("}", 1)[-1]
+        if tag == "p":
+            paragraph = Paragraph(child, document)
+            text = paragraph.text.strip()
+            style = (paragraph.style.name if paragraph.style is not None else "") or ""
+            level = _docx_heading_level(style)
+            if level and text:
+                flush()
+                stack[:] = [(lvl, h) for lvl, h in stack if lvl < level]
+                stack.append((level, text))
+            elif text:
+                buffer.append(text)
+        elif tag == "tbl":
+            table = Table(child, document)
+            for row in table.rows:
+                cells = [c.text.strip() for c in row.cells]
+                if any(cells):
+                    buffer.append(" | ".join(cells))
+    flush()
+    core_title = (document.core_properties.title or "").strip()
+    return LoadedDocument(title=core_title or path.stem, sections=sections)
+
+
+def _docx_heading_level(style: str) -> int:
+    if style == "Title":
+        return 1
+    match = re.match(r"Heading (\d)", style)
+    return int(match.group(1)) if match else 0
+
+
 LOADERS: dict[str, Callable[[bytes, Path], LoadedDocument]] = {
+    ".docx": load_docx,
     ".pdf": load_pdf,
     ".md": load_markdown,
     ".markdown": load_markdown,

@@ -1,9 +1,12 @@
-"""Ingest files into a collection: load → chunk → skip unchanged → embed → upsert → drop stale.
+"""Ingest files into a collection: incremental, idempotent, crash-safe, batched.
 
-A document is identified by collection + source path (relative to the folder given),
-so re-running the same command leaves the same store: unchanged files are skipped
-by content hash, changed files get their new chunks upserted and their old chunks
-deleted. One bad file is reported and the batch goes on.
+Per file: size check → content hash → unchanged (manifest says so) → skip; else
+load → chunk (deterministic ids) → queue. Queued chunks of many documents are
+embedded together (the embedding cache skips texts seen before), upserted in one
+call, then each document is switched live in the manifest and its previous
+version's chunks are deleted (see vectorstore/manifest.py for why this order is
+atomic for readers and converges after a crash). One bad file is reported with
+its reason and the batch goes on.
 """
 
 from __future__ import annotations
@@ -11,21 +14,33 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from app.errors import IngestError
+from app.errors import IngestError, InvalidCollectionNameError
 from ingest.chunking import Chunk, Chunker
+from ingest.files import document_id, iter_files
 from ingest.loaders import LOADERS, load
-from vectorstore.store import VectorStore
+from vectorstore.manifest import DocumentRecord, Manifest
+from vectorstore.store import VectorStore, validate_collection_name
 
 log = logging.getLogger(__name__)
 
 
 class EmbedsDocuments(Protocol):
     def embed_documents(self, texts: list[str]) -> list[list[float]]: ...
+
+
+class Progress(Protocol):
+    """Where the pipeline reports progress (a rich bar on a terminal, log lines otherwise)."""
+
+    def start(self, total_files: int) -> None: ...
+
+    def file_done(self, source: str, outcome: str, chunks: int) -> None: ...
+
+    def embedded(self, chunks: int) -> None: ...
 
 
 @dataclass
@@ -38,29 +53,22 @@ class IngestReport:
     skipped: list[dict[str, str]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     chunks_embedded: int = 0
+    chunks_written: int = 0
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def document_id(collection: str, source: str) -> str:
-    return hashlib.sha1(f"{collection}\x00{source}".encode()).hexdigest()[:16]
-
-
-def iter_files(paths: Iterable[Path]) -> Iterator[tuple[Path, str]]:
-    """Yield (file, source) pairs; source is relative to the folder given, or the file name."""
-    for root in paths:
-        if root.is_dir():
-            for path in sorted(p for p in root.rglob("*") if p.is_file()):
-                rel = path.relative_to(root)
-                if any(part.startswith(".") for part in rel.parts):
-                    continue
-                yield path, rel.as_posix()
-        elif root.is_file():
-            yield root, root.name
-        else:
-            raise IngestError(f"{root} does not exist", code="path_not_found", http_status=404)
+@dataclass
+class _Pending:
+    source: str
+    doc_id: str
+    doc_hash: str
+    size: int
+    title: str
+    chunks: list[Chunk]
+    previous: DocumentRecord | None
 
 
 class IngestPipeline:
@@ -69,86 +77,144 @@ class IngestPipeline:
         store: VectorStore,
         embedder: EmbedsDocuments,
         chunker: Chunker,
+        manifest: Manifest,
         *,
         max_file_bytes: int = 50 * 1024 * 1024,
+        batch_chunks: int = 256,
     ):
         self.store = store
         self.embedder = embedder
         self.chunker = chunker
+        self.manifest = manifest
         self.max_file_bytes = max_file_bytes
+        self.batch_chunks = batch_chunks
 
     def ingest(
-        self,
-        paths: Iterable[Path],
-        collection: str,
-        on_file: Callable[[str, str], None] | None = None,
+        self, paths: Iterable[Path], collection: str, *, prune: bool = False, progress: Progress | None = None
     ) -> IngestReport:
+        try:
+            collection = validate_collection_name(collection)
+        except ValueError as exc:
+            raise InvalidCollectionNameError(str(exc)) from exc
         started = time.perf_counter()
         report = IngestReport(collection=collection)
-        for path, source in iter_files(paths):
-            if path.suffix.lower() not in LOADERS:
-                report.skipped.append({"source": source, "reason": f"unsupported type {path.suffix or '(none)'}"})
-                continue
-            try:
-                outcome = self._ingest_file(path, source, collection, report)
-            except IngestError as exc:
-                log.warning("failed %s: %s", source, exc.message)
-                report.failed.append({"source": source, "error": exc.message})
-                outcome = "failed"
-            if on_file:
-                on_file(source, outcome)
+        files = list(iter_files(paths))
+        run_id = self.manifest.start_run(collection)
+        if progress:
+            progress.start(len(files))
+        queue: list[_Pending] = []
+        for path, source in files:
+            outcome = self._prepare(path, source, collection, report, queue)
+            if outcome != "queued" and progress:
+                progress.file_done(source, outcome, 0)
+            if sum(len(p.chunks) for p in queue) >= self.batch_chunks:
+                self._flush(collection, queue, report, progress)
+        self._flush(collection, queue, report, progress)
+        if prune:
+            self._prune(collection, {source for _, source in files}, report)
         report.seconds = round(time.perf_counter() - started, 3)
+        self.manifest.finish_run(run_id, "failed" if report.failed else "ok", report.as_dict())
         log.info(
-            "ingested into %r: %d added, %d updated, %d unchanged, %d failed, %d chunks embedded in %.1fs",
-            collection,
-            report.added,
-            report.updated,
-            report.unchanged,
-            len(report.failed),
-            report.chunks_embedded,
-            report.seconds,
-        )
+            "ingest %r: %d added, %d updated, %d unchanged, %d deleted, %d skipped, %d failed, "
+            "%d chunks embedded in %.1fs",
+            collection, report.added, report.updated, report.unchanged, report.deleted, len(report.skipped),
+            len(report.failed), report.chunks_embedded, report.seconds,
+        )  # fmt: skip
         return report
 
-    def _ingest_file(self, path: Path, source: str, collection: str, report: IngestReport) -> str:
-        size = path.stat().st_size
-        if size > self.max_file_bytes:
-            raise IngestError(
-                f"{source} is {size / 1e6:.1f} MB, over the {self.max_file_bytes / 1e6:.0f} MB limit "
-                "(KB_LIMITS__MAX_FILE_MB)"
-            )
-        data = path.read_bytes()
-        doc_hash = hashlib.sha256(data).hexdigest()
-        doc_id = document_id(collection, source)
-        existing = self.store.get_metadatas(collection, {"document_id": doc_id})
-        if existing and all(m.get("doc_hash") == doc_hash for m in existing.values()):
-            report.unchanged += 1
-            return "unchanged"
+    def _prepare(self, path: Path, source: str, collection: str, report: IngestReport, queue: list[_Pending]) -> str:
+        if path.suffix.lower() not in LOADERS:
+            report.skipped.append({"source": source, "reason": f"unsupported type {path.suffix or '(none)'}"})
+            return "skipped"
+        try:
+            size = path.stat().st_size
+            if size > self.max_file_bytes:
+                raise IngestError(
+                    f"{source} is {size / 1e6:.1f} MB, over the {self.max_file_bytes / 1e6:.0f} MB limit "
+                    "(raise KB_LIMITS__MAX_FILE_MB to ingest it)"
+                )
+            data = path.read_bytes()
+            doc_hash = hashlib.sha256(data).hexdigest()
+            previous = self.manifest.get(collection, source)
+            if previous is not None and previous.doc_hash == doc_hash:
+                if not previous.clean:  # an earlier run crashed before deleting the old version
+                    self._sweep(collection, previous.document_id, set(previous.chunk_ids))
+                    self.manifest.mark_clean(collection, source)
+                report.unchanged += 1
+                return "unchanged"
+            doc_id = document_id(collection, source)
+            loaded = load(path, data)
+            chunks = self.chunker.chunk(doc_id, loaded.sections)
+            if not chunks:
+                raise IngestError(f"{source} produced no text chunks")
+        except IngestError as exc:
+            log.warning("cannot ingest %s: %s", source, exc.message)
+            report.failed.append({"source": source, "error": exc.message})
+            return "failed"
+        except OSError as exc:
+            report.failed.append({"source": source, "error": f"cannot read {source}: {exc.strerror or exc}"})
+            return "failed"
+        queue.append(_Pending(source, doc_id, doc_hash, size, loaded.title, chunks, previous))
+        return "queued"
 
-        loaded = load(path, data)
-        chunks = self.chunker.chunk(doc_id, loaded.sections)
-        if not chunks:
-            raise IngestError(f"{source} produced no text chunks")
+    def _flush(self, collection: str, queue: list[_Pending], report: IngestReport, progress: Progress | None) -> None:
+        if not queue:
+            return
+        chunks = [c for p in queue for c in p.chunks]
+        sent_before = getattr(self.embedder, "embedded", None)
         vectors = self.embedder.embed_documents([c.embedding_text() for c in chunks])
-        metadatas = [self._metadata(c, collection, source, doc_id, doc_hash, loaded.title) for c in chunks]
+        sent_after = getattr(self.embedder, "embedded", None)
+        metadatas = [self._metadata(c, collection, p) for p in queue for c in p.chunks]
         self.store.upsert(collection, [c.id for c in chunks], vectors, [c.text for c in chunks], metadatas)
-        stale = sorted(set(existing) - {c.id for c in chunks})
+        # Count what the model actually embedded; cached vectors (unchanged chunks) are free.
+        fresh = sent_after - sent_before if sent_before is not None and sent_after is not None else len(chunks)
+        report.chunks_embedded += fresh
+        report.chunks_written += len(chunks)
+        if progress:
+            progress.embedded(len(chunks))
+        for pending in queue:
+            ids = tuple(c.id for c in pending.chunks)
+            record = DocumentRecord(
+                collection, pending.source, pending.doc_id, pending.doc_hash, ids, pending.size, pending.title,
+                time.time(),
+            )  # fmt: skip
+            self.manifest.switch(record)  # readers see the new version from here on
+            self._sweep(collection, pending.doc_id, set(ids))
+            self.manifest.mark_clean(collection, pending.source)
+            if pending.previous is None:
+                report.added += 1
+            else:
+                report.updated += 1
+            if progress:
+                progress.file_done(pending.source, "updated" if pending.previous else "added", len(ids))
+        queue.clear()
+
+    def _sweep(self, collection: str, doc_id: str, keep: set[str]) -> None:
+        """Delete every chunk of the document that is not in the live set (old versions, crash leftovers)."""
+        stale = sorted(set(self.store.get_ids(collection, {"document_id": doc_id})) - keep)
         self.store.delete(collection, stale)
-        report.chunks_embedded += len(chunks)
-        if existing:
-            report.updated += 1
-            return "updated"
-        report.added += 1
-        return "added"
+
+    def _prune(self, collection: str, present: set[str], report: IngestReport) -> None:
+        """Remove documents whose files are gone, and chunks no manifest row vouches for."""
+        for record in self.manifest.documents(collection):
+            if record.source not in present:
+                self._sweep(collection, record.document_id, set())
+                self.manifest.remove(collection, record.source)
+                report.deleted += 1
+        live = {r.document_id for r in self.manifest.documents(collection)}
+        orphans = [
+            cid for cid, m in self.store.get_metadatas(collection, {}).items() if m.get("document_id") not in live
+        ]
+        self.store.delete(collection, orphans)
 
     @staticmethod
-    def _metadata(chunk: Chunk, collection: str, source: str, doc_id: str, doc_hash: str, title: str) -> dict[str, Any]:
+    def _metadata(chunk: Chunk, collection: str, pending: _Pending) -> dict[str, Any]:
         meta: dict[str, Any] = {
             "collection": collection,
-            "source": source,
-            "document_id": doc_id,
-            "doc_hash": doc_hash,
-            "title": title,
+            "source": pending.source,
+            "document_id": pending.doc_id,
+            "doc_hash": pending.doc_hash,
+            "title": pending.title,
             "chunk_index": chunk.index,
             "content_hash": chunk.content_hash,
         }

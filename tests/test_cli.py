@@ -68,3 +68,25 @@ def test_exit_codes_say_what_happened(tmp_path: Path) -> None:
 
     unknown = run_kb(["ask", "hello there", "-c", "nope"], data)
     assert unknown.returncode == 1 and "collection 'nope' does not exist" in unknown.stderr
+
+
+@pytest.mark.slow
+def test_edit_one_file_and_only_it_is_updated(tmp_path: Path) -> None:
+    data, docs = tmp_path / "data", tmp_path / "docs"
+    shutil.copytree(EXAMPLES, docs)
+    assert run_kb(["ingest", str(docs), "-c", "hb"], data).returncode == 0
+    (docs / "oncall.md").write_text((docs / "oncall.md").read_text().replace("15 minutes", "10 minutes"))
+    (docs / "office-faq.txt").unlink()
+
+    again = run_kb(["ingest", str(docs), "-c", "hb", "--prune", "--json"], data)
+    report = json.loads(again.stdout)
+    assert (report["updated"], report["unchanged"], report["deleted"], report["added"]) == (1, 2, 1, 0)
+    assert report["chunks_embedded"] == 1  # only the edited section's chunk reaches the model
+
+    listed = json.loads(run_kb(["documents", "list", "-c", "hb", "--json"], data).stdout)
+    assert sorted(d["source"] for d in listed) == ["expenses.html", "handbook.pdf", "oncall.md"]
+    assert run_kb(["documents", "delete", "oncall.md", "-c", "hb"], data).returncode == 0
+    gone = run_kb(["documents", "delete", "oncall.md", "-c", "hb"], data)
+    assert gone.returncode == 1 and "no document 'oncall.md'" in gone.stderr
+    collections = json.loads(run_kb(["collections", "list", "--json"], data).stdout)
+    assert collections == [{"name": "hb", "documents": 2, "chunks": collections[0]["chunks"]}]

@@ -1,6 +1,8 @@
 import shutil
 from pathlib import Path
 
+import pytest
+
 from app.bootstrap import Components
 from tests.conftest import EXAMPLES
 
@@ -23,7 +25,7 @@ def test_sample_set_chunks_carry_their_metadata(handbook_components: Components)
 def test_reingest_is_idempotent(handbook_components: Components) -> None:
     before = _all_chunks(handbook_components, "handbook")
     report = handbook_components.ingest_pipeline.ingest([EXAMPLES], "handbook")
-    assert (report.added, report.updated, report.unchanged, report.chunks_embedded) == (0, 0, 4, 0)
+    assert (report.added, report.updated, report.unchanged, report.chunks_written) == (0, 0, 4, 0)
     assert _all_chunks(handbook_components, "handbook") == before
 
 
@@ -67,3 +69,123 @@ def test_collection_names_users_choose_are_accepted(handbook_components: Compone
         assert report.added == 1, name
     names = {c.name for c in handbook_components.store.list_collections()}
     assert {"hr", "HR", "Legal & Compliance", "handbook"} <= names
+
+
+def _docx_bytes() -> bytes:
+    import io
+
+    import docx
+
+    document = docx.Document()
+    document.add_heading("Travel", level=1)
+    document.add_paragraph("Book trains for journeys under 5 hours.")
+    table = document.add_table(rows=1, cols=2)
+    table.cell(0, 0).text, table.cell(0, 1).text = "EU per diem", "45 EUR"
+    buf = io.BytesIO()
+    document.save(buf)
+    return buf.getvalue()
+
+
+def test_bad_inputs_are_reported_and_the_rest_is_ingested(handbook_components: Components, tmp_path: Path) -> None:
+    import io
+
+    from pypdf import PdfReader, PdfWriter
+
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    shutil.copy(EXAMPLES / "oncall.md", folder / "good.md")
+    (folder / "travel.docx").write_bytes(_docx_bytes())
+    writer = PdfWriter(clone_from=PdfReader(EXAMPLES / "handbook.pdf"))
+    writer.encrypt("pw")
+    buf = io.BytesIO()
+    writer.write(buf)
+    (folder / "encrypted.pdf").write_bytes(buf.getvalue())
+    (folder / "corrupt.pdf").write_bytes((EXAMPLES / "handbook.pdf").read_bytes()[:400])
+    (folder / "zero.txt").write_bytes(b"")
+    (folder / "random.pdf").write_bytes(bytes(range(256)) * 40)
+    (folder / "random.docx").write_bytes(bytes(range(256)) * 40)
+    (folder / "latin1.txt").write_bytes("Caf\xe9 menu".encode("latin-1"))
+    blank = PdfWriter()
+    blank.add_blank_page(width=300, height=300)
+    buf = io.BytesIO()
+    blank.write(buf)
+    (folder / "scanned.pdf").write_bytes(buf.getvalue())
+    (folder / "huge.txt").write_bytes(b"a" * (2 * 1024 * 1024))
+    handbook_components.ingest_pipeline.max_file_bytes = 1024 * 1024
+
+    report = handbook_components.ingest_pipeline.ingest([folder], "batch")
+
+    reasons = {f["source"]: f["error"] for f in report.failed}
+    assert report.added == 2, report  # good.md and travel.docx
+    assert "encrypted PDF" in reasons["encrypted.pdf"]
+    assert "not a readable PDF" in reasons["corrupt.pdf"] and "not a readable PDF" in reasons["random.pdf"]
+    assert "not a readable DOCX" in reasons["random.docx"]
+    assert "empty" in reasons["zero.txt"] and "not valid UTF-8" in reasons["latin1.txt"]
+    assert "no extractable text" in reasons["scanned.pdf"]
+    assert "over the 1 MB limit" in reasons["huge.txt"]
+    assert len(reasons) == 8
+    docx_chunks = handbook_components.store.get_metadatas("batch", {"source": "travel.docx"})
+    assert {m.get("heading") for m in docx_chunks.values()} == {"Travel"}
+
+
+def test_prune_removes_documents_whose_files_are_gone(handbook_components: Components, tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    shutil.copytree(EXAMPLES, folder)
+    pipeline = handbook_components.ingest_pipeline
+    pipeline.ingest([folder], "prune")
+    (folder / "office-faq.txt").unlink()
+    kept = pipeline.ingest([folder], "prune")
+    assert kept.deleted == 0 and handbook_components.store.get_ids("prune", {"source": "office-faq.txt"})
+    report = pipeline.ingest([folder], "prune", prune=True)
+    assert (report.deleted, report.unchanged) == (1, 3)
+    assert handbook_components.store.get_ids("prune", {"source": "office-faq.txt"}) == []
+    assert [r.source for r in handbook_components.manifest.documents("prune")] == [
+        "expenses.html",
+        "handbook.pdf",
+        "oncall.md",
+    ]
+
+
+def test_readers_never_see_an_unswitched_version(handbook_components: Components, tmp_path: Path) -> None:
+    """Chunks upserted for a new version stay invisible until the manifest switches to it."""
+    from ingest.chunking import Chunker
+    from ingest.files import document_id
+    from ingest.loaders import Section
+
+    store, rag = handbook_components.store, handbook_components.rag
+    doc_id = document_id("handbook", "oncall.md")
+    new = Chunker().chunk(doc_id, [Section("On-call engineers receive an allowance of 999 EUR per week.")])
+    vectors = handbook_components.embedder.embed_documents([c.text for c in new])
+    meta = {"collection": "handbook", "source": "oncall.md", "document_id": doc_id, "doc_hash": "next-version"}
+    store.upsert("handbook", [c.id for c in new], vectors, [c.text for c in new], [meta])  # crash before switch
+    hits = rag.retrieve("What is the on-call allowance per week?", "handbook", 5)
+    assert hits and all("999 EUR" not in h.text for h in hits)
+    assert any("300 EUR" in h.text for h in hits)
+
+
+def test_identical_chunks_are_embedded_once(handbook_components: Components, tmp_path: Path) -> None:
+    pipeline = handbook_components.ingest_pipeline
+    first = pipeline.ingest([EXAMPLES / "oncall.md"], "emb-a")
+    before = pipeline.embedder.embedded  # type: ignore[attr-defined]
+    second = pipeline.ingest([EXAMPLES / "oncall.md"], "emb-b")
+    assert first.chunks_written == second.chunks_written > 0
+    assert second.chunks_embedded == 0
+    assert pipeline.embedder.embedded == before  # type: ignore[attr-defined]  # all from the embedding cache
+
+
+def test_documents_can_be_listed_and_deleted(handbook_components: Components) -> None:
+    from app.errors import CollectionNotFoundError
+    from ingest.admin import DocumentNotFoundError, delete_collection, delete_document, list_documents
+
+    store, manifest = handbook_components.store, handbook_components.manifest
+    docs = {d["source"]: d for d in list_documents(store, manifest, "handbook")}
+    assert set(docs) == {"handbook.pdf", "oncall.md", "expenses.html", "office-faq.txt"}
+    assert docs["handbook.pdf"]["chunks"] == len(store.get_ids("handbook", {"source": "handbook.pdf"}))
+    delete_document(store, manifest, "handbook", "oncall.md")
+    assert store.get_ids("handbook", {"source": "oncall.md"}) == []
+    with pytest.raises(DocumentNotFoundError):
+        delete_document(store, manifest, "handbook", "oncall.md")
+    delete_collection(store, manifest, "handbook")
+    with pytest.raises(CollectionNotFoundError):
+        list_documents(store, manifest, "handbook")
+    assert manifest.documents("handbook") == []

@@ -129,20 +129,20 @@ class VectorStore:
                 metadatas=list(metadatas[start:end]),
             )
 
-    def get_ids(self, name: str, where: Metadata) -> list[str]:
+    def get_ids(self, name: str, where: Metadata | None) -> list[str]:
         """Chunk ids matching a metadata filter (empty when the collection is missing)."""
         try:
             collection = self._get(name)
         except CollectionMissing:
             return []
-        return list(collection.get(where=where, include=[])["ids"])
+        return list(collection.get(where=where or None, include=[])["ids"])
 
-    def get_metadatas(self, name: str, where: Metadata) -> dict[str, Metadata]:
+    def get_metadatas(self, name: str, where: Metadata | None) -> dict[str, Metadata]:
         try:
             collection = self._get(name)
         except CollectionMissing:
             return {}
-        got = collection.get(where=where, include=["metadatas"])
+        got = collection.get(where=where or None, include=["metadatas"])
         metadatas = got["metadatas"] or []
         return {cid: dict(meta or {}) for cid, meta in zip(got["ids"], metadatas, strict=True)}
 

@@ -1,8 +1,9 @@
-"""kb ingest and kb collections: getting documents in and managing collections."""
+"""kb ingest, kb collections and kb documents: getting documents in and managing them."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,69 +12,111 @@ from rich.table import Table
 
 from app.bootstrap import Components
 from app.cli.common import cli, console, fail, out, setup
+from app.cli.progress import LogProgress, RichProgress
 from app.errors import KbError
+from ingest.admin import delete_collection, delete_document, list_collections, list_documents
 
 collections_cli = typer.Typer(help="List and delete collections.", no_args_is_help=True)
+documents_cli = typer.Typer(help="List and delete the documents of a collection.", no_args_is_help=True)
 cli.add_typer(collections_cli, name="collections")
+cli.add_typer(documents_cli, name="documents")
 
 
 @cli.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders (walked recursively).")],
     collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to ingest into.")],
+    prune: Annotated[
+        bool, typer.Option(help="Remove documents of the collection whose files are no longer under PATHS.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Ingest PDF, Markdown, HTML and text files into a collection (re-running skips unchanged files)."""
+    """Ingest PDF, DOCX, Markdown, HTML and text files into a collection.
+
+    Re-running is safe and cheap: unchanged files are skipped, changed files replace
+    their old chunks, nothing is duplicated. Exit code 0: all files ingested;
+    1: some failed (listed with reasons); 2: wrong usage.
+    """
     settings = setup()
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         console.print(f"[red]error[/red]: no such file or folder: {', '.join(missing)}")
         raise typer.Exit(2)
     components = Components(settings)
+    progress: RichProgress | LogProgress = RichProgress(console) if sys.stderr.isatty() else LogProgress()
     try:
-        report = components.ingest_pipeline.ingest(
-            paths, collection, on_file=lambda source, outcome: console.print(f"  {outcome:>9}  {source}")
-        )
+        report = components.ingest_pipeline.ingest(paths, collection, prune=prune, progress=progress)
     except KbError as exc:
         raise fail(exc) from exc
     finally:
+        progress.stop()
         components.close()
     if as_json:
         out.print_json(json.dumps(report.as_dict()))
     else:
         out.print(
-            f"{collection}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
-            f"{len(report.skipped)} skipped, {len(report.failed)} failed; "
+            f"{report.collection}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+            f"{report.deleted} deleted, {len(report.skipped)} skipped, {len(report.failed)} failed; "
             f"{report.chunks_embedded} chunks embedded in {report.seconds:.1f}s"
         )
+        for skipped in report.skipped:
+            out.print(f"[yellow]skipped[/yellow] {skipped['source']}: {skipped['reason']}")
         for failure in report.failed:
             out.print(f"[red]failed[/red] {failure['source']}: {failure['error']}")
     raise typer.Exit(1 if report.failed else 0)
 
 
-@collections_cli.command("list")
-def collections_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """List collections and their chunk counts."""
-    components = Components(setup())
-    rows: list[dict[str, Any]] = [{"name": c.name, "chunks": c.chunks} for c in components.store.list_collections()]
+def _print_rows(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(rows))
         return
-    table = Table("collection", "chunks")
+    table = Table(*columns)
     for row in rows:
-        table.add_row(str(row["name"]), str(row["chunks"]))
+        table.add_row(*(str(row[c]) for c in columns))
     out.print(table)
+
+
+@collections_cli.command("list")
+def collections_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List collections with their document and chunk counts."""
+    components = Components(setup())
+    _print_rows(list_collections(components.store, components.manifest), ["name", "documents", "chunks"], as_json)
 
 
 @collections_cli.command("delete")
 def collections_delete(name: Annotated[str, typer.Argument(help="Collection to delete.")]) -> None:
-    """Delete a collection and all its chunks."""
-    from vectorstore.store import CollectionMissing
-
+    """Delete a collection with all its documents and chunks."""
     components = Components(setup())
     try:
-        components.store.delete_collection(name)
-    except CollectionMissing:
-        console.print(f"[red]error[/red]: collection {name!r} does not exist (see: kb collections list)")
-        raise typer.Exit(1) from None
+        delete_collection(components.store, components.manifest, name)
+    except KbError as exc:
+        raise fail(exc) from exc
     out.print(f"deleted collection {name!r}")
+
+
+@documents_cli.command("list")
+def documents_list(
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to list.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List a collection's documents: source, chunks, size and when they were last ingested."""
+    components = Components(setup())
+    try:
+        rows = list_documents(components.store, components.manifest, collection)
+    except KbError as exc:
+        raise fail(exc) from exc
+    _print_rows(rows, ["source", "chunks", "size_bytes", "updated_at"], as_json)
+
+
+@documents_cli.command("delete")
+def documents_delete(
+    source: Annotated[str, typer.Argument(help="Source path as shown by `kb documents list`.")],
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection of the document.")],
+) -> None:
+    """Delete one document and its chunks from a collection."""
+    components = Components(setup())
+    try:
+        delete_document(components.store, components.manifest, collection, source)
+    except KbError as exc:
+        raise fail(exc) from exc
+    out.print(f"deleted {source!r} from {collection!r}")

@@ -17,6 +17,7 @@ from app.llm.base import ChatModel, ChatRequest, GenerationParams, Message, Sour
 from app.llm.tokens import count_tokens
 from app.rag.citations import Citation, build_citations, passage_label
 from prompts.registry import Prompt, PromptLookupError, PromptRegistry
+from vectorstore.manifest import Manifest
 from vectorstore.store import CollectionMissing, Hit, VectorStore
 
 log = logging.getLogger(__name__)
@@ -64,12 +65,15 @@ class RagService:
         chat_model: ChatModel,
         prompts: PromptRegistry,
         config: RagConfig | None = None,
+        *,
+        manifest: Manifest | None = None,
     ):
         self.store = store
         self.embedder = embedder
         self.chat_model = chat_model
         self.prompts = prompts
         self.config = config or RagConfig()
+        self.manifest = manifest
 
     def _validate(self, question: str, collection: str, top_k: int | None) -> tuple[str, int]:
         question = question.strip()
@@ -98,11 +102,21 @@ class RagService:
             raise PromptNotFoundError(str(exc)) from exc
 
     def retrieve(self, question: str, collection: str, top_k: int) -> list[Hit]:
+        # Over-fetch a little: chunks of a document version that is not live are dropped below.
+        fetch = top_k if self.manifest is None else top_k + 5
         try:
-            hits = self.store.query(collection, self.embedder.embed_query(question), top_k)
+            hits = self.store.query(collection, self.embedder.embed_query(question), fetch)
         except CollectionMissing as exc:
             raise CollectionNotFoundError(f"collection {collection!r} does not exist") from exc
-        return [h for h in hits if h.score >= self.config.min_score]
+        hits = self._live_only(collection, hits)
+        return [h for h in hits if h.score >= self.config.min_score][:top_k]
+
+    def _live_only(self, collection: str, hits: list[Hit]) -> list[Hit]:
+        """Keep chunks of each document's live version only (updates are atomic for readers)."""
+        if self.manifest is None:
+            return hits
+        live = self.manifest.live_hashes(collection, (str(h.metadata.get("document_id")) for h in hits))
+        return [h for h in hits if live.get(str(h.metadata.get("document_id"))) == h.metadata.get("doc_hash")]
 
     def _pack(self, hits: list[Hit]) -> list[Hit]:
         """Keep passages in rank order while they fit the prompt's token budget."""
@@ -141,6 +155,7 @@ class RagService:
             query=question,
             request_id=request_id,
             use_cache=use_cache,
+            collection=collection,
         )
         completion = self.chat_model.complete(request)
         citations = build_citations(completion.text, hits)

@@ -1,0 +1,116 @@
+"""Admin API: upload documents into a collection (background job), inspect, delete.
+
+Until API keys and roles exist this router is behind ``KB_ADMIN__ENABLED``, which
+defaults to on only when the server binds to a loopback address.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import PurePath
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Request, UploadFile
+from fastapi.responses import JSONResponse
+
+from app.api.schemas import ErrorResponse
+from app.errors import InvalidRequestError, KbError
+from ingest.admin import delete_collection, delete_document, list_collections, list_documents
+from ingest.jobs import JobQueue
+from vectorstore.store import validate_collection_name
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/admin", tags=["admin"])
+_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorResponse} for c in (404, 413, 422)}
+_CHUNK = 1024 * 1024
+
+
+class JobNotFoundError(KbError):
+    code = "job_not_found"
+    http_status = 404
+
+
+class UploadTooLargeError(KbError):
+    code = "file_too_large"
+    http_status = 413
+
+
+def _safe_name(filename: str | None) -> str:
+    name = PurePath((filename or "").replace("\\", "/")).name.strip()
+    if not name or name in {".", ".."} or name.startswith("."):
+        raise InvalidRequestError(f"upload has no usable file name ({filename!r})", code="invalid_filename")
+    return name
+
+
+@router.post("/collections/{collection}/documents", status_code=202, responses=_ERRORS)
+async def upload_documents(
+    collection: str, request: Request, files: Annotated[list[UploadFile], File(description="Documents to ingest.")]
+) -> JSONResponse:
+    """Store the uploaded files and queue an ingestion job; poll GET /admin/jobs/{job_id}."""
+    try:
+        collection = validate_collection_name(collection)
+    except ValueError as exc:
+        raise InvalidRequestError(str(exc), code="invalid_collection_name") from exc
+    components = request.app.state.components
+    jobs: JobQueue = request.app.state.jobs
+    limit = int(components.settings.limits.max_file_mb * 1024 * 1024)
+    job_id, folder = jobs.new_job_dir()
+    names: list[str] = []
+    try:
+        for upload in files:
+            name = _safe_name(upload.filename)
+            size = 0
+            with (folder / name).open("wb") as target:
+                while chunk := await upload.read(_CHUNK):
+                    size += len(chunk)
+                    if size > limit:
+                        raise UploadTooLargeError(
+                            f"{name} is over the {limit / 1e6:.0f} MB limit (KB_LIMITS__MAX_FILE_MB)"
+                        )
+                    target.write(chunk)
+            names.append(name)
+    except KbError:
+        jobs.discard(job_id)
+        raise
+    job = jobs.submit(job_id, collection, names)
+    log.info("accepted ingestion job %s: %d files into %r", job_id, len(names), collection)
+    return JSONResponse(job.as_dict(), status_code=202, headers={"Location": f"/admin/jobs/{job_id}"})
+
+
+@router.get("/jobs/{job_id}", responses=_ERRORS)
+def get_job(job_id: str, request: Request) -> dict[str, Any]:
+    """Status (queued, running, succeeded, failed) and, when done, the ingestion summary."""
+    job = request.app.state.jobs.get(job_id)
+    if job is None:
+        raise JobNotFoundError(f"no ingestion job {job_id!r}")
+    return dict(job.as_dict())
+
+
+@router.get("/collections")
+def admin_collections(request: Request) -> list[dict[str, Any]]:
+    """Collections with document and chunk counts."""
+    components = request.app.state.components
+    return list_collections(components.store, components.manifest)
+
+
+@router.get("/collections/{collection}/documents", responses=_ERRORS)
+def admin_documents(collection: str, request: Request) -> list[dict[str, Any]]:
+    """A collection's documents: source, chunks, size, content hash, last ingested."""
+    components = request.app.state.components
+    return list_documents(components.store, components.manifest, collection)
+
+
+@router.delete("/collections/{collection}/documents/{source:path}", responses=_ERRORS)
+def admin_delete_document(collection: str, source: str, request: Request) -> dict[str, Any]:
+    """Delete one document and its chunks."""
+    components = request.app.state.components
+    deleted = delete_document(components.store, components.manifest, collection, source)
+    return {"collection": collection, "source": source, "chunks_deleted": deleted}
+
+
+@router.delete("/collections/{collection}", responses=_ERRORS)
+def admin_delete_collection(collection: str, request: Request) -> dict[str, Any]:
+    """Delete a collection with all its documents and chunks."""
+    components = request.app.state.components
+    delete_collection(components.store, components.manifest, collection)
+    return {"collection": collection, "deleted": True}

@@ -1,0 +1,74 @@
+"""Collection and document management shared by the CLI and the admin API.
+
+Deletes go through the manifest as well as the vector store, so a deleted document
+is gone for readers, for re-ingestion decisions and for listings alike.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from app.errors import CollectionNotFoundError, KbError
+from ingest.files import document_id
+from vectorstore.manifest import Manifest
+from vectorstore.store import CollectionMissing, VectorStore
+
+log = logging.getLogger(__name__)
+
+
+class DocumentNotFoundError(KbError):
+    code = "document_not_found"
+    http_status = 404
+
+
+def _missing(name: str) -> CollectionNotFoundError:
+    return CollectionNotFoundError(f"collection {name!r} does not exist (see: kb collections list)")
+
+
+def list_collections(store: VectorStore, manifest: Manifest) -> list[dict[str, Any]]:
+    counts = manifest.collections()
+    return [
+        {"name": c.name, "documents": counts.get(c.name, (0, 0))[0], "chunks": c.chunks}
+        for c in store.list_collections()
+    ]
+
+
+def list_documents(store: VectorStore, manifest: Manifest, collection: str) -> list[dict[str, Any]]:
+    if not store.exists(collection):
+        raise _missing(collection)
+    return [
+        {
+            "source": r.source,
+            "document_id": r.document_id,
+            "chunks": len(r.chunk_ids),
+            "size_bytes": r.size_bytes,
+            "title": r.title,
+            "doc_hash": r.doc_hash,
+            "updated_at": dt.datetime.fromtimestamp(r.updated_at, dt.UTC).isoformat(timespec="seconds"),
+        }
+        for r in manifest.documents(collection)
+    ]
+
+
+def delete_document(store: VectorStore, manifest: Manifest, collection: str, source: str) -> int:
+    """Delete a document's chunks, then its manifest row; returns chunks deleted."""
+    if not store.exists(collection):
+        raise _missing(collection)
+    if manifest.get(collection, source) is None:
+        raise DocumentNotFoundError(f"no document {source!r} in collection {collection!r} (see: kb documents list)")
+    ids = store.get_ids(collection, {"document_id": document_id(collection, source)})
+    store.delete(collection, ids)
+    manifest.remove(collection, source)
+    log.info("deleted document %r from %r (%d chunks)", source, collection, len(ids))
+    return len(ids)
+
+
+def delete_collection(store: VectorStore, manifest: Manifest, collection: str) -> None:
+    try:
+        store.delete_collection(collection)
+    except CollectionMissing as exc:
+        raise _missing(collection) from exc
+    manifest.remove_collection(collection)
+    log.info("deleted collection %r", collection)

@@ -1,0 +1,172 @@
+"""The ingestion manifest: what each collection holds, and the switch that makes updates atomic.
+
+Chroma has no transactions, so a changed document is replaced in three steps:
+upsert its new chunks (invisible: the manifest still names the old version),
+switch the manifest row to the new version (one SQLite transaction: the moment
+readers see the new text), then delete the old chunks. Readers keep only hits whose
+``doc_hash`` is the manifest's live version, so they never see both versions or
+neither. A crash at any step leaves chunks the manifest does not vouch for; the
+next run of the same command upserts the same deterministic ids, switches, and
+deletes every chunk of the document that is not in the live set, converging to
+the store a clean run produces.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    collection TEXT NOT NULL,
+    source TEXT NOT NULL,
+    document_id TEXT NOT NULL,
+    doc_hash TEXT NOT NULL,
+    chunk_ids TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    title TEXT,
+    updated_at REAL NOT NULL,
+    clean INTEGER NOT NULL DEFAULT 0,  -- 0 until the previous version's chunks are deleted
+    PRIMARY KEY (collection, source)
+);
+CREATE INDEX IF NOT EXISTS documents_id ON documents (collection, document_id);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    collection TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    status TEXT NOT NULL,
+    summary TEXT
+);
+"""
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    collection: str
+    source: str
+    document_id: str
+    doc_hash: str
+    chunk_ids: tuple[str, ...]
+    size_bytes: int
+    title: str | None
+    updated_at: float
+    clean: bool = False
+
+
+class Manifest:
+    def __init__(self, path: str | Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        # WAL + NORMAL survives a killed process (what crash-safety is about here); only an OS
+        # crash could lose the last commits, which the next run then simply redoes.
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        with self._lock:
+            self._conn.executescript(_SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    @staticmethod
+    def _record(row: sqlite3.Row) -> DocumentRecord:
+        return DocumentRecord(
+            row["collection"], row["source"], row["document_id"], row["doc_hash"],
+            tuple(json.loads(row["chunk_ids"])), row["size_bytes"], row["title"], row["updated_at"],
+            bool(row["clean"]),
+        )  # fmt: skip
+
+    def get(self, collection: str, source: str) -> DocumentRecord | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT * FROM documents WHERE collection = ? AND source = ?", (collection, source)
+            ).fetchone()
+        return self._record(row) if row else None
+
+    def documents(self, collection: str) -> list[DocumentRecord]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM documents WHERE collection = ? ORDER BY source", (collection,)
+            ).fetchall()
+        return [self._record(r) for r in rows]
+
+    def collections(self) -> dict[str, tuple[int, int]]:
+        """collection → (documents, chunks)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT collection, chunk_ids FROM documents").fetchall()
+        result: dict[str, tuple[int, int]] = {}
+        for row in rows:
+            docs, chunks = result.get(row["collection"], (0, 0))
+            result[row["collection"]] = (docs + 1, chunks + len(json.loads(row["chunk_ids"])))
+        return result
+
+    def switch(self, record: DocumentRecord) -> None:
+        """Make ``record`` the live version of its document (the atomic step of an update)."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                (
+                    record.collection, record.source, record.document_id, record.doc_hash,
+                    json.dumps(list(record.chunk_ids)), record.size_bytes, record.title, record.updated_at,
+                ),
+            )  # fmt: skip
+
+    def mark_clean(self, collection: str, source: str) -> None:
+        """The previous version's chunks are gone: nothing left to sweep for this document."""
+        with self._tx() as conn:
+            conn.execute("UPDATE documents SET clean = 1 WHERE collection = ? AND source = ?", (collection, source))
+
+    def remove(self, collection: str, source: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM documents WHERE collection = ? AND source = ?", (collection, source))
+
+    def remove_collection(self, collection: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM documents WHERE collection = ?", (collection,))
+
+    def live_hashes(self, collection: str, document_ids: Iterable[str]) -> dict[str, str]:
+        """document_id → live doc_hash, for filtering retrieved chunks to live versions."""
+        ids = sorted(set(document_ids))
+        if not ids:
+            return {}
+        marks = ",".join("?" for _ in ids)
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT document_id, doc_hash FROM documents WHERE collection = ? AND document_id IN ({marks})",
+                (collection, *ids),
+            ).fetchall()
+        return {r["document_id"]: r["doc_hash"] for r in rows}
+
+    def start_run(self, collection: str) -> int:
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO runs (collection, started_at, status) VALUES (?, ?, 'running')", (collection, time.time())
+            )
+            return int(cur.lastrowid or 0)
+
+    def finish_run(self, run_id: int, status: str, summary: dict[str, object]) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE runs SET finished_at = ?, status = ?, summary = ? WHERE id = ?",
+                (time.time(), status, json.dumps(summary), run_id),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
