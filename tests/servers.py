@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -47,6 +50,9 @@ class FakeOpenAI:
 
     ``reply`` is the answer text; ``usage`` the token counts it reports (None: omit usage);
     ``delay_s`` sleeps before answering (timeouts); ``status`` forces an HTTP error.
+    ``script`` lists what the next requests get before normal service resumes, one item
+    per request: an HTTP status (429 and 503 carry ``Retry-After: retry_after``),
+    "malformed" (200 with a broken JSON body) or "hang" (no answer for ``hang_s``).
     """
 
     def __init__(self) -> None:
@@ -54,7 +60,11 @@ class FakeOpenAI:
         self.usage: dict[str, int] | None = {"prompt_tokens": 321, "completion_tokens": 12}
         self.delay_s = 0.0
         self.status = 200
+        self.script: list[int | str] = []
+        self.retry_after = "0"
+        self.hang_s = 5.0
         self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -67,20 +77,33 @@ class FakeOpenAI:
 
             def _handle(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                fake.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                with fake._lock:
+                    fake.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                    step = fake.script.pop(0) if fake.script else None
                 time.sleep(fake.delay_s)
-                if fake.status != 200:
+                if step == "hang":
+                    time.sleep(fake.hang_s)
+                elif step == "malformed":
+                    self._raw(200, b'{"id": "chatcmpl-1", "choices": [')
+                elif isinstance(step, int):
+                    extra = {"Retry-After": fake.retry_after} if step in (429, 503) else {}
+                    self._json(step, {"error": {"message": f"scripted {step}", "type": "server_error"}}, extra)
+                elif fake.status != 200:
                     self._json(fake.status, {"error": {"message": "upstream exploded", "type": "server_error"}})
                 elif body.get("stream"):
                     self._stream(body)
                 else:
                     self._json(200, fake._completion(body))
 
-            def _json(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
+            def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+                self._raw(status, json.dumps(payload).encode(), headers)
+
+            def _raw(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -130,3 +153,49 @@ class FakeOpenAI:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+@contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    """A real redis-server on a free 127.0.0.1 port, no persistence; yields its URL.
+
+    Skips the calling test when the binary is missing (``make test`` installs it as root).
+    """
+    import pytest
+    import redis
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server; make test does it as root)")
+    port = free_port()
+    args = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(workdir),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        client = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        client.close()
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -7,6 +7,7 @@ first request, so the first employee does not wait for it).
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -14,10 +15,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 import app as app_pkg
+from app import metrics
 from app.api.errors import install_error_handlers
-from app.api.routes import chat, system
+from app.api.routes import admin, chat, system, usage
+from app.api.routes import metrics as metrics_route
 from app.bootstrap import Components
 from app.settings import Settings, get_settings
+from ingest.jobs import JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +36,17 @@ def create_app(settings: Settings | None = None, components: Components | None =
         components = components or Components(settings)
         _ = components.rag  # load model, open stores, validate the active prompt
         api.state.components = components
-        log.info("kb API ready on data dir %s", settings.data_dir.resolve())
+        jobs = None
+        if admin_enabled:
+            jobs = JobQueue(settings.data_dir, components.ingest_folder)
+            jobs.start()
+            api.state.jobs = jobs
+        log.info("kb API ready on data dir %s (admin API %s)", settings.data_dir.resolve(), admin_state)
         try:
             yield
         finally:
+            if jobs is not None:
+                jobs.stop()  # lets a running ingestion job finish its current work first
             components.close()
 
     api = FastAPI(
@@ -50,10 +61,25 @@ def create_app(settings: Settings | None = None, components: Components | None =
     async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
         request.state.request_id = rid[:64]
-        response = await call_next(request)
+        started = time.perf_counter()
+        status = 500  # unless a response says otherwise: an exception escaping here becomes a 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+        finally:
+            route = request.scope.get("route")
+            template = getattr(route, "path", "unmatched")  # the template, never the raw path (cardinality)
+            metrics.HTTP_REQUESTS.labels(request.method, template, str(status)).inc()
+            metrics.HTTP_LATENCY.labels(request.method, template).observe(time.perf_counter() - started)
         response.headers["X-Request-ID"] = request.state.request_id
         return response
 
+    admin_enabled = settings.admin.is_enabled(settings.api.host)
+    admin_state = "on" if admin_enabled else "off (set KB_ADMIN__ENABLED=true to serve it)"
+    if admin_enabled:
+        api.include_router(admin.router)
     api.include_router(system.router)
     api.include_router(chat.router)
+    api.include_router(usage.router)
+    api.include_router(metrics_route.router)
     return api

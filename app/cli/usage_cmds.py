@@ -1,48 +1,50 @@
-"""kb usage: what the model calls cost."""
+"""kb usage: what the model calls cost, grouped by day, model, provider, prompt, collection or key.
+
+The figures come from the usage ledger (one row per model call attempt and per cache
+hit) through ``app.llm.usage_report``, the same summary ``GET /admin/usage`` serves.
+"""
 
 from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from app.bootstrap import Components
-from app.cli.common import cli, out, setup
+from app.cli.common import cli, console, out, setup
+from app.errors import KbError
+from app.llm.usage_report import GROUPINGS, parse_since, summarize
 
 
 @cli.command()
 def usage(
-    since_hours: Annotated[float, typer.Option("--since-hours", help="Window to sum over.")] = 24 * 7,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    since: Annotated[str, typer.Option("--since", help="Window to sum over: 30m, 12h, 7d, 2w.")] = "7d",
+    by: Annotated[str, typer.Option("--by", help=f"Group by: {'|'.join(GROUPINGS)}.")] = "model",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON list of groups; the last element is the totals row (total: true).")
+    ] = False,
 ) -> None:
-    """Calls, tokens and cost per provider/model from the usage ledger."""
-    components = Components(setup())
-    rows = components.ledger.rows(since_ts=time.time() - since_hours * 3600)
-    totals: dict[tuple[str, str], dict[str, Any]] = defaultdict(
-        lambda: {"calls": 0, "cached": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
-    )
-    for row in rows:
-        t = totals[(row["provider"], row["model"])]
-        t["calls"] += 1
-        t["cached"] += row["cached"]
-        t["errors"] += row["status"] != "ok"
-        t["prompt_tokens"] += row["prompt_tokens"]
-        t["completion_tokens"] += row["completion_tokens"]
-        t["cost_usd"] += row["cost_usd"] or 0.0
-    result = [{"provider": p, "model": m, **t} for (p, m), t in sorted(totals.items())]
+    """Calls, cache hits, errors, tokens and cost from the usage ledger, with a totals row."""
+    try:
+        window_s = parse_since(since)
+        settings = setup()
+        components = Components(settings)
+        groups, total = summarize(components.ledger.rows(since_ts=time.time() - window_s), by)
+    except KbError as exc:
+        console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
+        raise typer.Exit(2) from exc
+    fields = GROUPINGS[by][0]
     if as_json:
-        out.print_json(json.dumps(result))
+        rows = [{**g, "total": False} for g in groups] + [{**dict.fromkeys(fields), **total, "total": True}]
+        out.print_json(json.dumps(rows))
         return
-    table = Table("provider", "model", "calls", "cached", "errors", "prompt tok", "completion tok", "cost USD")
-    for r in result:
-        table.add_row(
-            r["provider"],
-            r["model"],
-            *(str(r[k]) for k in ("calls", "cached", "errors", "prompt_tokens", "completion_tokens")),
-            f"{r['cost_usd']:.6f}",
-        )
+    table = Table(*fields, "calls", "cached", "errors", "prompt tok", "completion tok", "cost USD")
+    numbers = ("calls", "cached", "errors", "prompt_tokens", "completion_tokens")
+    for g in groups:
+        table.add_row(*(str(g[f]) for f in fields), *(str(g[k]) for k in numbers), f"{g['cost_usd']:.6f}")
+    table.add_section()
+    table.add_row("total", *([""] * (len(fields) - 1)), *(str(total[k]) for k in numbers), f"{total['cost_usd']:.6f}")
     out.print(table)

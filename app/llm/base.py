@@ -47,6 +47,8 @@ class ChatRequest:
     query: str = ""  # the plain question, for providers that do not read prompts (extractive)
     request_id: str = ""
     use_cache: bool = True
+    collection: str | None = None  # recorded in the usage ledger, not part of the cache key
+    key: str | None = None  # the API key's id once auth lands; recorded in the usage ledger
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class Completion:
     cached: bool = False
     cost_usd: float | None = None
     usage_reported: bool = True  # False when the provider gave no usage and tokens were estimated
+    fallback: bool = False  # True when a fallback provider answered (such answers are not cached)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
-"""Pricing and the usage ledger, as the outermost ChatModel wrapper.
+"""Pricing and the usage ledger, as a ChatModel wrapper used at two places of the stack.
 
-One ledger row per call, including cache hits (cost 0, cached=1) and failures
-(status=error with the error code). Prices come from one table (Settings, USD per
-million tokens); an unknown model is logged with cost NULL and a warning, never a
-crash.
+Wrapped round each provider (inside the retry loop) it writes one row per attempt:
+successes priced from the provider's usage, failures with status=error, the error
+code and cost 0. Wrapped round the cache with ``only_cached=True`` it writes one row
+per cache hit (cost 0, cached=1) and nothing else, since misses were already logged
+by the attempt that answered. The sum of the ledger is therefore what was spent.
+Prices come from one table (Settings, USD per million tokens); an unknown model is
+logged with cost NULL and a warning, never a crash.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from app import metrics
 from app.errors import KbError
 from app.llm.base import ChatModel, ChatRequest, Completion, StreamEvent, Usage
 from app.llm.sqlite_util import SqliteDb
@@ -36,10 +40,14 @@ CREATE TABLE IF NOT EXISTS usage (
     cached INTEGER NOT NULL,
     streamed INTEGER NOT NULL DEFAULT 0,
     status TEXT NOT NULL,
-    error TEXT
+    error TEXT,
+    collection TEXT,
+    "key" TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts);
 """
+# Columns added after the first release: ledgers created before them gain them on open.
+_ADDED_COLUMNS = {"collection": "TEXT", "key": "TEXT"}
 
 
 @dataclass(frozen=True)
@@ -66,9 +74,18 @@ def cost_usd(model: str, usage: Usage, prices: Mapping[str, Price]) -> float | N
 class UsageLedger:
     def __init__(self, path: str | Path):
         self._db = SqliteDb(path, _SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._db.tx() as conn:
+            present = {r["name"] for r in conn.execute("PRAGMA table_info(usage)")}
+            for column, kind in _ADDED_COLUMNS.items():
+                if column not in present:
+                    log.info("usage ledger: adding column %s", column)
+                    conn.execute(f'ALTER TABLE usage ADD COLUMN "{column}" {kind}')
 
     def record(self, **row: Any) -> None:
-        columns = ", ".join(row)
+        columns = ", ".join(f'"{c}"' for c in row)
         marks = ", ".join("?" for _ in row)
         with self._db.tx() as conn:
             conn.execute(f"INSERT INTO usage ({columns}) VALUES ({marks})", tuple(row.values()))
@@ -83,10 +100,15 @@ class UsageLedger:
 
 
 class CostLoggedChatModel:
-    def __init__(self, inner: ChatModel, ledger: UsageLedger, prices: Mapping[str, Price]):
+    """Logs and prices calls through ``inner``; ``only_cached`` logs cache hits only (see module doc)."""
+
+    def __init__(
+        self, inner: ChatModel, ledger: UsageLedger, prices: Mapping[str, Price], *, only_cached: bool = False
+    ):
         self.inner = inner
         self.ledger = ledger
         self.prices = prices
+        self.only_cached = only_cached
         self._warned: set[str] = set()
 
     @property
@@ -100,6 +122,8 @@ class CostLoggedChatModel:
     def _price(self, completion: Completion) -> Completion:
         if completion.cached:
             return replace(completion, cost_usd=0.0)
+        if self.only_cached:
+            return completion  # priced by the attempt that produced it
         cost = cost_usd(completion.model, completion.usage, self.prices)
         if cost is None and completion.model not in self._warned:
             self._warned.add(completion.model)
@@ -116,22 +140,44 @@ class CostLoggedChatModel:
         completion: Completion | None = None,
         error: Exception | None = None,
     ) -> None:
+        if self.only_cached and (completion is None or not completion.cached):
+            return
         usage = completion.usage if completion else Usage()
+        provider = completion.provider if completion else self.provider
+        model = completion.model if completion else self.model
+        latency_s = time.perf_counter() - started
+        code = None if error is None else (error.code if isinstance(error, KbError) else type(error).__name__)
         self.ledger.record(
             ts=time.time(),
             request_id=request.request_id,
-            provider=completion.provider if completion else self.provider,
-            model=completion.model if completion else self.model,
+            provider=provider,
+            model=model,
             prompt=request.prompt_id,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
-            cost_usd=completion.cost_usd if completion else None,
-            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            cost_usd=completion.cost_usd if completion else 0.0,
+            latency_ms=round(latency_s * 1000, 3),
             cached=int(bool(completion and completion.cached)),
             streamed=int(streamed),
             status="ok" if error is None else "error",
-            error=None if error is None else (error.code if isinstance(error, KbError) else type(error).__name__),
+            error=code,
+            collection=request.collection,
+            key=request.key,
         )
+        if not self.only_cached:
+            self._observe(provider, model, latency_s, completion, code)
+
+    @staticmethod
+    def _observe(provider: str, model: str, latency_s: float, completion: Completion | None, code: str | None) -> None:
+        metrics.LLM_CALLS.labels(provider, model, "ok" if code is None else "error").inc()
+        metrics.LLM_LATENCY.labels(provider, model).observe(latency_s)
+        if code is not None:
+            metrics.PROVIDER_ERRORS.labels(provider, code).inc()
+        if completion is not None:
+            metrics.LLM_TOKENS.labels(provider, model, "prompt").inc(completion.usage.prompt_tokens)
+            metrics.LLM_TOKENS.labels(provider, model, "completion").inc(completion.usage.completion_tokens)
+            if completion.cost_usd:
+                metrics.LLM_COST.labels(provider, model).inc(completion.cost_usd)
 
     def complete(self, request: ChatRequest) -> Completion:
         started = time.perf_counter()

@@ -21,24 +21,53 @@ from app.llm.tokens import encoding_for_model
 log = logging.getLogger(__name__)
 
 
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    """Seconds from a Retry-After header (the HTTP-date form is rare from model APIs: ignored)."""
+    value = exc.response.headers.get("retry-after") if exc.response is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
 def translate_error(exc: Exception, base_url: str | None) -> ProviderError:
+    """SDK exception → our error, marked retryable when repeating the call may help."""
     where = base_url or "api.openai.com"
+    error: ProviderError
     if isinstance(exc, openai.APITimeoutError):
-        return ProviderTimeoutError(f"the model provider at {where} did not answer in time")
-    if isinstance(exc, openai.APIConnectionError):
-        return ProviderUnavailableError(f"cannot reach the model provider at {where}: {exc}")
-    if isinstance(exc, openai.AuthenticationError):
-        return ProviderError(
+        error = ProviderTimeoutError(f"the model provider at {where} did not answer in time")
+        error.retryable = True
+    elif isinstance(exc, openai.APIConnectionError):
+        error = ProviderUnavailableError(f"cannot reach the model provider at {where}: {exc}")
+        error.retryable = True
+    elif isinstance(exc, openai.AuthenticationError):
+        error = ProviderError(
             f"the model provider at {where} rejected the API key (check KB_LLM__API_KEY)",
             code="provider_auth_failed",
         )
-    if isinstance(exc, openai.RateLimitError):
-        return ProviderUnavailableError(
+    elif isinstance(exc, openai.RateLimitError):
+        error = ProviderUnavailableError(
             f"the model provider at {where} is rate limiting us; retry later", code="provider_rate_limited"
         )
-    if isinstance(exc, openai.APIStatusError):
-        return ProviderError(f"the model provider at {where} answered HTTP {exc.status_code}: {exc.message}")
-    return ProviderError(f"the model provider at {where} failed: {exc}")
+        error.retryable = True
+        error.retry_after_s = _retry_after(exc)
+    elif isinstance(exc, openai.APIStatusError):
+        error = ProviderError(f"the model provider at {where} answered HTTP {exc.status_code}: {exc.message}")
+        error.retryable = exc.status_code in (408, 409) or exc.status_code >= 500
+        error.retry_after_s = _retry_after(exc)
+    else:
+        error = ProviderError(f"the model provider at {where} failed: {exc}")
+    return error
+
+
+def malformed(base_url: str | None, exc: Exception) -> ProviderError:
+    """A 200 answer we cannot parse (a broken proxy, a truncated body): retryable, then fall back."""
+    error = ProviderError(
+        f"the model provider at {base_url or 'api.openai.com'} sent a malformed response ({type(exc).__name__})",
+        code="provider_bad_response",
+    )
+    error.retryable = True
+    return error
 
 
 class OpenAIChatModel:
@@ -49,11 +78,13 @@ class OpenAIChatModel:
         api_key: str | None = None,
         base_url: str | None = None,
         timeout_s: float = 30.0,
-        max_retries: int = 2,
+        max_retries: int = 0,
     ):
         self._model = model
         self._base_url = base_url
         # Local OpenAI-compatible servers often need no key, but the SDK insists on one.
+        # max_retries defaults to 0: retries are ours (app/llm/resilience.py), so each
+        # attempt is logged and counted and the SDK never multiplies them behind our back.
         self._client = openai.OpenAI(
             api_key=api_key or "not-needed", base_url=base_url, timeout=timeout_s, max_retries=max_retries
         )
@@ -84,14 +115,19 @@ class OpenAIChatModel:
             response = self._client.chat.completions.create(**self._kwargs(request))
         except openai.OpenAIError as exc:
             raise translate_error(exc, self._base_url) from exc
-        if not response.choices:
-            raise ProviderError("the model provider returned no choices")
-        text = response.choices[0].message.content or ""
-        if response.usage is not None:
-            usage = Usage(response.usage.prompt_tokens, response.usage.completion_tokens)
-            reported = True
-        else:
-            usage, reported = self._estimate(request, text), False
+        except ValueError as exc:  # the SDK lets json.JSONDecodeError through on a garbled body
+            raise malformed(self._base_url, exc) from exc
+        try:
+            if not response.choices:
+                raise ProviderError("the model provider returned no choices", code="provider_bad_response")
+            text = response.choices[0].message.content or ""
+            if response.usage is not None:
+                usage = Usage(response.usage.prompt_tokens, response.usage.completion_tokens)
+                reported = True
+            else:
+                usage, reported = self._estimate(request, text), False
+        except (AttributeError, TypeError, IndexError) as exc:  # JSON, but not a chat completion
+            raise malformed(self._base_url, exc) from exc
         return Completion(text, usage, self.provider, response.model or self._model, usage_reported=reported)
 
     def stream(self, request: ChatRequest) -> Iterator[StreamEvent]:
@@ -113,6 +149,8 @@ class OpenAIChatModel:
                         yield StreamEvent(delta=delta)
         except openai.OpenAIError as exc:
             raise translate_error(exc, self._base_url) from exc
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise malformed(self._base_url, exc) from exc
         text = "".join(parts)
         reported = usage is not None
         final_usage = usage if usage is not None else self._estimate(request, text)
