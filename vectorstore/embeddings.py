@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
+    from vectorstore.onnx_backend import OnnxEmbedder
+
 log = logging.getLogger(__name__)
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
@@ -70,3 +72,20 @@ class Embedder:
 
     def embed_query(self, text: str) -> list[float]:
         return self.embed_documents([text])[0]
+
+
+def load_embedder(
+    model: str, *, backend: str = "torch", batch_size: int = 32, device: str = "cpu", cache_dir: Path | None = None
+) -> Embedder | OnnxEmbedder:
+    """The configured backend for ``model``; ONNX falls back to torch (with a warning) if it cannot run it."""
+    if backend in ("onnx", "onnx-int8"):
+        from vectorstore.onnx_backend import OnnxEmbedder, OnnxUnsupported
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        path = Path(resolve_model_path(model))
+        folder = (cache_dir or path / ".onnx") / f"{path.name}-{backend}"
+        try:
+            return OnnxEmbedder(path, folder, name=model, quantize=backend == "onnx-int8", batch_size=batch_size)
+        except OnnxUnsupported as exc:
+            log.warning("%s; using the torch backend", exc)
+    return Embedder(model, batch_size=batch_size, device=device)

@@ -1,0 +1,44 @@
+"""The ONNX backends run the same model as sentence-transformers, offline, from local files."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vectorstore.embeddings import load_embedder
+
+TEXTS = [
+    "Full-time employees receive 27 days of paid annual leave per calendar year.",
+    "Acknowledge a page within 15 minutes, day or night.",
+    "Hotels are reimbursed up to 180 EUR per night in capital cities.",
+    "short",
+]
+
+
+@pytest.mark.parametrize(("backend", "min_cos"), [("onnx", 0.9999), ("onnx-int8", 0.85)])
+def test_onnx_vectors_match_torch(backend: str, min_cos: float, tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    onnx = load_embedder("all-MiniLM-L6-v2", backend=backend, cache_dir=tmp_path)
+    assert onnx.name == f"all-MiniLM-L6-v2@{backend}"
+    ours = np.array(onnx.embed_documents(TEXTS))
+    ref = np.array(embedder.embed_documents(TEXTS))
+    assert ours.shape == ref.shape == (4, 384)
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-4)
+    assert (ours * ref).sum(axis=1).min() >= min_cos
+    # retrieval order is what matters: each text is still nearest to itself
+    assert list((ours @ ref.T).argmax(axis=1)) == [0, 1, 2, 3]
+    again = load_embedder("all-MiniLM-L6-v2", backend=backend, cache_dir=tmp_path)  # cached export is reused
+    assert np.allclose(np.array(again.embed_documents(TEXTS)), ours, atol=1e-6)
+
+
+def test_models_the_onnx_backend_cannot_run_are_refused_clearly(tmp_path: Path) -> None:
+    from vectorstore.onnx_backend import OnnxUnsupported, export
+
+    model = tmp_path / "cls-model"
+    (model / "1_Pooling").mkdir(parents=True)
+    (model / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    with pytest.raises(OnnxUnsupported, match="does not use mean pooling"):
+        export(model, tmp_path / "out", quantize=True)
+    (model / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    with pytest.raises(OnnxUnsupported, match=r"no tokenizer\.json"):
+        export(model, tmp_path / "out", quantize=True)
