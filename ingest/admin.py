@@ -12,6 +12,7 @@ from typing import Any
 
 from app.errors import CollectionNotFoundError, KbError
 from ingest.files import document_id
+from vectorstore.lexical import LexicalIndex
 from vectorstore.manifest import Manifest
 from vectorstore.store import CollectionMissing, VectorStore
 
@@ -52,7 +53,9 @@ def list_documents(store: VectorStore, manifest: Manifest, collection: str) -> l
     ]
 
 
-def delete_document(store: VectorStore, manifest: Manifest, collection: str, source: str) -> int:
+def delete_document(
+    store: VectorStore, manifest: Manifest, collection: str, source: str, lexical: LexicalIndex | None = None
+) -> int:
     """Delete a document's chunks, then its manifest row; returns chunks deleted."""
     if not store.exists(collection):
         raise _missing(collection)
@@ -60,15 +63,21 @@ def delete_document(store: VectorStore, manifest: Manifest, collection: str, sou
         raise DocumentNotFoundError(f"no document {source!r} in collection {collection!r} (see: kb documents list)")
     ids = store.get_ids(collection, {"document_id": document_id(collection, source)})
     store.delete(collection, ids)
+    if lexical is not None:
+        lexical.sweep_document(collection, document_id(collection, source))
     manifest.remove(collection, source)
     log.info("deleted document %r from %r (%d chunks)", source, collection, len(ids))
     return len(ids)
 
 
-def delete_collection(store: VectorStore, manifest: Manifest, collection: str) -> None:
+def delete_collection(
+    store: VectorStore, manifest: Manifest, collection: str, lexical: LexicalIndex | None = None
+) -> None:
     try:
         store.delete_collection(collection)
     except CollectionMissing as exc:
         raise _missing(collection) from exc
+    if lexical is not None:
+        lexical.delete_collection(collection)
     manifest.remove_collection(collection)
     log.info("deleted collection %r", collection)

@@ -14,19 +14,24 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from app.errors import IngestError, InvalidCollectionNameError
 from ingest.chunking import Chunk, Chunker
 from ingest.files import document_id, iter_files
 from ingest.loaders import LOADERS, load
+from vectorstore.lexical import LexicalIndex
 from vectorstore.manifest import DocumentRecord, Manifest
 from vectorstore.store import VectorStore, validate_collection_name
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class EmbedsDocuments(Protocol):
@@ -71,6 +76,26 @@ class _Pending:
     previous: DocumentRecord | None
 
 
+@dataclass
+class _Outcome:
+    source: str
+    kind: str  # skipped | failed | unchanged | queued
+    reason: str = ""
+    pending: _Pending | None = None
+    previous: DocumentRecord | None = None
+
+
+def _prefetch(pool: ThreadPoolExecutor, items: list[T], fn: Callable[[T], R], ahead: int) -> Iterator[R]:
+    """``map`` with at most ``ahead`` results in flight, so memory stays bounded on big folders."""
+    pending: deque[Future[R]] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 class IngestPipeline:
     def __init__(
         self,
@@ -81,6 +106,7 @@ class IngestPipeline:
         *,
         max_file_bytes: int = 50 * 1024 * 1024,
         batch_chunks: int = 256,
+        lexical: LexicalIndex | None = None,
     ):
         self.store = store
         self.embedder = embedder
@@ -88,6 +114,7 @@ class IngestPipeline:
         self.manifest = manifest
         self.max_file_bytes = max_file_bytes
         self.batch_chunks = batch_chunks
+        self.lexical = lexical  # BM25 side of hybrid search: written and swept with the vector store
 
     def ingest(
         self, paths: Iterable[Path], collection: str, *, prune: bool = False, progress: Progress | None = None
@@ -103,12 +130,15 @@ class IngestPipeline:
         if progress:
             progress.start(len(files))
         queue: list[_Pending] = []
-        for path, source in files:
-            outcome = self._prepare(path, source, collection, report, queue)
-            if outcome != "queued" and progress:
-                progress.file_done(source, outcome, 0)
-            if sum(len(p.chunks) for p in queue) >= self.batch_chunks:
-                self._flush(collection, queue, report, progress)
+        # Parse the next files in a worker thread while this one embeds (torch releases the GIL).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-parse") as pool:
+            examined = _prefetch(pool, files, lambda f: self._examine(f[0], f[1], collection), ahead=16)
+            for outcome in examined:
+                self._record(outcome, collection, report, queue)
+                if outcome.kind != "queued" and progress:
+                    progress.file_done(outcome.source, outcome.kind, 0)
+                if sum(len(p.chunks) for p in queue) >= self.batch_chunks:
+                    self._flush(collection, queue, report, progress)
         self._flush(collection, queue, report, progress)
         if prune:
             self._prune(collection, {source for _, source in files}, report)
@@ -122,10 +152,10 @@ class IngestPipeline:
         )  # fmt: skip
         return report
 
-    def _prepare(self, path: Path, source: str, collection: str, report: IngestReport, queue: list[_Pending]) -> str:
+    def _examine(self, path: Path, source: str, collection: str) -> _Outcome:
+        """Decide what a file needs and do the parsing; touches no shared state but reads the manifest."""
         if path.suffix.lower() not in LOADERS:
-            report.skipped.append({"source": source, "reason": f"unsupported type {path.suffix or '(none)'}"})
-            return "skipped"
+            return _Outcome(source, "skipped", f"unsupported type {path.suffix or '(none)'}")
         try:
             size = path.stat().st_size
             if size > self.max_file_bytes:
@@ -137,25 +167,36 @@ class IngestPipeline:
             doc_hash = hashlib.sha256(data).hexdigest()
             previous = self.manifest.get(collection, source)
             if previous is not None and previous.doc_hash == doc_hash:
-                if not previous.clean:  # an earlier run crashed before deleting the old version
-                    self._sweep(collection, previous.document_id, set(previous.chunk_ids))
-                    self.manifest.mark_clean(collection, source)
-                report.unchanged += 1
-                return "unchanged"
+                return _Outcome(source, "unchanged", previous=previous)
             doc_id = document_id(collection, source)
             loaded = load(path, data)
             chunks = self.chunker.chunk(doc_id, loaded.sections)
             if not chunks:
                 raise IngestError(f"{source} produced no text chunks")
         except IngestError as exc:
-            log.warning("cannot ingest %s: %s", source, exc.message)
-            report.failed.append({"source": source, "error": exc.message})
-            return "failed"
+            return _Outcome(source, "failed", exc.message)
         except OSError as exc:
-            report.failed.append({"source": source, "error": f"cannot read {source}: {exc.strerror or exc}"})
-            return "failed"
-        queue.append(_Pending(source, doc_id, doc_hash, size, loaded.title, chunks, previous))
-        return "queued"
+            return _Outcome(source, "failed", f"cannot read {source}: {exc.strerror or exc}")
+        except Exception as exc:  # a parser bug on one odd file must not end the batch
+            log.exception("unexpected error parsing %s", source)
+            return _Outcome(source, "failed", f"{source} could not be parsed ({type(exc).__name__}: {exc})")
+        pending = _Pending(source, doc_id, doc_hash, size, loaded.title, chunks, previous)
+        return _Outcome(source, "queued", pending=pending)
+
+    def _record(self, outcome: _Outcome, collection: str, report: IngestReport, queue: list[_Pending]) -> None:
+        if outcome.kind == "skipped":
+            report.skipped.append({"source": outcome.source, "reason": outcome.reason})
+        elif outcome.kind == "failed":
+            log.warning("cannot ingest %s: %s", outcome.source, outcome.reason)
+            report.failed.append({"source": outcome.source, "error": outcome.reason})
+        elif outcome.kind == "unchanged":
+            previous = outcome.previous
+            if previous is not None and not previous.clean:  # a crash came before the old version was deleted
+                self._sweep(collection, previous.document_id, set(previous.chunk_ids))
+                self.manifest.mark_clean(collection, outcome.source)
+            report.unchanged += 1
+        elif outcome.pending is not None:
+            queue.append(outcome.pending)
 
     def _flush(self, collection: str, queue: list[_Pending], report: IngestReport, progress: Progress | None) -> None:
         if not queue:
@@ -166,6 +207,11 @@ class IngestPipeline:
         sent_after = getattr(self.embedder, "embedded", None)
         metadatas = [self._metadata(c, collection, p) for p in queue for c in p.chunks]
         self.store.upsert(collection, [c.id for c in chunks], vectors, [c.text for c in chunks], metadatas)
+        if self.lexical is not None:
+            self.lexical.upsert(
+                collection, [c.id for c in chunks], [c.text for c in chunks], metadatas,
+                index_texts=[c.embedding_text() for c in chunks],
+            )  # fmt: skip
         # Count what the model actually embedded; cached vectors (unchanged chunks) are free.
         fresh = sent_after - sent_before if sent_before is not None and sent_after is not None else len(chunks)
         report.chunks_embedded += fresh
@@ -193,6 +239,8 @@ class IngestPipeline:
         """Delete every chunk of the document that is not in the live set (old versions, crash leftovers)."""
         stale = sorted(set(self.store.get_ids(collection, {"document_id": doc_id})) - keep)
         self.store.delete(collection, stale)
+        if self.lexical is not None:
+            self.lexical.sweep_document(collection, doc_id, keep)
 
     def _prune(self, collection: str, present: set[str], report: IngestReport) -> None:
         """Remove documents whose files are gone, and chunks no manifest row vouches for."""
@@ -206,6 +254,8 @@ class IngestPipeline:
             cid for cid, m in self.store.get_metadatas(collection, {}).items() if m.get("document_id") not in live
         ]
         self.store.delete(collection, orphans)
+        if self.lexical is not None:
+            self.lexical.retain_documents(collection, live)
 
     @staticmethod
     def _metadata(chunk: Chunk, collection: str, pending: _Pending) -> dict[str, Any]:

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from app.errors import ProviderError, ProviderUnavailableError
+from app.errors import InvalidRequestError, ProviderError, ProviderUnavailableError
 from app.llm.base import ChatModel, ChatRequest, GenerationParams, Message, SourcePassage
 from app.llm.cache import ResponseCache
 from app.llm.costs import UsageLedger
 from app.llm.registry import build_chat_model
-from app.settings import LlmSettings, ModelPrice
+from app.llm.usage_report import parse_since
+from app.settings import LlmSettings, ModelPrice, Settings
 from tests.servers import FakeOpenAI
 
 PRICE = ModelPrice(input_per_million=1.0, output_per_million=4.0)
@@ -168,3 +169,27 @@ def test_stream_falls_back_to_extractive(fake: FakeOpenAI, ledger: UsageLedger) 
     final = events[-1].completion
     assert final is not None and final.provider == "extractive" and final.fallback
     assert "".join(e.delta for e in events) == final.text and "27 days" in final.text
+
+
+def test_the_chain_is_configured_from_the_environment(
+    fake: FakeOpenAI, ledger: UsageLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.status = 500
+    monkeypatch.setenv("KB_LLM__BASE_URL", fake.base_url)
+    monkeypatch.setenv("KB_LLM__MODEL", "house-model")
+    monkeypatch.setenv("KB_LLM__MAX_RETRIES", "0")
+    monkeypatch.setenv("KB_LLM__FALLBACKS", '["openai:backup-model", "extractive"]')
+    llm = Settings(_env_file=None).llm  # type: ignore[call-arg]
+    completion = build_chat_model(llm, ledger, None).complete(request("env"))
+    assert completion.provider == "extractive"
+    assert [r["body"]["model"] for r in fake.requests] == ["house-model", "backup-model"]
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30m", 1800), ("12h", 43200), ("7d", 604800), ("1.5h", 5400)])
+def test_since_windows(text: str, seconds: float) -> None:
+    assert parse_since(text) == seconds
+
+
+def test_unreadable_since_is_a_clear_error() -> None:
+    with pytest.raises(InvalidRequestError, match="like 30m, 12h or 7d"):
+        parse_since("last week")

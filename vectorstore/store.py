@@ -13,11 +13,12 @@ import hashlib
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import chromadb
+import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 from chromadb.config import Settings as ChromaSettings
@@ -38,6 +39,7 @@ class Hit:
     text: str
     metadata: Metadata
     score: float  # cosine similarity in [-1, 1]
+    embedding: Any = field(default=None, repr=False, compare=False)  # float32 vector, when asked for
 
 
 @dataclass(frozen=True)
@@ -158,21 +160,57 @@ class VectorStore:
         self._get(name)  # raises CollectionMissing with the user's name
         self._client.delete_collection(internal_name(name))
 
-    def query(self, name: str, embedding: Sequence[float], k: int, where: Metadata | None = None) -> list[Hit]:
+    def get_embeddings(self, name: str, ids: Sequence[str]) -> dict[str, Any]:
+        """Stored float32 vectors of the given chunks (missing ids are left out)."""
+        if not ids:
+            return {}
+        got = self._get(name).get(ids=list(ids), include=["embeddings"])
+        vectors = got["embeddings"] if got["embeddings"] is not None else []
+        return {cid: np.asarray(vec, dtype=np.float32) for cid, vec in zip(got["ids"], vectors, strict=True)}
+
+    def get_all(self, name: str) -> tuple[list[str], list[str], list[Metadata]]:
+        """Every chunk's id, text and metadata (rebuilding a derived index, e.g. BM25)."""
+        try:
+            got = self._get(name).get(include=["documents", "metadatas"])
+        except CollectionMissing:
+            return [], [], []
+        docs = got["documents"] or []
+        metas = got["metadatas"] or []
+        return list(got["ids"]), [d or "" for d in docs], [dict(m or {}) for m in metas]
+
+    def query(
+        self,
+        name: str,
+        embedding: Sequence[float],
+        k: int,
+        where: Metadata | None = None,
+        *,
+        with_embeddings: bool = False,
+    ) -> list[Hit]:
         collection = self._get(name)
         if collection.count() == 0:
             return []
+        include: list[Any] = ["documents", "metadatas", "distances"]
+        if with_embeddings:
+            include.append("embeddings")
         res = collection.query(
             query_embeddings=[list(embedding)],  # type: ignore[arg-type]
             n_results=k,
             where=where,
-            include=["documents", "metadatas", "distances"],
+            include=include,
         )
         ids = res["ids"][0]
         docs = (res["documents"] or [[]])[0]
         metas = (res["metadatas"] or [[]])[0]
         dists = (res["distances"] or [[]])[0]
+        vectors: Any = res["embeddings"][0] if with_embeddings and res["embeddings"] is not None else []
         return [
-            Hit(cid, doc or "", dict(meta or {}), 1.0 - float(dist))
-            for cid, doc, meta, dist in zip(ids, docs, metas, dists, strict=True)
+            Hit(
+                cid,
+                doc or "",
+                dict(meta or {}),
+                1.0 - float(dist),
+                np.asarray(vectors[i], dtype=np.float32) if with_embeddings else None,
+            )
+            for i, (cid, doc, meta, dist) in enumerate(zip(ids, docs, metas, dists, strict=True))
         ]

@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request, Response
 import app as app_pkg
 from app import metrics
 from app.api.errors import install_error_handlers
-from app.api.routes import admin, chat, system, usage
+from app.api.routes import admin, chat, search, system, usage
 from app.api.routes import metrics as metrics_route
 from app.bootstrap import Components
 from app.settings import Settings, get_settings
@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
         api.include_router(admin.router)
     api.include_router(system.router)
     api.include_router(chat.router)
+    api.include_router(search.router)
     api.include_router(usage.router)
     api.include_router(metrics_route.router)
     return api

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -57,3 +59,44 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+class SearchBody(BaseModel):
+    query: str = Field(..., min_length=1, description="What to search for.", examples=["meal allowance"])
+    collection: str | None = Field(None, min_length=1, description="A collection to search.")
+    collections: list[str] | None = Field(None, description="Several collections to search together.")
+    top_k: int | None = Field(None, description="Chunks to return (default from settings).")
+    mode: Literal["hybrid", "dense", "lexical"] | None = Field(None, description="Default from settings: hybrid.")
+    sources: list[str] | None = Field(None, description="Only chunks of these documents (source paths).")
+    page_min: int | None = Field(None, description="Only chunks on this page or later.")
+    page_max: int | None = Field(None, description="Only chunks on this page or earlier.")
+    heading: str | None = Field(None, description="Only chunks under exactly this heading.")
+
+
+class SearchScores(BaseModel):
+    dense: float | None = Field(None, description="Cosine similarity to the query.")
+    lexical: float | None = Field(None, description="BM25 score (comparable within one query only).")
+    coverage: float | None = Field(None, description="Share of the query's IDF weight found in the chunk.")
+
+
+class SearchRanks(BaseModel):
+    dense: int | None
+    lexical: int | None
+
+
+class SearchResult(BaseModel):
+    chunk_id: str
+    collection: str
+    source: str | None
+    page: int | None
+    heading: str | None
+    text: str
+    score: float = Field(..., description="The score that orders the results (fused for hybrid).")
+    evidence: float = Field(..., description="Cosine + weighted term coverage: what the relevance floor compares.")
+    scores: SearchScores
+    ranks: SearchRanks = Field(..., description="1-based rank in each retriever's list; null: not in it.")
+
+
+class SearchResponse(BaseModel):
+    mode: str
+    results: list[SearchResult]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.cli import ask_cmds, cache_cmds, ingest_cmds, usage_cmds  # noqa: F401  (registers the commands)
+from app.cli import ask_cmds, cache_cmds, ingest_cmds, search_cmds, usage_cmds  # noqa: F401  (registers the commands)
 from app.cli.common import cli
 
 

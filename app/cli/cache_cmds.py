@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 
 from app.bootstrap import Components
-from app.cli.common import cli, out, setup
+from app.cli.common import cli, fail, out, setup
+from app.errors import KbError
 
 cache_cli = typer.Typer(help="The response cache.", no_args_is_help=True)
 cli.add_typer(cache_cli, name="cache")
@@ -23,6 +24,8 @@ def clear() -> None:
         cache = components.cache
         assert cache is not None
         removed = cache.clear()
+    except KbError as exc:
+        raise fail(exc) from exc
     finally:
         components.close()
     out.print(f"removed {removed} cached responses ({settings.cache.backend})")

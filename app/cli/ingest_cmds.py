@@ -88,7 +88,7 @@ def collections_delete(name: Annotated[str, typer.Argument(help="Collection to d
     """Delete a collection with all its documents and chunks."""
     components = Components(setup())
     try:
-        delete_collection(components.store, components.manifest, name)
+        delete_collection(components.store, components.manifest, name, components.lexical)
     except KbError as exc:
         raise fail(exc) from exc
     out.print(f"deleted collection {name!r}")
@@ -116,7 +116,7 @@ def documents_delete(
     """Delete one document and its chunks from a collection."""
     components = Components(setup())
     try:
-        delete_document(components.store, components.manifest, collection, source)
+        delete_document(components.store, components.manifest, collection, source, components.lexical)
     except KbError as exc:
         raise fail(exc) from exc
     out.print(f"deleted {source!r} from {collection!r}")

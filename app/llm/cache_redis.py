@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 
+from app.errors import KbError
 from app.llm.base import Completion
 from app.llm.cache import decode, encode
 
@@ -70,11 +71,14 @@ class RedisResponseCache:
         return int(self._redis.zcard(self._index))
 
     def clear(self) -> int:
-        removed = 0
-        keys = [k for k in self._redis.scan_iter(match=f"{self.prefix}*", count=500) if k != self._index.encode()]
-        for start in range(0, len(keys), 500):
-            removed += int(self._redis.delete(*keys[start : start + 500]))
-        self._redis.delete(self._index)
+        try:
+            removed = 0
+            keys = [k for k in self._redis.scan_iter(match=f"{self.prefix}*", count=500) if k != self._index.encode()]
+            for start in range(0, len(keys), 500):
+                removed += int(self._redis.delete(*keys[start : start + 500]))
+            self._redis.delete(self._index)
+        except redis.RedisError as exc:  # unlike get/put, clearing is asked for: say it failed
+            raise KbError(f"cannot clear the Redis response cache: {exc}", code="cache_unavailable") from exc
         return removed
 
     def close(self) -> None:

@@ -1,4 +1,11 @@
-"""A thread-safe SQLite connection for the small embedded stores (cache, ledger)."""
+"""A thread-safe SQLite connection for the small embedded stores (cache, ledger).
+
+WAL with ``synchronous=NORMAL``: a commit no longer waits for an fsync (it is the
+difference between ~0.1 ms and several ms per ledger row on a busy disk, paid on
+every model call and cache hit). The database stays consistent on a crash; at
+worst the last few rows before a power loss are lost, acceptable for a cache and
+a usage ledger.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ class SqliteDb:
         self._lock = threading.Lock()
         with self.tx() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(schema)
 
     @contextmanager

@@ -14,11 +14,13 @@ from typing import Any, Protocol
 
 from app.errors import CollectionNotFoundError, InvalidRequestError, PromptNotFoundError
 from app.llm.base import ChatModel, ChatRequest, GenerationParams, Message, SourcePassage
+from app.llm.providers.extractive import REFUSAL
 from app.llm.tokens import count_tokens
 from app.rag.citations import Citation, build_citations, passage_label
+from app.rag.retrieval import MODES, Mode, RetrievalConfig, Retriever, SearchFilters, SearchHit
 from prompts.registry import Prompt, PromptLookupError, PromptRegistry
 from vectorstore.manifest import Manifest
-from vectorstore.store import CollectionMissing, Hit, VectorStore
+from vectorstore.store import Hit, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class RagConfig:
     top_k: int = 5
     max_top_k: int = 20
     min_score: float = 0.2
+    min_evidence: float = 0.35  # relevance floor: below it the answer is a refusal (see retrieval.py)
     context_token_budget: int = 2500
     max_question_chars: int = 2000
     params: GenerationParams = field(default_factory=GenerationParams)
@@ -67,6 +70,7 @@ class RagService:
         config: RagConfig | None = None,
         *,
         manifest: Manifest | None = None,
+        retriever: Retriever | None = None,
     ):
         self.store = store
         self.embedder = embedder
@@ -74,6 +78,9 @@ class RagService:
         self.prompts = prompts
         self.config = config or RagConfig()
         self.manifest = manifest
+        self.retriever = retriever or Retriever(
+            store, embedder, None, manifest, RetrievalConfig(mode="dense", min_score=self.config.min_score)
+        )
 
     def _validate(self, question: str, collection: str, top_k: int | None) -> tuple[str, int]:
         question = question.strip()
@@ -101,22 +108,54 @@ class RagService:
         except PromptLookupError as exc:
             raise PromptNotFoundError(str(exc)) from exc
 
-    def retrieve(self, question: str, collection: str, top_k: int) -> list[Hit]:
-        # Over-fetch a little: chunks of a document version that is not live are dropped below.
-        fetch = top_k if self.manifest is None else top_k + 5
-        try:
-            hits = self.store.query(collection, self.embedder.embed_query(question), fetch)
-        except CollectionMissing as exc:
-            raise CollectionNotFoundError(f"collection {collection!r} does not exist") from exc
-        hits = self._live_only(collection, hits)
-        return [h for h in hits if h.score >= self.config.min_score][:top_k]
+    def retrieve(
+        self,
+        question: str,
+        collection: str,
+        top_k: int,
+        *,
+        mode: Mode | None = None,
+        filters: SearchFilters | None = None,
+    ) -> list[Hit]:
+        """Evidence for an answer: live chunks, fused and diversified; ``Hit.score`` is the cosine."""
+        hits = self.retriever.search(question, [collection], top_k, mode=mode, filters=filters)
+        return [h.as_hit() for h in hits]
 
-    def _live_only(self, collection: str, hits: list[Hit]) -> list[Hit]:
-        """Keep chunks of each document's live version only (updates are atomic for readers)."""
-        if self.manifest is None:
-            return hits
-        live = self.manifest.live_hashes(collection, (str(h.metadata.get("document_id")) for h in hits))
-        return [h for h in hits if live.get(str(h.metadata.get("document_id"))) == h.metadata.get("doc_hash")]
+    def search(
+        self,
+        query: str,
+        collections: list[str],
+        *,
+        top_k: int | None = None,
+        mode: Mode | None = None,
+        filters: SearchFilters | None = None,
+    ) -> list[SearchHit]:
+        """Ranked chunks with each retriever's score: POST /search and ``kb search``."""
+        if not collections:
+            raise InvalidRequestError("name at least one collection", code="collection_missing")
+        if mode is not None and mode not in MODES:
+            raise InvalidRequestError(f"mode must be one of {', '.join(MODES)}", code="mode_invalid")
+        k = top_k
+        for collection in dict.fromkeys(collections):
+            query, k = self._validate(query, collection, top_k)
+        return self.retriever.search(query, list(dict.fromkeys(collections)), k or 1, mode=mode, filters=filters)
+
+    def _refusal(self, request_id: str, collection: str, prompt_id: str, best: float, started: float) -> Answer:
+        """Weak evidence: say so instead of asking a model that might invent an answer."""
+        log.info("request %s: best evidence in %r is %.3f < floor %.3f: refusing", request_id, collection, best,
+                 self.config.min_evidence)  # fmt: skip
+        return Answer(
+            answer=REFUSAL,
+            citations=[],
+            prompt=prompt_id,
+            provider=self.chat_model.provider,
+            model=self.chat_model.model,
+            usage={"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0},
+            cached=False,
+            grounded=False,
+            request_id=request_id,
+            latency_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
 
     def _pack(self, hits: list[Hit]) -> list[Hit]:
         """Keep passages in rank order while they fit the prompt's token budget."""
@@ -144,7 +183,11 @@ class RagService:
         request_id = request_id or uuid.uuid4().hex
         question, k = self._validate(question, collection, top_k)
         prompt_file = self._prompt(prompt)
-        hits = self._pack(self.retrieve(question, collection, k))
+        found = self.retriever.search(question, [collection], k)
+        hits = self._pack([h.as_hit() for h in found])
+        best = max((h.evidence for h in found[: len(hits)]), default=0.0)
+        if best < self.config.min_evidence:
+            return self._refusal(request_id, collection, prompt_file.id, best, started)
         sources = "\n\n".join(passage_label(i, h) for i, h in enumerate(hits, start=1)) or "(no sources found)"
         rendered = prompt_file.render(question=question, sources=sources)
         request = ChatRequest(

@@ -104,7 +104,7 @@ def admin_documents(collection: str, request: Request) -> list[dict[str, Any]]:
 def admin_delete_document(collection: str, source: str, request: Request) -> dict[str, Any]:
     """Delete one document and its chunks."""
     components = request.app.state.components
-    deleted = delete_document(components.store, components.manifest, collection, source)
+    deleted = delete_document(components.store, components.manifest, collection, source, components.lexical)
     return {"collection": collection, "source": source, "chunks_deleted": deleted}
 
 
@@ -112,5 +112,5 @@ def admin_delete_document(collection: str, source: str, request: Request) -> dic
 def admin_delete_collection(collection: str, request: Request) -> dict[str, Any]:
     """Delete a collection with all its documents and chunks."""
     components = request.app.state.components
-    delete_collection(components.store, components.manifest, collection)
+    delete_collection(components.store, components.manifest, collection, components.lexical)
     return {"collection": collection, "deleted": True}

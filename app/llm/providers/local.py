@@ -44,6 +44,8 @@ class LocalChatModel:
         self.model_path = Path(model_path) if model_path else bundled_model_path()
         if not self.model_path.is_file():
             raise ConfigurationError(f"local model file {self.model_path} does not exist (KB_LLM__LOCAL_MODEL_PATH)")
+        if importlib.util.find_spec("llama_cpp") is None:  # fail at start-up, not on the first question
+            raise ConfigurationError("the local provider needs llama-cpp-python: pip install -e '.[local]'")
         self.context_tokens = context_tokens
         self.threads = threads
         self._llm: Any = None

@@ -1,0 +1,286 @@
+"""Hybrid retrieval: dense (Chroma) + lexical (BM25), fused, de-duplicated, live versions only.
+
+Why this design (measured in docs/benchmarks.md on two real documentation sets):
+- Dense embeddings win on question-to-answer matching; BM25 wins on exact identifiers and
+  rare terms. Plain reciprocal rank fusion gives them equal votes and can lose to dense
+  alone, so the fusion is *weighted* RRF with the dense list counting more.
+- Every candidate gets both a cosine similarity and a BM25 score, whichever retriever found
+  it (stored vectors are fetched for lexical-only hits). The cosine is the calibrated,
+  query-independent strength of evidence: it drives the relevance floor and MMR.
+- MMR over the stored vectors keeps the top-k from being overlapping chunks of one page.
+- Chunks of a document version the manifest does not vouch for are dropped from both lists.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from app.errors import CollectionNotFoundError
+from vectorstore.lexical import LexicalIndex
+from vectorstore.manifest import Manifest
+from vectorstore.store import CollectionMissing, Hit, VectorStore
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["hybrid", "dense", "lexical"]
+MODES: tuple[str, ...] = ("hybrid", "dense", "lexical")
+
+
+class EmbedsQueries(Protocol):
+    def embed_query(self, text: str) -> list[float]: ...
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    mode: Mode = "hybrid"
+    candidates: int = 40  # fetched from each retriever before fusion
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    lexical_weight: float = 0.5
+    mmr_lambda: float = 0.9  # 1.0: pure relevance order; lower: more diversity
+    duplicate_cosine: float = 0.95  # a chunk this similar to a better one adds nothing: dropped
+    coverage_weight: float = 0.25  # evidence = cosine + this × query-term coverage (the relevance floor's input)
+    min_score: float = 0.2  # chunks below this cosine similarity are not evidence
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """Optional metadata filters, applied inside both retrievers (not after them)."""
+
+    sources: tuple[str, ...] = ()
+    page_min: int | None = None
+    page_max: int | None = None
+    heading: str | None = None
+
+    def where(self) -> dict[str, Any] | None:
+        clauses: list[dict[str, Any]] = []
+        if self.sources:
+            clauses.append({"source": {"$in": list(self.sources)}})
+        if self.page_min is not None:
+            clauses.append({"page": {"$gte": self.page_min}})
+        if self.page_max is not None:
+            clauses.append({"page": {"$lte": self.page_max}})
+        if self.heading is not None:
+            clauses.append({"heading": self.heading})
+        if not clauses:
+            return None
+        return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+    def accept(self, meta: dict[str, Any]) -> bool:
+        page = meta.get("page")
+        return (
+            (not self.sources or meta.get("source") in self.sources)
+            and (self.page_min is None or (page is not None and page >= self.page_min))
+            and (self.page_max is None or (page is not None and page <= self.page_max))
+            and (self.heading is None or meta.get("heading") == self.heading)
+        )
+
+    def empty(self) -> bool:
+        return self.where() is None
+
+
+@dataclass
+class SearchHit:
+    id: str
+    collection: str
+    text: str
+    metadata: dict[str, Any]
+    score: float = 0.0  # the fused score that orders the results
+    dense: float | None = None  # cosine similarity to the query
+    lexical: float | None = None  # BM25 score (comparable within one query)
+    coverage: float | None = None  # share of the query's IDF weight found in the chunk
+    dense_rank: int | None = None  # 1-based rank in each retriever's list
+    lexical_rank: int | None = None
+    evidence: float = 0.0  # cosine plus weighted term coverage: compared with the relevance floor
+    vector: Any = field(default=None, repr=False)
+
+    def as_hit(self) -> Hit:
+        """The answer pipeline's view: ``score`` is the cosine (evidence strength), as for dense hits."""
+        return Hit(self.id, self.text, self.metadata, self.dense if self.dense is not None else 0.0)
+
+    def as_dict(self) -> dict[str, Any]:
+        m = self.metadata
+        return {
+            "chunk_id": self.id, "collection": self.collection, "source": m.get("source"), "page": m.get("page"),
+            "heading": m.get("heading"), "text": self.text, "score": round(self.score, 6),
+            "scores": {"dense": self.dense, "lexical": self.lexical, "coverage": self.coverage},
+            "evidence": round(self.evidence, 6),
+            "ranks": {"dense": self.dense_rank, "lexical": self.lexical_rank},
+        }  # fmt: skip
+
+
+class Retriever:
+    def __init__(
+        self,
+        store: VectorStore,
+        embedder: EmbedsQueries,
+        lexical: LexicalIndex | None = None,
+        manifest: Manifest | None = None,
+        config: RetrievalConfig | None = None,
+    ):
+        self.store = store
+        self.embedder = embedder
+        self.lexical = lexical
+        self.manifest = manifest
+        self.config = config or RetrievalConfig()
+        self._synced: set[str] = set()
+
+    def search(
+        self,
+        query: str,
+        collections: Sequence[str],
+        top_k: int,
+        *,
+        mode: Mode | None = None,
+        filters: SearchFilters | None = None,
+        config: RetrievalConfig | None = None,
+        query_vector: Sequence[float] | None = None,
+    ) -> list[SearchHit]:
+        """Ranked chunks of ``collections``; ``config`` overrides the defaults (benchmarks tune with it)."""
+        cfg = config or self.config
+        mode = mode or cfg.mode
+        if mode == "hybrid" and self.lexical is None:
+            mode = "dense"
+        filters = filters or SearchFilters()
+        qvec = np.asarray(query_vector if query_vector is not None else self.embedder.embed_query(query), np.float32)
+        pool: dict[tuple[str, str], SearchHit] = {}
+        for collection in collections:
+            try:
+                if mode in ("hybrid", "dense"):
+                    self._dense(collection, qvec, cfg.candidates, filters, pool)
+                if mode in ("hybrid", "lexical"):
+                    self._lexical(collection, query, cfg.candidates, filters, pool, check=mode == "lexical")
+                if mode == "hybrid":
+                    self._complete(collection, query, qvec, pool)
+            except CollectionMissing as exc:
+                raise CollectionNotFoundError(f"collection {collection!r} does not exist") from exc
+        hits = self._live_only(list(pool.values()))
+        for h in hits:
+            h.evidence = (h.dense or 0.0) + cfg.coverage_weight * (h.coverage or 0.0)
+        if mode == "dense":
+            for h in hits:
+                h.score = h.dense or 0.0
+        elif mode == "lexical":
+            for h in hits:
+                h.score = h.lexical or 0.0
+        else:
+            self._rank_dense_globally(hits)
+            for h in hits:
+                h.score = sum(
+                    w / (cfg.rrf_k + r)
+                    for w, r in ((cfg.dense_weight, h.dense_rank), (cfg.lexical_weight, h.lexical_rank))
+                    if r is not None
+                )
+        hits.sort(key=lambda h: -h.score)
+        if mode != "lexical":
+            hits = [h for h in hits if (h.dense or 0.0) >= cfg.min_score]
+        return self._mmr(hits, top_k, cfg.mmr_lambda, cfg.duplicate_cosine) if mode != "lexical" else hits[:top_k]
+
+    def _dense(
+        self, collection: str, qvec: np.ndarray, k: int, filters: SearchFilters, pool: dict[tuple[str, str], SearchHit]
+    ) -> None:
+        for rank, hit in enumerate(
+            self.store.query(collection, qvec.tolist(), k, filters.where(), with_embeddings=True)
+        ):
+            pool[(collection, hit.id)] = SearchHit(
+                hit.id, collection, hit.text, hit.metadata, dense=hit.score, dense_rank=rank + 1, vector=hit.embedding
+            )
+
+    def _lexical(
+        self,
+        collection: str,
+        query: str,
+        k: int,
+        filters: SearchFilters,
+        pool: dict[tuple[str, str], SearchHit],
+        *,
+        check: bool,
+    ) -> None:
+        assert self.lexical is not None
+        if check and not self.store.exists(collection):  # in hybrid mode the dense query has checked
+            raise CollectionMissing(collection)
+        self._backfill(collection)
+        accept = None if filters.empty() else filters.accept
+        for rank, hit in enumerate(self.lexical.search(collection, query, k, accept)):
+            found = pool.setdefault((collection, hit.id), SearchHit(hit.id, collection, hit.text, hit.metadata))
+            found.lexical, found.coverage, found.lexical_rank = hit.score, hit.coverage, rank + 1
+
+    def _backfill(self, collection: str) -> None:
+        """Collections ingested before the BM25 index existed get it built once from the vector store."""
+        assert self.lexical is not None
+        if collection in self._synced:
+            return
+        if self.lexical.count(collection) == 0:
+            ids, texts, metas = self.store.get_all(collection)
+            if ids:
+                log.info("building the BM25 index of %r from %d stored chunks", collection, len(ids))
+                index_texts = [
+                    f"{m['heading']}\n{t}" if m.get("heading") else t for t, m in zip(texts, metas, strict=True)
+                ]
+                self.lexical.upsert(collection, ids, texts, metas, index_texts=index_texts)
+        self._synced.add(collection)
+
+    def _complete(self, collection: str, query: str, qvec: np.ndarray, pool: dict[tuple[str, str], SearchHit]) -> None:
+        """Give every candidate both scores: cosine for lexical-only hits, BM25 for dense-only ones."""
+        assert self.lexical is not None
+        mine = [h for (c, _), h in pool.items() if c == collection]
+        no_vector = [h.id for h in mine if h.vector is None]
+        vectors = self.store.get_embeddings(collection, no_vector)
+        for h in mine:
+            if h.vector is None and h.id in vectors:
+                h.vector = vectors[h.id]
+                h.dense = float(np.dot(h.vector, qvec))
+        no_bm25 = [h.id for h in mine if h.lexical is None]
+        for cid, (score, coverage) in self.lexical.score_ids(collection, query, no_bm25).items():
+            pool[(collection, cid)].lexical, pool[(collection, cid)].coverage = score, coverage
+
+    @staticmethod
+    def _rank_dense_globally(hits: list[SearchHit]) -> None:
+        """Dense ranks over all candidates (lexical-only ones included): cosines compare across collections."""
+        ranked = sorted((h for h in hits if h.dense_rank is not None), key=lambda h: -(h.dense or 0.0))
+        for rank, h in enumerate(ranked, start=1):
+            h.dense_rank = rank
+
+    def _live_only(self, hits: list[SearchHit]) -> list[SearchHit]:
+        """Keep chunks of each document's live version only (updates are atomic for readers)."""
+        if self.manifest is None:
+            return hits
+        kept: list[SearchHit] = []
+        for collection in {h.collection for h in hits}:
+            mine = [h for h in hits if h.collection == collection]
+            live = self.manifest.live_hashes(collection, (str(h.metadata.get("document_id")) for h in mine))
+            kept += [h for h in mine if live.get(str(h.metadata.get("document_id"))) == h.metadata.get("doc_hash")]
+        return kept
+
+    @staticmethod
+    def _mmr(hits: list[SearchHit], top_k: int, lam: float, duplicate: float) -> list[SearchHit]:
+        """Maximal marginal relevance on the stored vectors (relevance: the score scaled to [0, 1]).
+
+        Near-duplicates of an already chosen chunk (the same passage ingested twice, overlapping
+        chunks) are dropped outright, whatever ``lam`` says.
+        """
+        if len(hits) <= 1 or any(h.vector is None for h in hits):
+            return hits[:top_k]
+        best = hits[0].score or 1.0
+        rel = np.array([h.score / best for h in hits], dtype=np.float32)
+        vecs = np.stack([np.asarray(h.vector, dtype=np.float32) for h in hits])
+        sims = vecs @ vecs.T
+        chosen = [0]
+        excluded = np.zeros(len(hits), dtype=bool)
+        excluded[0] = True
+        max_sim = sims[0].copy()
+        while len(chosen) < top_k:
+            excluded |= max_sim >= duplicate
+            if excluded.all():
+                break
+            value = np.where(excluded, -np.inf, lam * rel - (1 - lam) * max_sim)
+            nxt = int(np.argmax(value))
+            chosen.append(nxt)
+            excluded[nxt] = True
+            max_sim = np.maximum(max_sim, sims[nxt])
+        return [hits[i] for i in chosen]

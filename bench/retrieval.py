@@ -1,0 +1,235 @@
+"""Retrieval benchmark on BEIR-format datasets: dense vs lexical vs hybrid, through the real pipeline.
+
+For each dataset: every corpus entry becomes a Markdown file (``# title`` then the text),
+the folder is ingested by the real IngestPipeline (real chunking, embedding, BM25 index),
+every query runs through ``Retriever.search``, chunk hits are mapped back to corpus ids by
+their source file (a document's rank is its best chunk's rank), and nDCG@10, Recall@10 and
+MRR@10 are printed per mode. Also printed:
+  - the relevance floor's effect: each dataset's queries against the *other* dataset's
+    collection are off-topic questions that should be refused;
+  - with --latency, hybrid search latency on a 10,000-chunk collection (in-process).
+With --tune, a grid of fusion settings is scored (for choosing defaults, not per dataset).
+
+Usage: .venv/bin/python bench/retrieval.py [--backend onnx-int8] [--work /tmp/kb-bench-retrieval]
+       [--latency] [--tune] [DATASET_DIR ...]
+The work dir keeps the ingested stores: a second run skips unchanged documents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from app.bootstrap import Components
+from app.rag.retrieval import RetrievalConfig, SearchHit
+from app.settings import EmbeddingSettings, Settings
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+DEFAULT_DATASETS = [SHARED / "r-manuals", SHARED / "sqlite-docs"]
+K = 10
+SEARCH_CHUNKS = 40  # chunk hits per query; aggregated to (at least) K distinct documents
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_corpus(dataset: Path, folder: Path) -> dict[str, str]:
+    """One Markdown file per corpus entry; returns file name → corpus id."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {}
+    for row in read_jsonl(dataset / "corpus.jsonl"):
+        name = hashlib.sha1(row["_id"].encode()).hexdigest()[:16] + ".md"
+        text = "\n".join("\\" + line if line.lstrip().startswith("#") else line for line in row["text"].splitlines())
+        path = folder / name
+        body = f"# {row.get('title') or row['_id']}\n\n{text}\n"
+        if not path.exists() or path.read_text(encoding="utf-8") != body:
+            path.write_text(body, encoding="utf-8")
+        names[name] = row["_id"]
+    return names
+
+
+def read_qrels(dataset: Path) -> dict[str, set[str]]:
+    qrels: dict[str, set[str]] = {}
+    for line in (dataset / "qrels" / "test.tsv").read_text().splitlines()[1:]:
+        qid, cid, score = line.split("\t")
+        if int(score) > 0:
+            qrels.setdefault(qid, set()).add(cid)
+    return qrels
+
+
+def to_docs(hits: list[SearchHit], names: dict[str, str]) -> list[str]:
+    docs: list[str] = []
+    for h in hits:
+        cid = names.get(str(h.metadata.get("source")))
+        if cid is not None and cid not in docs:
+            docs.append(cid)
+    return docs[:K]
+
+
+def metrics(ranked: list[str], gold: set[str]) -> tuple[float, float, float]:
+    dcg = sum(1 / math.log2(i + 2) for i, d in enumerate(ranked) if d in gold)
+    ideal = sum(1 / math.log2(i + 2) for i in range(min(len(gold), K)))
+    recall = len(gold & set(ranked)) / len(gold)
+    mrr = next((1 / (i + 1) for i, d in enumerate(ranked) if d in gold), 0.0)
+    return dcg / ideal, recall, mrr
+
+
+class Dataset:
+    def __init__(self, path: Path, components: Components, work: Path):
+        self.name = path.name
+        self.collection = path.name
+        self.names = write_corpus(path, work / "docs" / path.name)
+        self.qrels = read_qrels(path)
+        self.queries = [q for q in read_jsonl(path / "queries.jsonl") if q["_id"] in self.qrels]
+        started = time.perf_counter()
+        report = components.ingest_pipeline.ingest([work / "docs" / path.name], self.collection, prune=True)
+        self.ingest_s = time.perf_counter() - started
+        self.chunks = components.store.count(self.collection)
+        print(
+            f"{self.name}: {len(self.names)} documents → {self.chunks} chunks "
+            f"({report.added} added, {report.unchanged} unchanged, {self.ingest_s:.0f} s); {len(self.queries)} queries",
+            flush=True,
+        )
+        self.vectors = {q["_id"]: components.embedder.embed_query(q["text"]) for q in self.queries}
+
+    def evaluate(self, components: Components, mode: str, config: RetrievalConfig) -> dict[str, float]:
+        totals = [0.0, 0.0, 0.0]
+        for q in self.queries:
+            hits = components.retriever.search(
+                q["text"], [self.collection], SEARCH_CHUNKS, mode=mode,  # type: ignore[arg-type]
+                config=config, query_vector=self.vectors[q["_id"]],
+            )  # fmt: skip
+            for i, value in enumerate(metrics(to_docs(hits, self.names), self.qrels[q["_id"]])):
+                totals[i] += value
+        n = len(self.queries)
+        return {"ndcg@10": totals[0] / n, "recall@10": totals[1] / n, "mrr@10": totals[2] / n}
+
+
+def evidence(components: Components, query: str, collection: str, vector: list[float]) -> float:
+    """Best cosine among the chunks an answer would use (top 5 hybrid): what the floor compares."""
+    hits = components.retriever.search(query, [collection], 5, query_vector=vector)
+    return max((h.dense or 0.0 for h in hits), default=0.0)
+
+
+def floor_report(components: Components, datasets: list[Dataset]) -> None:
+    floor = components.settings.retrieval.min_evidence
+    pos, neg = [], []
+    for ds in datasets:
+        for other in datasets:
+            for q in other.queries:
+                value = evidence(components, q["text"], ds.collection, other.vectors[q["_id"]])
+                (pos if other is ds else neg).append(value)
+    print(f"\nrelevance floor {floor}: best evidence cosine of on-topic vs off-topic (other dataset) queries")
+    for name, values in (("on-topic", pos), ("off-topic", neg)):
+        values.sort()
+        quart = statistics.quantiles(values, n=4)
+        refused = sum(v < floor for v in values) / len(values)
+        print(f"  {name:9s} n={len(values):3d} p25 {quart[0]:.3f} median {quart[1]:.3f} p75 {quart[2]:.3f} "
+              f"refused {refused:.0%}")  # fmt: skip
+    print("  floor  answered-on-topic  refused-off-topic")
+    for f in (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5):
+        print(
+            f"  {f:.2f}   {sum(v >= f for v in pos) / len(pos):.0%}"
+            f"                {sum(v < f for v in neg) / len(neg):.0%}"
+        )
+
+
+def latency(components: Components, datasets: list[Dataset], target: int = 10_000) -> None:
+    """Copy real chunks (vectors, texts, metadata) of both datasets into one 10k-chunk collection."""
+    name = "latency-10k"
+    if components.store.exists(name) and components.store.count(name) == target:
+        print(f"\n{name}: reusing {target} chunks")
+    else:
+        if components.store.exists(name):
+            components.store.delete_collection(name)
+        components.lexical.delete_collection(name)
+        rows: list[tuple[str, Any, str, dict[str, Any]]] = []
+        for ds in datasets:
+            ids, texts, metas = components.store.get_all(ds.collection)
+            vectors = components.store.get_embeddings(ds.collection, ids)
+            rows += [(cid, vectors[cid], t, m) for cid, t, m in zip(ids, texts, metas, strict=True)]
+        copies = [(f"{cid}-{i // len(rows)}", v, t, dict(m)) for i, (cid, v, t, m) in
+                  ((i, rows[i % len(rows)]) for i in range(target))]  # fmt: skip
+        for cid, _, _, m in copies:
+            m["document_id"] = cid
+        ids, vecs, texts, metas = (list(x) for x in zip(*copies, strict=True))
+        components.store.upsert(name, ids, vecs, texts, metas)
+        components.lexical.upsert(name, ids, texts, metas)
+        print(f"\n{name}: built {components.store.count(name)} chunks")
+    retriever = replace_manifest(components)
+    queries = [(q["text"], ds.vectors[q["_id"]]) for ds in datasets for q in ds.queries]
+    retriever.search(queries[0][0], [name], 5, query_vector=queries[0][1])  # builds the BM25 matrix once
+    for label, with_embedding in (("search (query vector given)", False), ("embed query + search", True)):
+        times = []
+        for _ in range(3):
+            for text, vec in queries:
+                started = time.perf_counter()
+                retriever.search(text, [name], 5, query_vector=None if with_embedding else vec)
+                times.append((time.perf_counter() - started) * 1000)
+        times.sort()
+        p50, p95 = times[len(times) // 2], times[int(len(times) * 0.95)]
+        print(f"  hybrid top-5, {label}: p50 {p50:.1f} ms, p95 {p95:.1f} ms over {len(times)} queries")
+
+
+def replace_manifest(components: Components) -> Any:
+    """The latency collection has no manifest rows: time the retriever without the live filter."""
+    from app.rag.retrieval import Retriever
+
+    r = components.retriever
+    return Retriever(r.store, r.embedder, r.lexical, None, r.config)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("datasets", nargs="*", type=Path, default=DEFAULT_DATASETS)
+    parser.add_argument("--backend", default="onnx-int8", choices=["torch", "onnx", "onnx-int8"])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/kb-bench-retrieval"))
+    parser.add_argument("--latency", action="store_true")
+    parser.add_argument("--tune", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, data_dir=args.work / "data", embedding=EmbeddingSettings(backend=args.backend)
+    )
+    components = Components(settings)
+    c, r = settings.chunking, settings.retrieval
+    print(f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, backend {args.backend}, "
+          f"chunks {c.chunk_tokens}/{c.overlap_tokens} tokens, retrieval {r.model_dump()}")  # fmt: skip
+    datasets = [Dataset(path, components, args.work) for path in args.datasets]
+    default = components.retriever.config
+    print(f"\n{'dataset':12s} {'mode':8s} nDCG@10  R@10   MRR@10")
+    for ds in datasets:
+        for mode in ("dense", "lexical", "hybrid"):
+            m = ds.evaluate(components, mode, default)
+            print(f"{ds.name:12s} {mode:8s} {m['ndcg@10']:.3f}    {m['recall@10']:.3f}  {m['mrr@10']:.3f}", flush=True)
+    if args.tune:
+        print("\ntuning grid (hybrid nDCG@10 per dataset; lexical weight, rrf k, mmr lambda)")
+        for lw in (0.3, 0.5, 0.7, 1.0):
+            for rrf_k in (10, 30, 60):
+                for lam in (1.0, 0.9, 0.8):
+                    cfg = replace(default, lexical_weight=lw, rrf_k=rrf_k, mmr_lambda=lam)
+                    scores = [ds.evaluate(components, "hybrid", cfg)["ndcg@10"] for ds in datasets]
+                    print(f"  lw={lw:.1f} k={rrf_k:2d} mmr={lam:.1f}: " + "  ".join(f"{s:.3f}" for s in scores),
+                          flush=True)  # fmt: skip
+    if len(datasets) > 1:
+        floor_report(components, datasets)
+    if args.latency:
+        latency(components, datasets)
+    components.close()
+
+
+if __name__ == "__main__":
+    main()
