@@ -103,6 +103,9 @@ class RetrievalSettings(BaseModel):
     mmr_lambda: float = Field(
         0.9, ge=0, le=1, description="MMR trade-off: 1 keeps relevance order; lower values favour diverse chunks."
     )
+    coverage_weight: float = Field(
+        0.25, ge=0, description="Evidence = cosine + this x share of the question's (IDF-weighted) words in the chunk."
+    )
 
 
 class PromptSettings(BaseModel):

@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import os
-import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -118,33 +117,40 @@ class Dataset:
         return {"ndcg@10": totals[0] / n, "recall@10": totals[1] / n, "mrr@10": totals[2] / n}
 
 
-def evidence(components: Components, query: str, collection: str, vector: list[float]) -> float:
-    """Best cosine among the chunks an answer would use (top 5 hybrid): what the floor compares."""
+def top_evidence(components: Components, query: str, collection: str, vector: list[float]) -> list[tuple[float, float]]:
+    """(cosine, coverage) of the chunks an answer would use (top 5 hybrid): what the floor looks at."""
     hits = components.retriever.search(query, [collection], 5, query_vector=vector)
-    return max((h.dense or 0.0 for h in hits), default=0.0)
+    return [(h.dense or 0.0, h.coverage or 0.0) for h in hits]
 
 
-def floor_report(components: Components, datasets: list[Dataset]) -> None:
-    floor = components.settings.retrieval.min_evidence
-    pos, neg = [], []
+def floor_report(components: Components, datasets: list[Dataset], work: Path) -> None:
+    r = components.settings.retrieval
+    pos: list[list[tuple[float, float]]] = []
+    neg: list[list[tuple[float, float]]] = []
     for ds in datasets:
         for other in datasets:
             for q in other.queries:
-                value = evidence(components, q["text"], ds.collection, other.vectors[q["_id"]])
-                (pos if other is ds else neg).append(value)
-    print(f"\nrelevance floor {floor}: best evidence cosine of on-topic vs off-topic (other dataset) queries")
-    for name, values in (("on-topic", pos), ("off-topic", neg)):
-        values.sort()
-        quart = statistics.quantiles(values, n=4)
-        refused = sum(v < floor for v in values) / len(values)
-        print(f"  {name:9s} n={len(values):3d} p25 {quart[0]:.3f} median {quart[1]:.3f} p75 {quart[2]:.3f} "
-              f"refused {refused:.0%}")  # fmt: skip
-    print("  floor  answered-on-topic  refused-off-topic")
-    for f in (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5):
-        print(
-            f"  {f:.2f}   {sum(v >= f for v in pos) / len(pos):.0%}"
-            f"                {sum(v < f for v in neg) / len(neg):.0%}"
-        )
+                found = top_evidence(components, q["text"], ds.collection, other.vectors[q["_id"]])
+                (pos if other is ds else neg).append(found)
+    (work / "floor.json").write_text(json.dumps({"on_topic": pos, "off_topic": neg}))
+
+    def best(found: list[tuple[float, float]], weight: float) -> float:
+        return max((d + weight * c for d, c in found), default=0.0)
+
+    print("\nrelevance floor: on-topic queries answered / off-topic queries (the other dataset's) refused")
+    print("  evidence = cosine + w * coverage; rows: w, columns: floor")
+    floors = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
+    print("  w     " + "  ".join(f"{f:>9.2f}" for f in floors))
+    for w in (0.0, 0.25, 0.5):
+        cells = []
+        for f in floors:
+            answered = sum(best(x, w) >= f for x in pos) / len(pos)
+            refused = sum(best(x, w) < f for x in neg) / len(neg)
+            cells.append(f"{answered:4.0%}/{refused:4.0%}")
+        print(f"  {w:.2f}  " + "  ".join(cells))
+    on = sum(best(x, r.coverage_weight) >= r.min_evidence for x in pos) / len(pos)
+    off = sum(best(x, r.coverage_weight) < r.min_evidence for x in neg) / len(neg)
+    print(f"  defaults (w={r.coverage_weight}, floor={r.min_evidence}): {on:.0%} answered, {off:.0%} refused")
 
 
 def latency(components: Components, datasets: list[Dataset], target: int = 10_000) -> None:
@@ -224,8 +230,14 @@ def main() -> None:
                     scores = [ds.evaluate(components, "hybrid", cfg)["ndcg@10"] for ds in datasets]
                     print(f"  lw={lw:.1f} k={rrf_k:2d} mmr={lam:.1f}: " + "  ".join(f"{s:.3f}" for s in scores),
                           flush=True)  # fmt: skip
+        print("score fusion: cosine + w * BM25 / best BM25 (hybrid nDCG@10 per dataset)")
+        for w in (0.1, 0.2, 0.3, 0.4, 0.5):
+            for lam in (1.0, 0.9):
+                cfg = replace(default, fusion="score", bm25_weight=w, mmr_lambda=lam)
+                scores = [ds.evaluate(components, "hybrid", cfg)["ndcg@10"] for ds in datasets]
+                print(f"  w={w:.1f} mmr={lam:.1f}: " + "  ".join(f"{s:.3f}" for s in scores), flush=True)
     if len(datasets) > 1:
-        floor_report(components, datasets)
+        floor_report(components, datasets, args.work)
     if args.latency:
         latency(components, datasets)
     components.close()

@@ -39,6 +39,8 @@ class EmbedsQueries(Protocol):
 class RetrievalConfig:
     mode: Mode = "hybrid"
     candidates: int = 40  # fetched from each retriever before fusion
+    fusion: Literal["rrf", "score"] = "rrf"  # score: cosine + bm25_weight × BM25 / best BM25 of the query
+    bm25_weight: float = 0.3
     rrf_k: int = 60
     dense_weight: float = 1.0
     lexical_weight: float = 0.5
@@ -168,6 +170,10 @@ class Retriever:
         elif mode == "lexical":
             for h in hits:
                 h.score = h.lexical or 0.0
+        elif cfg.fusion == "score":
+            top_bm25 = max((h.lexical or 0.0 for h in hits), default=0.0) or 1.0
+            for h in hits:
+                h.score = (h.dense or 0.0) + cfg.bm25_weight * (h.lexical or 0.0) / top_bm25
         else:
             self._rank_dense_globally(hits)
             for h in hits:
