@@ -21,7 +21,7 @@ COPY evals ./evals
 RUN pip install -c constraints.txt .
 
 FROM python:3.11-slim
-RUN useradd --create-home --uid 10001 kb && mkdir -p /data /opt/tiktoken && chown kb:kb /data
+RUN useradd --create-home --uid 10001 kb && mkdir -p /data /opt/tiktoken /opt/kb-models && chown kb:kb /data
 COPY --from=build /opt/venv /opt/venv
 COPY examples /app/examples
 ENV PATH=/opt/venv/bin:$PATH \
@@ -29,12 +29,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     TRANSFORMERS_OFFLINE=1 \
     TIKTOKEN_CACHE_DIR=/opt/tiktoken \
     KB_DATA_DIR=/data \
+    KB_EMBEDDING__CACHE_DIR=/opt/kb-models \
     KB_API__HOST=0.0.0.0 \
     KB_API__PORT=8000
-# Seed tiktoken's cache from the bundled files and check the model loads, at build time.
+# Seed tiktoken's cache from the bundled files and export the embedding model to ONNX, at build time.
 RUN python -c "from app.llm.tokens import get_encoding as g; g('cl100k_base'); g('o200k_base')" \
- && python -c "from vectorstore.embeddings import Embedder; Embedder()" \
- && chmod -R a+rX /opt/tiktoken
+ && python -c "from app.settings import Settings; from vectorstore.embeddings import load_embedder as l; \
+s = Settings().embedding; l(s.model, backend=s.backend, cache_dir=s.export_dir())" \
+ && chmod -R a+rX /opt/tiktoken /opt/kb-models
 WORKDIR /app
 USER kb
 VOLUME ["/data"]

@@ -52,7 +52,7 @@ class Components:
             backend=s.backend,
             batch_size=s.batch_size,
             device=s.device,
-            cache_dir=self.settings.data_dir / "models",
+            cache_dir=s.export_dir(),
         )
 
     @cached_property

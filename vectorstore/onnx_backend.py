@@ -37,7 +37,7 @@ def _fingerprint(model_dir: Path, quantize: bool) -> dict[str, Any]:
         "model_dir": str(model_dir.resolve()),
         "weights": sorted((p.name, p.stat().st_size) for p in weights),
         "quantize": quantize,
-        "format": 1,
+        "format": 2,
     }
 
 
@@ -76,7 +76,10 @@ def export(model_dir: Path, out_dir: Path, *, quantize: bool) -> Path:
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         fp32 = Path(tmp) / "model.onnx"
         try:
-            model = _LastHidden(AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval())
+            # Eager attention exports to plain MatMul/Softmax that ONNX Runtime fuses; the SDPA path
+            # exports a slower graph (measured: int8 eager 32 vs SDPA 22 passages/s on 2 cores).
+            hf_model = AutoModel.from_pretrained(str(model_dir), local_files_only=True, attn_implementation="eager")
+            model = _LastHidden(hf_model.eval())
             ids = torch.ones(2, 8, dtype=torch.long)
             axes = {name: {0: "batch", 1: "seq"} for name in [*_INPUTS, "last_hidden_state"]}
             torch.onnx.export(
@@ -88,7 +91,7 @@ def export(model_dir: Path, out_dir: Path, *, quantize: bool) -> Path:
                 from onnxruntime.quantization import QuantType, quantize_dynamic
 
                 built = Path(tmp) / "model_qint8.onnx"
-                quantize_dynamic(str(fp32), str(built), weight_type=QuantType.QInt8)
+                quantize_dynamic(str(fp32), str(built), weight_type=QuantType.QInt8, per_channel=True)
         except Exception as exc:  # any exporter failure means: stay on torch
             raise OnnxUnsupported(f"ONNX export of {model_dir} failed: {exc}") from exc
         os.replace(built, target)
