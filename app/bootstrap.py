@@ -69,7 +69,7 @@ class Components:
         config = RetrievalConfig(
             mode=r.mode, candidates=r.candidates, rrf_k=r.rrf_k, dense_weight=r.dense_weight,
             lexical_weight=r.lexical_weight, mmr_lambda=r.mmr_lambda, min_score=r.min_score,
-            coverage_weight=r.coverage_weight,
+            coverage_weight=r.coverage_weight, fusion=r.fusion, bm25_weight=r.bm25_weight,
         )  # fmt: skip
         return Retriever(self.store, self.embedder, self.lexical, self.manifest, config)
 

@@ -101,20 +101,24 @@ class RetrievalSettings(BaseModel):
     max_top_k: int = Field(20, ge=1, le=100)
     min_score: float = Field(0.2, description="Chunks below this cosine similarity are not used as evidence.")
     min_evidence: float = Field(
-        0.35,
+        0.45,
         description="Relevance floor: when no retrieved chunk reaches this cosine similarity, the answer says "
         "the documents don't cover the question (grounded=false) without calling the model.",
     )
     mode: Literal["hybrid", "dense", "lexical"] = Field("hybrid", description="Default search mode.")
+    fusion: Literal["score", "rrf"] = Field(
+        "score", description="score: cosine + bm25_weight x BM25 / the query's best BM25; rrf: weighted RRF."
+    )
+    bm25_weight: float = Field(0.1, ge=0, description="Share of BM25 in score fusion.")
     candidates: int = Field(40, ge=1, le=500, description="Chunks fetched from each retriever before fusion.")
-    rrf_k: int = Field(10, ge=1, description="Reciprocal rank fusion constant.")
-    dense_weight: float = Field(1.0, ge=0, description="Weight of the dense ranking in the fusion.")
-    lexical_weight: float = Field(0.5, ge=0, description="Weight of the BM25 ranking in the fusion.")
+    rrf_k: int = Field(10, ge=1, description="Reciprocal rank fusion constant (fusion=rrf).")
+    dense_weight: float = Field(1.0, ge=0, description="Weight of the dense ranking (fusion=rrf).")
+    lexical_weight: float = Field(0.5, ge=0, description="Weight of the BM25 ranking (fusion=rrf).")
     mmr_lambda: float = Field(
         0.9, ge=0, le=1, description="MMR trade-off: 1 keeps relevance order; lower values favour diverse chunks."
     )
     coverage_weight: float = Field(
-        0.25, ge=0, description="Evidence = cosine + this x share of the question's (IDF-weighted) words in the chunk."
+        0.4, ge=0, description="Evidence = cosine + this x share of the question's (IDF-weighted) words in the chunk."
     )
 
 

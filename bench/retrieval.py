@@ -33,6 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from app.bootstrap import Components
 from app.rag.retrieval import RetrievalConfig, SearchHit
 from app.settings import EmbeddingSettings, Settings
+from vectorstore.manifest import DocumentRecord
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 DEFAULT_DATASETS = [SHARED / "r-manuals", SHARED / "sqlite-docs"]
@@ -141,7 +142,7 @@ def floor_report(components: Components, datasets: list[Dataset], work: Path) ->
     print("  evidence = cosine + w * coverage; rows: w, columns: floor")
     floors = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
     print("  w     " + "  ".join(f"{f:>9.2f}" for f in floors))
-    for w in (0.0, 0.25, 0.5):
+    for w in (0.0, 0.25, r.coverage_weight, 0.5):
         cells = []
         for f in floors:
             answered = sum(best(x, w) >= f for x in pos) / len(pos)
@@ -155,7 +156,7 @@ def floor_report(components: Components, datasets: list[Dataset], work: Path) ->
 
 def latency(components: Components, datasets: list[Dataset], target: int = 10_000) -> None:
     """Copy real chunks (vectors, texts, metadata) of both datasets into one 10k-chunk collection."""
-    name = "latency-10k"
+    name = "latency-10k-live"
     if components.store.exists(name) and components.store.count(name) == target:
         print(f"\n{name}: reusing {target} chunks")
     else:
@@ -166,16 +167,21 @@ def latency(components: Components, datasets: list[Dataset], target: int = 10_00
         for ds in datasets:
             ids, texts, metas = components.store.get_all(ds.collection)
             vectors = components.store.get_embeddings(ds.collection, ids)
-            rows += [(cid, vectors[cid], t, m) for cid, t, m in zip(ids, texts, metas, strict=True)]
-        copies = [(f"{cid}-{i // len(rows)}", v, t, dict(m)) for i, (cid, v, t, m) in
+            rows += [(cid, vectors[cid].tolist(), t, m) for cid, t, m in zip(ids, texts, metas, strict=True)]
+        copies = [(f"{cid}-{i // len(rows)}", v, t, dict(m), i // len(rows)) for i, (cid, v, t, m) in
                   ((i, rows[i % len(rows)]) for i in range(target))]  # fmt: skip
-        for cid, _, _, m in copies:
-            m["document_id"] = cid
-        ids, vecs, texts, metas = (list(x) for x in zip(*copies, strict=True))
+        documents: dict[str, str] = {}
+        for _, _, _, m, copy in copies:
+            m["document_id"] = f"{m['document_id']}-{copy}"
+            m["collection"] = name
+            documents[m["document_id"]] = m["doc_hash"]
+        ids, vecs, texts, metas, _ = (list(x) for x in zip(*copies, strict=True))
         components.store.upsert(name, ids, vecs, texts, metas)
         components.lexical.upsert(name, ids, texts, metas)
+        for doc_id, doc_hash in documents.items():  # live versions, so the manifest filter is timed too
+            components.manifest.switch(DocumentRecord(name, doc_id, doc_id, doc_hash, (), 0, None, 0.0))
         print(f"\n{name}: built {components.store.count(name)} chunks")
-    retriever = replace_manifest(components)
+    retriever = components.retriever
     queries = [(q["text"], ds.vectors[q["_id"]]) for ds in datasets for q in ds.queries]
     retriever.search(queries[0][0], [name], 5, query_vector=queries[0][1])  # builds the BM25 matrix once
     for label, with_embedding in (("search (query vector given)", False), ("embed query + search", True)):
@@ -190,14 +196,6 @@ def latency(components: Components, datasets: list[Dataset], target: int = 10_00
         print(f"  hybrid top-5, {label}: p50 {p50:.1f} ms, p95 {p95:.1f} ms over {len(times)} queries")
 
 
-def replace_manifest(components: Components) -> Any:
-    """The latency collection has no manifest rows: time the retriever without the live filter."""
-    from app.rag.retrieval import Retriever
-
-    r = components.retriever
-    return Retriever(r.store, r.embedder, r.lexical, None, r.config)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("datasets", nargs="*", type=Path, default=DEFAULT_DATASETS)
@@ -205,6 +203,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/kb-bench-retrieval"))
     parser.add_argument("--latency", action="store_true")
     parser.add_argument("--tune", action="store_true")
+    parser.add_argument("--latency-only", action="store_true", help="skip the quality figures")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     settings = Settings(  # type: ignore[call-arg]
@@ -216,26 +215,25 @@ def main() -> None:
           f"chunks {c.chunk_tokens}/{c.overlap_tokens} tokens, retrieval {r.model_dump()}")  # fmt: skip
     datasets = [Dataset(path, components, args.work) for path in args.datasets]
     default = components.retriever.config
+    if args.latency_only:
+        latency(components, datasets)
+        components.close()
+        return
     print(f"\n{'dataset':12s} {'mode':8s} nDCG@10  R@10   MRR@10")
     for ds in datasets:
         for mode in ("dense", "lexical", "hybrid"):
             m = ds.evaluate(components, mode, default)
             print(f"{ds.name:12s} {mode:8s} {m['ndcg@10']:.3f}    {m['recall@10']:.3f}  {m['mrr@10']:.3f}", flush=True)
     if args.tune:
-        print("\ntuning grid (hybrid nDCG@10 per dataset; lexical weight, rrf k, mmr lambda)")
-        for lw in (0.3, 0.5, 0.7, 1.0):
-            for rrf_k in (10, 30, 60):
-                for lam in (1.0, 0.9, 0.8):
-                    cfg = replace(default, lexical_weight=lw, rrf_k=rrf_k, mmr_lambda=lam)
-                    scores = [ds.evaluate(components, "hybrid", cfg)["ndcg@10"] for ds in datasets]
-                    print(f"  lw={lw:.1f} k={rrf_k:2d} mmr={lam:.1f}: " + "  ".join(f"{s:.3f}" for s in scores),
-                          flush=True)  # fmt: skip
-        print("score fusion: cosine + w * BM25 / best BM25 (hybrid nDCG@10 per dataset)")
-        for w in (0.1, 0.2, 0.3, 0.4, 0.5):
-            for lam in (1.0, 0.9):
-                cfg = replace(default, fusion="score", bm25_weight=w, mmr_lambda=lam)
-                scores = [ds.evaluate(components, "hybrid", cfg)["ndcg@10"] for ds in datasets]
-                print(f"  w={w:.1f} mmr={lam:.1f}: " + "  ".join(f"{s:.3f}" for s in scores), flush=True)
+        print("\ntuning grid, hybrid nDCG@10 per dataset")
+        grid = [replace(default, fusion="rrf", lexical_weight=lw, rrf_k=k) for lw in (0.5, 0.7) for k in (10, 60)]
+        grid += [replace(default, fusion="score", bm25_weight=w, mmr_lambda=lam)
+                 for w in (0.05, 0.1, 0.15, 0.2) for lam in (1.0, 0.9)]  # fmt: skip
+        for cfg in grid:
+            scores = [ds.evaluate(components, "hybrid", cfg)["ndcg@10"] for ds in datasets]
+            knobs = (f"rrf lexical_weight={cfg.lexical_weight} rrf_k={cfg.rrf_k}" if cfg.fusion == "rrf"
+                     else f"score bm25_weight={cfg.bm25_weight}")  # fmt: skip
+            print(f"  {knobs:38s} mmr={cfg.mmr_lambda}: " + "  ".join(f"{s:.3f}" for s in scores), flush=True)
     if len(datasets) > 1:
         floor_report(components, datasets, args.work)
     if args.latency:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import chromadb
 import numpy as np
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 MAX_NAME_LENGTH = 100
 Metadata = dict[str, Any]
+T = TypeVar("T")
 
 
 class CollectionMissing(LookupError):
@@ -71,6 +72,20 @@ def internal_name(name: str) -> str:
 class VectorStore:
     def __init__(self, client: ClientAPI):
         self._client = client
+        self._handles: dict[str, Collection] = {}  # for the query path: a lookup costs milliseconds
+
+    def _read(self, name: str, fn: Callable[[Collection], T]) -> T:
+        """Run a read on a cached collection handle; refetch once if the collection was replaced."""
+        handle = self._handles.get(name)
+        if handle is not None:
+            try:
+                return fn(handle)
+            except Exception:  # deleted (and maybe recreated) by another process: look it up again
+                self._handles.pop(name, None)
+        handle = self._get(name)
+        result = fn(handle)
+        self._handles[name] = handle
+        return result
 
     @classmethod
     def embedded(cls, path: str | Path) -> VectorStore:
@@ -157,6 +172,7 @@ class VectorStore:
             collection.delete(ids=list(ids[start : start + step]))
 
     def delete_collection(self, name: str) -> None:
+        self._handles.pop(name, None)
         self._get(name)  # raises CollectionMissing with the user's name
         self._client.delete_collection(internal_name(name))
 
@@ -164,7 +180,7 @@ class VectorStore:
         """Stored float32 vectors of the given chunks (missing ids are left out)."""
         if not ids:
             return {}
-        got = self._get(name).get(ids=list(ids), include=["embeddings"])
+        got = self._read(name, lambda c: c.get(ids=list(ids), include=["embeddings"]))
         vectors = got["embeddings"] if got["embeddings"] is not None else []
         return {cid: np.asarray(vec, dtype=np.float32) for cid, vec in zip(got["ids"], vectors, strict=True)}
 
@@ -187,17 +203,17 @@ class VectorStore:
         *,
         with_embeddings: bool = False,
     ) -> list[Hit]:
-        collection = self._get(name)
-        if collection.count() == 0:
-            return []
         include: list[Any] = ["documents", "metadatas", "distances"]
         if with_embeddings:
             include.append("embeddings")
-        res = collection.query(
-            query_embeddings=[list(embedding)],  # type: ignore[arg-type]
-            n_results=k,
-            where=where,
-            include=include,
+        res = self._read(
+            name,
+            lambda c: c.query(
+                query_embeddings=[list(embedding)],  # type: ignore[arg-type]
+                n_results=k,
+                where=where,
+                include=include,
+            ),
         )
         ids = res["ids"][0]
         docs = (res["documents"] or [[]])[0]

@@ -3,10 +3,12 @@
 Why this design (measured in docs/benchmarks.md on two real documentation sets):
 - Dense embeddings win on question-to-answer matching; BM25 wins on exact identifiers and
   rare terms. Plain reciprocal rank fusion gives them equal votes and can lose to dense
-  alone, so the fusion is *weighted* RRF with the dense list counting more.
+  alone. The default fusion adds a small share of BM25 (scaled by the query's best BM25
+  score) to the cosine: it beat weighted RRF on both datasets; RRF stays as an option.
 - Every candidate gets both a cosine similarity and a BM25 score, whichever retriever found
-  it (stored vectors are fetched for lexical-only hits). The cosine is the calibrated,
-  query-independent strength of evidence: it drives the relevance floor and MMR.
+  it (stored vectors are fetched for lexical-only hits). Raw BM25 is not comparable across
+  queries, so the relevance floor uses the cosine plus the share of the query's words the
+  chunk covers; MMR uses the stored vectors.
 - MMR over the stored vectors keeps the top-k from being overlapping chunks of one page.
 - Chunks of a document version the manifest does not vouch for are dropped from both lists.
 """
@@ -21,6 +23,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from app.errors import CollectionNotFoundError
+from app.rag.filters import SearchFilters
 from vectorstore.lexical import LexicalIndex
 from vectorstore.manifest import Manifest
 from vectorstore.store import CollectionMissing, Hit, VectorStore
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["hybrid", "dense", "lexical"]
 MODES: tuple[str, ...] = ("hybrid", "dense", "lexical")
+__all__ = ["MODES", "Mode", "RetrievalConfig", "Retriever", "SearchFilters", "SearchHit"]
 
 
 class EmbedsQueries(Protocol):
@@ -39,51 +43,15 @@ class EmbedsQueries(Protocol):
 class RetrievalConfig:
     mode: Mode = "hybrid"
     candidates: int = 40  # fetched from each retriever before fusion
-    fusion: Literal["rrf", "score"] = "rrf"  # score: cosine + bm25_weight × BM25 / best BM25 of the query
-    bm25_weight: float = 0.3
-    rrf_k: int = 60
+    fusion: Literal["score", "rrf"] = "score"  # score: cosine + bm25_weight × BM25 / best BM25 of the query
+    bm25_weight: float = 0.1
+    rrf_k: int = 10
     dense_weight: float = 1.0
     lexical_weight: float = 0.5
     mmr_lambda: float = 0.9  # 1.0: pure relevance order; lower: more diversity
     duplicate_cosine: float = 0.95  # a chunk this similar to a better one adds nothing: dropped
-    coverage_weight: float = 0.25  # evidence = cosine + this × query-term coverage (the relevance floor's input)
+    coverage_weight: float = 0.4  # evidence = cosine + this × query-term coverage (the relevance floor's input)
     min_score: float = 0.2  # chunks below this cosine similarity are not evidence
-
-
-@dataclass(frozen=True)
-class SearchFilters:
-    """Optional metadata filters, applied inside both retrievers (not after them)."""
-
-    sources: tuple[str, ...] = ()
-    page_min: int | None = None
-    page_max: int | None = None
-    heading: str | None = None
-
-    def where(self) -> dict[str, Any] | None:
-        clauses: list[dict[str, Any]] = []
-        if self.sources:
-            clauses.append({"source": {"$in": list(self.sources)}})
-        if self.page_min is not None:
-            clauses.append({"page": {"$gte": self.page_min}})
-        if self.page_max is not None:
-            clauses.append({"page": {"$lte": self.page_max}})
-        if self.heading is not None:
-            clauses.append({"heading": self.heading})
-        if not clauses:
-            return None
-        return clauses[0] if len(clauses) == 1 else {"$and": clauses}
-
-    def accept(self, meta: dict[str, Any]) -> bool:
-        page = meta.get("page")
-        return (
-            (not self.sources or meta.get("source") in self.sources)
-            and (self.page_min is None or (page is not None and page >= self.page_min))
-            and (self.page_max is None or (page is not None and page <= self.page_max))
-            and (self.heading is None or meta.get("heading") == self.heading)
-        )
-
-    def empty(self) -> bool:
-        return self.where() is None
 
 
 @dataclass
@@ -149,7 +117,9 @@ class Retriever:
         if mode == "hybrid" and self.lexical is None:
             mode = "dense"
         filters = filters or SearchFilters()
-        qvec = np.asarray(query_vector if query_vector is not None else self.embedder.embed_query(query), np.float32)
+        if query_vector is None and mode != "lexical":
+            query_vector = self.embedder.embed_query(query)
+        qvec = np.asarray(query_vector if query_vector is not None else [], np.float32)
         pool: dict[tuple[str, str], SearchHit] = {}
         for collection in collections:
             try:
@@ -157,11 +127,12 @@ class Retriever:
                     self._dense(collection, qvec, cfg.candidates, filters, pool)
                 if mode in ("hybrid", "lexical"):
                     self._lexical(collection, query, cfg.candidates, filters, pool, check=mode == "lexical")
+                self._live_only(collection, pool)
                 if mode == "hybrid":
-                    self._complete(collection, query, qvec, pool)
+                    self._complete(collection, query, qvec, pool, cfg, top_k)
             except CollectionMissing as exc:
                 raise CollectionNotFoundError(f"collection {collection!r} does not exist") from exc
-        hits = self._live_only(list(pool.values()))
+        hits = list(pool.values())
         for h in hits:
             h.evidence = (h.dense or 0.0) + cfg.coverage_weight * (h.coverage or 0.0)
         if mode == "dense":
@@ -231,19 +202,46 @@ class Retriever:
                 self.lexical.upsert(collection, ids, texts, metas, index_texts=index_texts)
         self._synced.add(collection)
 
-    def _complete(self, collection: str, query: str, qvec: np.ndarray, pool: dict[tuple[str, str], SearchHit]) -> None:
-        """Give every candidate both scores: cosine for lexical-only hits, BM25 for dense-only ones."""
+    def _complete(
+        self,
+        collection: str,
+        query: str,
+        qvec: np.ndarray,
+        pool: dict[tuple[str, str], SearchHit],
+        cfg: RetrievalConfig,
+        top_k: int,
+    ) -> None:
+        """Give every candidate both scores: BM25 for dense-only hits, cosine for lexical-only ones.
+
+        Fetching stored vectors is the slow part, so with score fusion a lexical-only hit is
+        fetched only if it could still reach the top: its cosine is at most the dense list's
+        last one (it was not in that list), which bounds its fused score.
+        """
         assert self.lexical is not None
         mine = [h for (c, _), h in pool.items() if c == collection]
-        no_vector = [h.id for h in mine if h.vector is None]
-        vectors = self.store.get_embeddings(collection, no_vector)
-        for h in mine:
-            if h.vector is None and h.id in vectors:
-                h.vector = vectors[h.id]
-                h.dense = float(np.dot(h.vector, qvec))
         no_bm25 = [h.id for h in mine if h.lexical is None]
         for cid, (score, coverage) in self.lexical.score_ids(collection, query, no_bm25).items():
             pool[(collection, cid)].lexical, pool[(collection, cid)].coverage = score, coverage
+        no_vector = [h for h in mine if h.vector is None]
+        with_vector = [h for h in mine if h.vector is not None]
+        if cfg.fusion == "score" and no_vector and len(with_vector) >= cfg.candidates:
+            top = max(h.lexical or 0.0 for h in mine) or 1.0
+            fused = sorted((h.dense or 0.0) + cfg.bm25_weight * (h.lexical or 0.0) / top for h in with_vector)
+            bar = fused[-min(len(fused), 2 * top_k)]
+            last_cosine = min(h.dense or 0.0 for h in with_vector)
+            hopeless = [  # the best BM25 hit stays: it scales every fused score
+                h
+                for h in no_vector
+                if last_cosine + cfg.bm25_weight * (h.lexical or 0.0) / top < bar and h.lexical != top
+            ]
+            for h in hopeless:
+                del pool[(collection, h.id)]
+            no_vector = [h for h in no_vector if (collection, h.id) in pool]
+        vectors = self.store.get_embeddings(collection, [h.id for h in no_vector])
+        for h in no_vector:
+            if h.id in vectors:
+                h.vector = vectors[h.id]
+                h.dense = float(np.dot(h.vector, qvec))
 
     @staticmethod
     def _rank_dense_globally(hits: list[SearchHit]) -> None:
@@ -252,16 +250,15 @@ class Retriever:
         for rank, h in enumerate(ranked, start=1):
             h.dense_rank = rank
 
-    def _live_only(self, hits: list[SearchHit]) -> list[SearchHit]:
+    def _live_only(self, collection: str, pool: dict[tuple[str, str], SearchHit]) -> None:
         """Keep chunks of each document's live version only (updates are atomic for readers)."""
         if self.manifest is None:
-            return hits
-        kept: list[SearchHit] = []
-        for collection in {h.collection for h in hits}:
-            mine = [h for h in hits if h.collection == collection]
-            live = self.manifest.live_hashes(collection, (str(h.metadata.get("document_id")) for h in mine))
-            kept += [h for h in mine if live.get(str(h.metadata.get("document_id"))) == h.metadata.get("doc_hash")]
-        return kept
+            return
+        mine = [h for (c, _), h in pool.items() if c == collection]
+        live = self.manifest.live_hashes(collection, (str(h.metadata.get("document_id")) for h in mine))
+        for h in mine:
+            if live.get(str(h.metadata.get("document_id"))) != h.metadata.get("doc_hash"):
+                del pool[(collection, h.id)]
 
     @staticmethod
     def _mmr(hits: list[SearchHit], top_k: int, lam: float, duplicate: float) -> list[SearchHit]:
@@ -273,13 +270,12 @@ class Retriever:
         if len(hits) <= 1 or any(h.vector is None for h in hits):
             return hits[:top_k]
         best = hits[0].score or 1.0
-        rel = np.array([h.score / best for h in hits], dtype=np.float32)
-        vecs = np.stack([np.asarray(h.vector, dtype=np.float32) for h in hits])
-        sims = vecs @ vecs.T
+        rel = np.fromiter((h.score / best for h in hits), dtype=np.float32, count=len(hits))
+        vecs = np.stack([h.vector for h in hits]).astype(np.float32, copy=False)
         chosen = [0]
         excluded = np.zeros(len(hits), dtype=bool)
         excluded[0] = True
-        max_sim = sims[0].copy()
+        max_sim = vecs @ vecs[0]  # one row per chosen chunk: cheaper than the full similarity matrix
         while len(chosen) < top_k:
             excluded |= max_sim >= duplicate
             if excluded.all():
@@ -288,5 +284,5 @@ class Retriever:
             nxt = int(np.argmax(value))
             chosen.append(nxt)
             excluded[nxt] = True
-            max_sim = np.maximum(max_sim, sims[nxt])
+            max_sim = np.maximum(max_sim, vecs @ vecs[nxt])
         return [hits[i] for i in chosen]

@@ -35,7 +35,7 @@ class RagConfig:
     top_k: int = 5
     max_top_k: int = 20
     min_score: float = 0.2
-    min_evidence: float = 0.35  # relevance floor: below it the answer is a refusal (see retrieval.py)
+    min_evidence: float = 0.45  # relevance floor: below it the answer is a refusal (see retrieval.py)
     context_token_budget: int = 2500
     max_question_chars: int = 2000
     params: GenerationParams = field(default_factory=GenerationParams)
