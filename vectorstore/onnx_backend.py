@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -82,16 +83,22 @@ def export(model_dir: Path, out_dir: Path, *, quantize: bool) -> Path:
             model = _LastHidden(hf_model.eval())
             ids = torch.ones(2, 8, dtype=torch.long)
             axes = {name: {0: "batch", 1: "seq"} for name in [*_INPUTS, "last_hidden_state"]}
-            torch.onnx.export(
-                model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(fp32), input_names=_INPUTS,
-                output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False,
-            )  # fmt: skip
+            with warnings.catch_warnings():  # tracer warnings about the mask branches are expected here
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(fp32), input_names=_INPUTS,
+                    output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False,
+                )  # fmt: skip
             built = fp32
             if quantize:
                 from onnxruntime.quantization import QuantType, quantize_dynamic
 
                 built = Path(tmp) / "model_qint8.onnx"
-                quantize_dynamic(str(fp32), str(built), weight_type=QuantType.QInt8, per_channel=True)
+                logging.disable(logging.INFO)  # the quantizer logs one INFO line per tensor on the root logger
+                try:
+                    quantize_dynamic(str(fp32), str(built), weight_type=QuantType.QInt8, per_channel=True)
+                finally:
+                    logging.disable(logging.NOTSET)
         except Exception as exc:  # any exporter failure means: stay on torch
             raise OnnxUnsupported(f"ONNX export of {model_dir} failed: {exc}") from exc
         os.replace(built, target)

@@ -94,6 +94,6 @@ def build_chat_model(llm: LlmSettings, ledger: UsageLedger, cache: CacheBackend 
         wrapped.provider,
         wrapped.model,
         llm.fallbacks or "none",
-        type(cache).__name__ if cache else "off",
+        type(cache).__name__ if cache is not None else "off",  # an empty cache has len 0: not "off"
     )
     return wrapped
