@@ -32,6 +32,30 @@ class LoadedDocument:
     sections: list[Section]
 
 
+class _Sections:
+    """Collects text under the current heading path (levels 1-6) for the heading-aware loaders."""
+
+    def __init__(self) -> None:
+        self.sections: list[Section] = []
+        self._stack: list[tuple[int, str]] = []
+        self._buffer: list[str] = []
+
+    def heading(self, level: int, text: str) -> None:
+        self.flush()
+        self._stack = [(lvl, h) for lvl, h in self._stack if lvl < level]
+        self._stack.append((level, text))
+
+    def text(self, text: str) -> None:
+        self._buffer.append(text)
+
+    def flush(self) -> list[Section]:
+        body = "\n".join(self._buffer).strip()
+        if body:
+            self.sections.append(Section(text=body, heading=" > ".join(h for _, h in self._stack) or None))
+        self._buffer.clear()
+        return self.sections
+
+
 def _decode(data: bytes, path: Path) -> str:
     try:
         return data.decode("utf-8-sig")
@@ -72,31 +96,17 @@ _MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 
 def load_markdown(data: bytes, path: Path) -> LoadedDocument:
     text = _decode(data, path)
-    stack: list[str] = []
-    sections: list[Section] = []
-    buffer: list[str] = []
+    collector = _Sections()
     in_fence = False
-
-    def flush() -> None:
-        body = "\n".join(buffer).strip()
-        if body:
-            sections.append(Section(text=body, heading=" > ".join(stack) or None))
-        buffer.clear()
-
     for line in text.splitlines():
         if line.lstrip().startswith(("```", "~~~")):
             in_fence = not in_fence
         match = None if in_fence else _MD_HEADING.match(line)
         if match:
-            flush()
-            level = len(match.group(1))
-            del stack[level - 1 :]
-            stack.extend([""] * (level - 1 - len(stack)))
-            stack.append(match.group(2).strip())
-            stack[:] = [s for s in stack if s]
+            collector.heading(len(match.group(1)), match.group(2).strip())
         else:
-            buffer.append(line)
-    flush()
+            collector.text(line)
+    sections = collector.flush()
     title = next((s.heading.split(" > ")[0] for s in sections if s.heading), path.stem)
     return LoadedDocument(title=title, sections=sections)
 
@@ -112,28 +122,16 @@ def load_html(data: bytes, path: Path) -> LoadedDocument:
         tag.decompose()
     title = soup.title.get_text(" ", strip=True) if soup.title else path.stem
     headings = ["h1", "h2", "h3", "h4", "h5", "h6"]
-    stack: list[tuple[int, str]] = []
-    sections: list[Section] = []
-    buffer: list[str] = []
-
-    def flush() -> None:
-        body = "\n".join(buffer).strip()
-        if body:
-            sections.append(Section(text=body, heading=" > ".join(h for _, h in stack) or None))
-        buffer.clear()
-
+    collector = _Sections()
     body = soup.body or soup
     for el in body.find_all(headings + _BLOCK_TAGS):
         if el.name in headings:
-            flush()
-            level = int(el.name[1])
-            stack[:] = [(lvl, h) for lvl, h in stack if lvl < level]
-            stack.append((level, el.get_text(" ", strip=True)))
+            collector.heading(int(el.name[1]), el.get_text(" ", strip=True))
         elif not el.find_parent(_BLOCK_TAGS):  # nested blocks are read with their parent
             text = el.get_text(" ", strip=True)
             if text:
-                buffer.append(text)
-    flush()
+                collector.text(text)
+    sections = collector.flush()
     if not sections:
         raise IngestError(f"{path.name} has no readable text")
     return LoadedDocument(title=title, sections=sections)
@@ -176,18 +174,8 @@ def load_docx(data: bytes, path: Path) -> LoadedDocument:
         document = docx.Document(io.BytesIO(data))
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise IngestError(f"{path.name} is not a readable DOCX file ({exc})") from exc
-    stack: list[tuple[int, str]] = []
-    sections: list[Section] = []
-    buffer: list[str] = []
-
-    def flush() -> None:
-        body = "\n".join(buffer).strip()
-        if body:
-            sections.append(Section(text=body, heading=" > ".join(h for _, h in stack) or None))
-        buffer.clear()
-
-    body = document.element.body
-    for child in body.iterchildren():
+    collector = _Sections()
+    for child in document.element.body.iterchildren():
         tag = child.tag.rsplit("}", 1)[-1]
         if tag == "p":
             paragraph = Paragraph(child, document)
@@ -195,18 +183,15 @@ def load_docx(data: bytes, path: Path) -> LoadedDocument:
             style = (paragraph.style.name if paragraph.style is not None else "") or ""
             level = _docx_heading_level(style)
             if level and text:
-                flush()
-                stack[:] = [(lvl, h) for lvl, h in stack if lvl < level]
-                stack.append((level, text))
+                collector.heading(level, text)
             elif text:
-                buffer.append(text)
+                collector.text(text)
         elif tag == "tbl":
-            table = Table(child, document)
-            for row in table.rows:
+            for row in Table(child, document).rows:
                 cells = [c.text.strip() for c in row.cells]
                 if any(cells):
-                    buffer.append(" | ".join(cells))
-    flush()
+                    collector.text(" | ".join(cells))
+    sections = collector.flush()
     core_title = (document.core_properties.title or "").strip()
     return LoadedDocument(title=core_title or path.stem, sections=sections)
 
