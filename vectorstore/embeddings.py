@@ -7,6 +7,7 @@ fresh, air-gapped machine has it after ``pip install``. Loading takes seconds: b
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -83,7 +84,9 @@ def load_embedder(
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         path = Path(resolve_model_path(model))
-        folder = (cache_dir or path / ".onnx") / f"{path.name}-{backend}"
+        # One export per model folder: two installs (venvs) on a machine must not overwrite each other's.
+        tag = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+        folder = (cache_dir or path / ".onnx") / f"{path.name}-{backend}-{tag}"
         try:
             return OnnxEmbedder(path, folder, name=model, quantize=backend == "onnx-int8", batch_size=batch_size)
         except OnnxUnsupported as exc:

@@ -63,6 +63,9 @@ def export(model_dir: Path, out_dir: Path, *, quantize: bool) -> Path:
     log.info("exporting %s to ONNX%s (one-off, ~5 s)", model_dir.name, " int8" if quantize else "")
     import torch
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the weight-loading bar is noise in an operator's log
 
     class _LastHidden(torch.nn.Module):
         def __init__(self, model: torch.nn.Module):
