@@ -80,6 +80,7 @@ def test_admin_api_is_off_when_bound_beyond_loopback(handbook_components: Compon
     handbook_components.settings.api.host = "0.0.0.0"
     with serve_app(create_app(handbook_components.settings, components=handbook_components)) as url:
         assert httpx.get(f"{url}/admin/collections").status_code == 404
+        assert httpx.get(f"{url}/admin/usage").status_code == 404
         assert httpx.get(f"{url}/healthz").status_code == 200
 
 

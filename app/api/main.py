@@ -76,11 +76,11 @@ def create_app(settings: Settings | None = None, components: Components | None =
 
     admin_enabled = settings.admin.is_enabled(settings.api.host)
     admin_state = "on" if admin_enabled else "off (set KB_ADMIN__ENABLED=true to serve it)"
-    if admin_enabled:
+    if admin_enabled:  # no authentication yet: admin routes (uploads, deletes, usage) only on loopback
         api.include_router(admin.router)
+        api.include_router(usage.router)
     api.include_router(system.router)
     api.include_router(chat.router)
     api.include_router(search.router)
-    api.include_router(usage.router)
     api.include_router(metrics_route.router)
     return api
