@@ -12,22 +12,28 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from app.audit import AuditLog
+from app.auth import KeyStore
+from app.errors import ConfigurationError
 from app.llm.base import ChatModel, GenerationParams
 from app.llm.cache import CacheBackend, ResponseCache
 from app.llm.costs import UsageLedger
 from app.llm.registry import build_chat_model
+from app.rag.condense import Condenser
+from app.rag.conversation import ConversationStore
 from app.rag.retrieval import RetrievalConfig, Retriever
 from app.rag.service import RagConfig, RagService
 from app.settings import Settings
 from ingest.chunking import Chunker
 from ingest.pipeline import IngestPipeline
 from prompts.registry import PromptRegistry
+from prompts.selection import PromptSelector
 from vectorstore.embedding_cache import CachedEmbedder, EmbeddingCache
 from vectorstore.embeddings import Embedder, load_embedder
 from vectorstore.lexical import LexicalIndex
 from vectorstore.manifest import Manifest
 from vectorstore.onnx_backend import OnnxEmbedder
-from vectorstore.store import VectorStore
+from vectorstore.store import StoreUnavailable, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +48,18 @@ class Components:
 
     @cached_property
     def store(self) -> VectorStore:
-        return VectorStore.embedded(self.settings.chroma_dir)
+        v = self.settings.vectorstore
+        if v.mode == "embedded":
+            return VectorStore.embedded(self.settings.chroma_dir)
+        try:
+            return VectorStore.http(
+                v.host, v.port, ssl=v.ssl, headers=v.http_headers(), tenant=v.tenant, database=v.database
+            )
+        except StoreUnavailable as exc:
+            raise ConfigurationError(
+                f"{exc}. Start the Chroma server (chroma run --path DIR --host HOST --port PORT) or fix "
+                "KB_VECTORSTORE__HOST/PORT/SSL/AUTH_TOKEN, or set KB_VECTORSTORE__MODE=embedded"
+            ) from exc
 
     @cached_property
     def embedder(self) -> Embedder | OnnxEmbedder:
@@ -101,6 +118,26 @@ class Components:
         return PromptRegistry()
 
     @cached_property
+    def prompt_selector(self) -> PromptSelector:
+        """Validates the A/B split against the prompt files (at start-up, not mid-request)."""
+        return PromptSelector(self.settings.prompts.split, self.prompts)
+
+    @cached_property
+    def audit(self) -> AuditLog | None:
+        a = self.settings.audit
+        if not a.enabled:
+            return None
+        return AuditLog(self.settings.audit_db, store_text=a.store_text, retention_days=a.retention_days)
+
+    @cached_property
+    def keys(self) -> KeyStore:
+        return KeyStore(self.settings.keys_db)
+
+    @cached_property
+    def conversations(self) -> ConversationStore:
+        return ConversationStore(self.settings.conversations_db)
+
+    @cached_property
     def rag(self) -> RagService:
         s = self.settings
         config = RagConfig(
@@ -114,9 +151,10 @@ class Components:
             params=GenerationParams(temperature=s.llm.temperature, max_tokens=s.llm.max_tokens),
         )
         self.prompts.get(config.default_prompt)  # fail at start-up, not on the first request
+        condenser = Condenser(self.chat_model, self.prompts, s.prompts.condense)
         return RagService(
             self.store, self.embedder, self.chat_model, self.prompts, config, manifest=self.manifest,
-            retriever=self.retriever,
+            retriever=self.retriever, condenser=condenser, selector=self.prompt_selector,
         )  # fmt: skip
 
     @cached_property
@@ -138,7 +176,10 @@ class Components:
         return self.ingest_pipeline.ingest([folder], collection).as_dict()
 
     def close(self) -> None:
-        for name in ("ledger", "cache", "manifest", "embedding_cache", "lexical"):
-            obj = self.__dict__.get(name)
+        stores = ("ledger", "cache", "manifest", "embedding_cache", "lexical", "keys", "conversations", "audit")
+        for name in stores:
+            obj = self.__dict__.pop(name, None)  # reopened lazily if used again
             if obj is not None:
                 obj.close()
+        for name in ("retriever", "chat_model", "rag", "ingest_pipeline"):  # they hold the closed stores
+            self.__dict__.pop(name, None)

@@ -14,6 +14,7 @@ class KbError(Exception):
 
     code = "internal_error"
     http_status = 500
+    headers: dict[str, str] | None = None  # extra HTTP headers (Retry-After, WWW-Authenticate)
 
     def __init__(self, message: str, *, code: str | None = None, http_status: int | None = None):
         super().__init__(message)
@@ -85,3 +86,29 @@ class ProviderUnavailableError(ProviderError):
 class ConfigurationError(KbError):
     code = "configuration_error"
     http_status = 500
+
+
+class RateLimitedError(KbError):
+    """Too many requests for one API key; ``Retry-After`` says when to try again."""
+
+    code = "rate_limited"
+    http_status = 429
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class AuthError(KbError):
+    """No API key, or one that is unknown or revoked."""
+
+    code = "unauthorized"
+    http_status = 401
+    headers = {"WWW-Authenticate": "Bearer"}  # noqa: RUF012  (read-only)
+
+
+class ForbiddenError(KbError):
+    """A valid key asking for something its role or collection grants do not cover."""
+
+    code = "forbidden"
+    http_status = 403

@@ -11,8 +11,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from prompts.selection import PromptSplitError, normalize_split
 
 
 class ModelPrice(BaseModel):
@@ -123,13 +125,45 @@ class RetrievalSettings(BaseModel):
 
 
 class PromptSettings(BaseModel):
-    answer: str = Field("answer@v1", description="Active answer prompt, name@version.")
+    answer: str = Field("answer@v2", description="Active answer prompt, name@version.")
+    condense: str = Field("condense@v1", description="Prompt that rewrites follow-ups as standalone questions.")
+    history_turns: int = Field(3, ge=0, le=20, description="Earlier turns of a conversation used to condense.")
     context_token_budget: int = Field(2500, ge=100, description="Tokens of retrieved text the answer prompt may carry.")
+    split: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description='Weighted A/B split per prompt name, e.g. {"answer": {"answer@v2": 0.9, "answer@v3": 0.1}}; '
+        "chosen per request by hashing its request id. A request naming a version bypasses it.",
+    )
+
+    @field_validator("split")
+    @classmethod
+    def _check_split(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        try:
+            return {name: normalize_split(name, weights) for name, weights in value.items()}
+        except PromptSplitError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class LimitSettings(BaseModel):
     max_question_chars: int = Field(2000, ge=10, description="Longer questions are rejected (413).")
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are not ingested.")
+    max_body_kb: int = Field(
+        256, ge=1, description="Larger request bodies are rejected (413); admin uploads use max_file_mb instead."
+    )
+    requests_per_minute: int = Field(
+        120, ge=0, description="Per API key, over a moving one-minute window; beyond it 429 + Retry-After. 0: off."
+    )
+
+
+class AuthSettings(BaseModel):
+    enabled: bool = Field(
+        True,
+        description="Require 'Authorization: Bearer <API key>'. Turning it off is for local development only: "
+        "the server then refuses to bind to anything but loopback.",
+    )
+    first_admin_key: bool = Field(
+        True, description="On first start with no admin key, create one into data_dir/admin-key.txt (mode 0600)."
+    )
 
 
 class CacheSettings(BaseModel):
@@ -140,6 +174,39 @@ class CacheSettings(BaseModel):
     max_entries: int = Field(50_000, ge=0, description="Oldest entries are evicted beyond this; 0: unbounded.")
 
 
+class AuditSettings(BaseModel):
+    enabled: bool = Field(True, description="Record every answered request in the audit log (data_dir/audit.sqlite3).")
+    store_text: bool = Field(
+        True, description="Store question and answer text; false: only the question's sha256, no answer text."
+    )
+    retention_days: int = Field(0, ge=0, description="Delete audit rows older than this many days; 0 keeps them.")
+
+
+class VectorStoreSettings(BaseModel):
+    """Where the vectors live: an embedded Chroma under data_dir (one process) or a Chroma server (replicas)."""
+
+    mode: Literal["embedded", "http"] = Field(
+        "embedded", description="embedded: Chroma in-process under data_dir/chroma; http: a Chroma server."
+    )
+    host: str = Field("127.0.0.1", description="Chroma server host (mode http).")
+    port: int = Field(8001, ge=1, le=65535, description="Chroma server port (mode http).")
+    ssl: bool = Field(False, description="Use HTTPS to reach the Chroma server.")
+    auth_token: str | None = Field(
+        None, description="Sent as 'Authorization: Bearer <token>' to a Chroma server with token auth."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra HTTP headers for the Chroma server (a proxy's auth header)."
+    )
+    tenant: str = Field("default_tenant", description="Chroma tenant (mode http).")
+    database: str = Field("default_database", description="Chroma database (mode http).")
+
+    def http_headers(self) -> dict[str, str]:
+        headers = dict(self.headers)
+        if self.auth_token:
+            headers.setdefault("Authorization", f"Bearer {self.auth_token}")
+        return headers
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -148,14 +215,18 @@ class ApiSettings(BaseModel):
 class AdminSettings(BaseModel):
     enabled: bool | None = Field(
         None,
-        description="Serve the /admin API (uploads, deletes). Unset: on only when the API binds to loopback, "
-        "since there is no authentication yet.",
+        description="Serve the /admin API (uploads, deletes, usage; admin keys only). Unset: on, except when "
+        "authentication is off and the API binds beyond loopback.",
     )
 
-    def is_enabled(self, host: str) -> bool:
+    def is_enabled(self, host: str, auth_enabled: bool = True) -> bool:
         if self.enabled is not None:
             return self.enabled
-        return host in ("127.0.0.1", "localhost", "::1")
+        return auth_enabled or is_loopback(host)
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "localhost", "::1")
 
 
 class Settings(BaseSettings):
@@ -169,6 +240,9 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("data"), description="Where the store, cache and ledger live.")
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: one readable line per record; json: one JSON object per line, with request_id."
+    )
     llm: LlmSettings = Field(default_factory=LlmSettings)  # type: ignore[arg-type]
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)  # type: ignore[arg-type]
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)  # type: ignore[arg-type]
@@ -178,6 +252,9 @@ class Settings(BaseSettings):
     cache: CacheSettings = Field(default_factory=CacheSettings)  # type: ignore[arg-type]
     api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]
     admin: AdminSettings = Field(default_factory=AdminSettings)  # type: ignore[arg-type]
+    auth: AuthSettings = Field(default_factory=AuthSettings)  # type: ignore[arg-type]
+    audit: AuditSettings = Field(default_factory=AuditSettings)  # type: ignore[arg-type]
+    vectorstore: VectorStoreSettings = Field(default_factory=VectorStoreSettings)  # type: ignore[arg-type]
 
     @property
     def chroma_dir(self) -> Path:
@@ -190,6 +267,22 @@ class Settings(BaseSettings):
     @property
     def ledger_db(self) -> Path:
         return self.data_dir / "usage.sqlite3"
+
+    @property
+    def keys_db(self) -> Path:
+        return self.data_dir / "keys.sqlite3"
+
+    @property
+    def conversations_db(self) -> Path:
+        return self.data_dir / "conversations.sqlite3"
+
+    @property
+    def admin_key_file(self) -> Path:
+        return self.data_dir / "admin-key.txt"
+
+    @property
+    def audit_db(self) -> Path:
+        return self.data_dir / "audit.sqlite3"
 
 
 @lru_cache(maxsize=1)

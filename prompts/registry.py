@@ -4,11 +4,14 @@ A prompt is ``prompts/<name>/v<N>.yaml`` with ``system``, ``template`` (Python
 ``str.format`` fields), declared ``variables``, ``model_hints`` and a
 ``changelog`` line. Files are immutable once released: a change is a new version,
 and every answer records ``name@version``. Validation is strict (unknown keys,
-undeclared or unused variables) so a broken prompt fails at load, not mid-request.
+undeclared or unused variables, wrong types) so a broken prompt fails at load, not
+mid-request. Which versions are released, and that they never change, is the lock
+file's job (``prompts/lock.py``, ``prompts/prompts.lock.json``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import string
@@ -18,11 +21,15 @@ from typing import Any
 
 import yaml
 
+from prompts.lock import LOCK_FILENAME, LockProblem, check_lock, read_lock, release_versions
+
 log = logging.getLogger(__name__)
 
 PROMPTS_DIR = Path(__file__).parent
 _ALLOWED_KEYS = {"name", "version", "description", "changelog", "variables", "model_hints", "system", "template"}
 _REF = re.compile(r"^([a-z][a-z0-9_-]*)@v?(\d+)$")
+_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class PromptLookupError(LookupError):
@@ -50,6 +57,8 @@ class Prompt:
     description: str = ""
     changelog: str = ""
     model_hints: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = field(default=None, compare=False)
+    sha256: str = field(default="", compare=False)  # of the file's bytes, as the lock file records it
 
     @property
     def id(self) -> str:
@@ -73,44 +82,92 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     return match.group(1), int(match.group(2))
 
 
-def _template_fields(template: str) -> set[str]:
-    return {f for _, f, _, _ in string.Formatter().parse(template) if f}
+def _template_fields(path: Path, template: str) -> set[str]:
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as exc:  # a lone "{" or "}"
+        raise PromptFileError(
+            f"{path}: template is not a valid format string ({exc}); write literal braces as {{{{ }}}}"
+        ) from exc
+    bad = sorted(f for f in fields if not _IDENTIFIER.match(f))
+    if bad:
+        raise PromptFileError(f"{path}: template fields must be plain names like {{question}}, not {bad}")
+    return fields
+
+
+def _check_types(path: Path, raw: dict[str, Any]) -> None:
+    """Type errors with the key and what was found, so the fix is obvious from the message."""
+
+    def wrong(key: str, expected: str) -> PromptFileError:
+        return PromptFileError(f"{path}: {key!r} must be {expected}, got {type(raw[key]).__name__} {raw[key]!r}")
+
+    if not isinstance(raw["name"], str) or not _NAME.match(raw["name"]):
+        raise wrong("name", "a lowercase name like 'answer'")
+    if isinstance(raw["version"], bool) or not isinstance(raw["version"], int) or raw["version"] < 1:
+        raise wrong("version", "a whole number >= 1")
+    for key in ("system", "template"):
+        if not isinstance(raw[key], str) or not raw[key].strip():
+            raise wrong(key, "non-empty text")
+    for key in ("description", "changelog"):
+        if key in raw and not isinstance(raw[key], str):
+            raise wrong(key, "text")
+    variables = raw["variables"]
+    if not isinstance(variables, list) or not all(isinstance(v, str) and _IDENTIFIER.match(v) for v in variables):
+        raise wrong("variables", "a list of names like [question, sources]")
+    if len(set(variables)) != len(variables):
+        raise wrong("variables", "a list without repeated names")
+    hints = raw.get("model_hints")
+    if hints is not None:
+        if not isinstance(hints, dict) or not all(isinstance(k, str) for k in hints):
+            raise wrong("model_hints", "a mapping like {temperature: 0, max_tokens: 512}")
+        temperature, max_tokens = hints.get("temperature", 0), hints.get("max_tokens", 1)
+        if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
+            raise PromptFileError(f"{path}: model_hints.temperature must be a number from 0 to 2, got {temperature!r}")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise PromptFileError(f"{path}: model_hints.max_tokens must be a whole number >= 1, got {max_tokens!r}")
 
 
 def load_prompt_file(path: Path) -> Prompt:
+    data = path.read_bytes()
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
+        raw = yaml.safe_load(data.decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise PromptFileError(f"{path}: invalid YAML ({exc})") from exc
     if not isinstance(raw, dict):
         raise PromptFileError(f"{path}: expected a mapping")
     unknown = set(raw) - _ALLOWED_KEYS
     if unknown:
-        raise PromptFileError(f"{path}: unknown keys {sorted(unknown)}")
+        raise PromptFileError(f"{path}: unknown keys {sorted(unknown)} (allowed: {sorted(_ALLOWED_KEYS)})")
     for key in ("name", "version", "system", "template", "variables"):
         if key not in raw:
             raise PromptFileError(f"{path}: missing required key {key!r}")
+    _check_types(path, raw)
     prompt = Prompt(
-        name=str(raw["name"]),
-        version=int(raw["version"]),
-        system=str(raw["system"]),
-        template=str(raw["template"]),
+        name=raw["name"],
+        version=raw["version"],
+        system=raw["system"],
+        template=raw["template"],
         variables=tuple(raw["variables"]),
-        description=str(raw.get("description", "")),
-        changelog=str(raw.get("changelog", "")),
+        description=raw.get("description", ""),
+        changelog=raw.get("changelog", ""),
         model_hints=dict(raw.get("model_hints") or {}),
+        path=path,
+        sha256=hashlib.sha256(data).hexdigest(),
     )
     if path.stem != f"v{prompt.version}" or path.parent.name != prompt.name:
         raise PromptFileError(f"{path}: name/version must match its path ({prompt.id})")
-    fields = _template_fields(prompt.template)
+    fields = _template_fields(path, prompt.template)
     if fields != set(prompt.variables):
         raise PromptFileError(f"{path}: template uses {sorted(fields)} but declares {sorted(prompt.variables)}")
     return prompt
 
 
 class PromptRegistry:
+    """Every ``<name>/v<N>.yaml`` under ``root``, validated at construction; the lock file sits in ``root``."""
+
     def __init__(self, root: Path = PROMPTS_DIR):
         self.root = root
+        self.lock_path = root / LOCK_FILENAME
         self._prompts: dict[tuple[str, int], Prompt] = {}
         for path in sorted(root.glob("*/v*.yaml")):
             prompt = load_prompt_file(path)
@@ -132,3 +189,16 @@ class PromptRegistry:
 
     def all(self) -> list[Prompt]:
         return [self._prompts[k] for k in sorted(self._prompts)]
+
+    def is_released(self, ref: str) -> bool:
+        """True when the version is in the lock file (whether or not its content still matches)."""
+        return self.get(ref).id in read_lock(self.lock_path)
+
+    def check_lock(self) -> list[LockProblem]:
+        """Released versions whose bytes changed or vanished, and versions not released yet; [] when clean."""
+        return check_lock(self.all(), read_lock(self.lock_path), self.root)
+
+    def release(self, refs: list[str] | None = None) -> list[str]:
+        """Add unreleased versions (all, or ``refs``) to the lock; PromptReleaseError if a released one changed."""
+        only = None if refs is None else [self.get(ref).id for ref in refs]
+        return release_versions(self.all(), self.lock_path, self.root, only)

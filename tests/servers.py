@@ -199,3 +199,18 @@ def redis_server(workdir: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@contextmanager
+def api_client(components: Any, *, role: str = "admin", collections: tuple[str, ...] = ("*",)) -> Iterator[Any]:
+    """Our app under uvicorn and an httpx client for it, authenticated with a new key of this role."""
+    import httpx
+
+    from app.api.main import create_app
+
+    token = components.keys.create(f"test-{role}", role, list(collections)).token
+    with (
+        serve_app(create_app(components.settings, components=components)) as url,
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client,
+    ):
+        yield client

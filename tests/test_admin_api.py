@@ -8,80 +8,85 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.api.main import create_app
 from app.bootstrap import Components
 from ingest.jobs import JobQueue
 from tests.conftest import EXAMPLES
-from tests.servers import serve_app
+from tests.servers import api_client
 
 
 @pytest.fixture
-def base_url(handbook_components: Components) -> Iterator[str]:
-    with serve_app(create_app(handbook_components.settings, components=handbook_components)) as url:
-        yield url
+def client(handbook_components: Components) -> Iterator[httpx.Client]:
+    with api_client(handbook_components) as api:
+        yield api
 
 
-def wait_for_job(base_url: str, job_id: str, timeout: float = 120) -> dict:
+def wait_for_job(client: httpx.Client, job_id: str, timeout: float = 120) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = httpx.get(f"{base_url}/admin/jobs/{job_id}").json()
+        job = client.get(f"/admin/jobs/{job_id}").json()
         if job["status"] in ("succeeded", "failed"):
             return job
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} did not finish")
 
 
-def test_upload_ingests_in_the_background_and_can_be_deleted(base_url: str) -> None:
+def test_upload_ingests_in_the_background_and_can_be_deleted(client: httpx.Client) -> None:
     files = [
         ("files", ("badges.md", b"# Badges\n\nLost badges cost 15 EUR to replace at reception.\n", "text/markdown")),
         ("files", ("broken.pdf", b"%PDF-1.4 not really", "application/pdf")),
     ]
-    r = httpx.post(f"{base_url}/admin/collections/Facilities & Office/documents", files=files, timeout=30)
+    r = client.post("/admin/collections/Facilities & Office/documents", files=files, timeout=30)
     assert r.status_code == 202, r.text
     job = r.json()
     assert job["status"] in ("queued", "running", "succeeded") and r.headers["location"].endswith(job["id"])
 
-    done = wait_for_job(base_url, job["id"])
+    done = wait_for_job(client, job["id"])
     assert done["status"] == "succeeded"
     assert done["summary"]["added"] == 1 and done["summary"]["failed"][0]["source"] == "broken.pdf"
 
-    collections = {c["name"]: c for c in httpx.get(f"{base_url}/admin/collections").json()}
+    collections = {c["name"]: c for c in client.get("/admin/collections").json()}
     assert collections["Facilities & Office"]["documents"] == 1
-    docs = httpx.get(f"{base_url}/admin/collections/Facilities & Office/documents").json()
+    docs = client.get("/admin/collections/Facilities & Office/documents").json()
     assert [d["source"] for d in docs] == ["badges.md"]
 
-    answer = httpx.post(
-        f"{base_url}/chat", json={"question": "How much does a lost badge cost?", "collection": "Facilities & Office"},
-        timeout=60,
-    ).json()  # fmt: skip
+    question = {"question": "How much does a lost badge cost?", "collection": "Facilities & Office"}
+    answer = client.post("/chat", json=question).json()
     assert "15 EUR" in answer["answer"] and answer["citations"][0]["source"] == "badges.md"
 
-    gone = httpx.delete(f"{base_url}/admin/collections/Facilities & Office/documents/badges.md")
+    gone = client.delete("/admin/collections/Facilities & Office/documents/badges.md")
     assert gone.status_code == 200 and gone.json()["chunks_deleted"] >= 1
-    again = httpx.delete(f"{base_url}/admin/collections/Facilities & Office/documents/badges.md")
+    again = client.delete("/admin/collections/Facilities & Office/documents/badges.md")
     assert again.status_code == 404 and again.json()["error"]["code"] == "document_not_found"
-    assert httpx.delete(f"{base_url}/admin/collections/Facilities & Office").status_code == 200
-    missing = httpx.get(f"{base_url}/admin/collections/Facilities & Office/documents")
+    assert client.delete("/admin/collections/Facilities & Office").status_code == 200
+    missing = client.get("/admin/collections/Facilities & Office/documents")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "collection_not_found"
 
 
-def test_upload_errors_are_specific(base_url: str, handbook_components: Components) -> None:
-    assert httpx.get(f"{base_url}/admin/jobs/nope").json()["error"]["code"] == "job_not_found"
+def test_upload_errors_are_specific(client: httpx.Client, handbook_components: Components) -> None:
+    assert client.get("/admin/jobs/nope").json()["error"]["code"] == "job_not_found"
     handbook_components.settings.limits.max_file_mb = 0.001
-    big = httpx.post(f"{base_url}/admin/collections/x/documents", files=[("files", ("big.txt", b"a" * 5000))])
+    big = client.post("/admin/collections/x/documents", files=[("files", ("big.txt", b"a" * 5000))])
     assert big.status_code == 413 and big.json()["error"]["code"] == "file_too_large"
-    no_files = httpx.post(f"{base_url}/admin/collections/x/documents")
+    no_files = client.post("/admin/collections/x/documents")
     assert no_files.status_code == 422
-    hidden = httpx.post(f"{base_url}/admin/collections/x/documents", files=[("files", ("../.env", b"KEY=1"))])
+    hidden = client.post("/admin/collections/x/documents", files=[("files", ("../.env", b"KEY=1"))])
     assert hidden.status_code == 422 and hidden.json()["error"]["code"] == "invalid_filename"
 
 
-def test_admin_api_is_off_when_bound_beyond_loopback(handbook_components: Components) -> None:
-    handbook_components.settings.api.host = "0.0.0.0"
-    with serve_app(create_app(handbook_components.settings, components=handbook_components)) as url:
-        assert httpx.get(f"{url}/admin/collections").status_code == 404
-        assert httpx.get(f"{url}/admin/usage").status_code == 404
-        assert httpx.get(f"{url}/healthz").status_code == 200
+def test_admin_api_needs_an_admin_key_and_can_be_switched_off(handbook_components: Components) -> None:
+    handbook_components.settings.api.host = "0.0.0.0"  # auth on: the admin API is served beyond loopback too
+    with api_client(handbook_components, role="employee", collections=("handbook",)) as employee:
+        for path in ("/admin/collections", "/admin/usage"):
+            forbidden = employee.get(path)
+            assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "admin_required"
+            anonymous = httpx.get(f"{employee.base_url}{path}")
+            assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "missing_api_key"
+            assert anonymous.headers["www-authenticate"] == "Bearer"
+    handbook_components.settings.admin.enabled = False
+    with api_client(handbook_components) as admin:
+        assert admin.get("/admin/collections").status_code == 404
+        assert admin.get("/admin/usage").status_code == 404
+        assert admin.get("/healthz").status_code == 200
 
 
 def test_accepted_jobs_survive_a_restart(handbook_components: Components, tmp_path: Path) -> None:

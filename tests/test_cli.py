@@ -45,7 +45,7 @@ def test_ingest_then_ask_offline(tmp_path: Path) -> None:
     answer = json.loads(ask.stdout)
     assert "20 weeks" in answer["answer"]
     assert (answer["citations"][0]["source"], answer["citations"][0]["page"]) == ("handbook.pdf", 2)
-    assert answer["prompt"] == "answer@v1"
+    assert answer["prompt"] == "answer@v2"
 
     usage = run_kb(["usage", "--json"], data)
     assert json.loads(usage.stdout)[0]["calls"] == 1

@@ -7,16 +7,14 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from app.api.main import create_app
 from app.bootstrap import Components
 from app.llm.base import ChatRequest, GenerationParams, Message
 from app.settings import LlmSettings, ModelPrice, Settings, get_settings
-from tests.servers import FakeOpenAI, serve_app
+from tests.servers import FakeOpenAI, api_client
 
 MINI = ModelPrice(input_per_million=0.15, output_per_million=0.60)
 QUESTION = {"question": "How many days of annual leave do I get?", "collection": "handbook"}
@@ -49,22 +47,22 @@ def test_fallback_answer_names_its_provider_and_shows_in_metrics(
 ) -> None:  # type: ignore[no-untyped-def]
     fake.status = 500
     components = components_for(fake, handbook_components.settings.data_dir, embedder, fallbacks=["extractive"])
-    with serve_app(create_app(components.settings, components=components)) as url:
-        before = httpx.get(f"{url}/metrics").text
-        r = httpx.post(f"{url}/chat", json=QUESTION, timeout=60)
+    with api_client(components) as client:
+        before = client.get("/metrics").text
+        r = client.post("/chat", json=QUESTION, timeout=60)
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["provider"] == "extractive" and "27 days" in body["answer"]
         assert len(fake.requests) == 2, "one retry of the 500, then the fallback"
-        after = httpx.get(f"{url}/metrics").text
+        after = client.get("/metrics").text
 
-        usage = httpx.get(f"{url}/admin/usage", params={"since": "1h", "by": "provider"}).json()
+        usage = client.get("/admin/usage", params={"since": "1h", "by": "provider"}).json()
         assert [(g["provider"], g["calls"], g["errors"]) for g in usage["groups"]] == [
             ("extractive", 1, 0),
             ("openai", 2, 2),
         ]
         assert usage["total"]["calls"] == 3
-        bad = httpx.get(f"{url}/admin/usage", params={"since": "yesterday"})
+        bad = client.get("/admin/usage", params={"since": "yesterday"})
         assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_since"
 
     def delta(name: str, **labels: str) -> float:
@@ -89,9 +87,9 @@ def test_exhausted_chain_is_a_503_json_error_naming_each_failure(
     components = components_for(
         fake, handbook_components.settings.data_dir, embedder, max_retries=0, fallbacks=["openai:gpt-4o"]
     )
-    with serve_app(create_app(components.settings, components=components)) as url:
-        r = httpx.post(f"{url}/chat", json=QUESTION, timeout=60)
-        metrics_text = httpx.get(f"{url}/metrics").text
+    with api_client(components) as client:
+        r = client.post("/chat", json=QUESTION, timeout=60)
+        metrics_text = client.get("/metrics").text
     assert r.status_code == 503, r.text
     error = r.json()["error"]
     assert error["code"] == "providers_exhausted" and error["request_id"]

@@ -56,7 +56,7 @@ def test_rag_answer_via_openai_is_costed_cached_and_logged(openai_components: Co
     assert rows["r1"]["cost_usd"] == pytest.approx(369e-6) and rows["r1"]["cached"] == 0
     assert (rows["r1"]["prompt_tokens"], rows["r1"]["completion_tokens"]) == (321, 12)
     assert rows["r2"]["cost_usd"] == 0.0 and rows["r2"]["cached"] == 1
-    assert rows["r1"]["prompt"] == rows["r2"]["prompt"] == "answer@v1"
+    assert rows["r1"]["prompt"] == rows["r2"]["prompt"] == "answer@v2"
     assert rows["r1"]["provider"] == "openai" and rows["r1"]["model"] == "house-model"
 
 

@@ -28,7 +28,7 @@ def test_answers_cite_the_right_source_and_page(
     assert (first.source, first.page) == (source, page)
     assert f"[{first.n}]" in answer.answer
     assert fact in first.snippet or fact in answer.answer
-    assert answer.prompt == "answer@v1"
+    assert answer.prompt == "answer@v2"
 
 
 def test_every_marker_maps_to_a_citation(handbook_components: Components) -> None:
@@ -54,7 +54,7 @@ def test_answers_are_logged_and_cached(handbook_components: Components) -> None:
     assert second.answer == first.answer and second.usage["cost_usd"] == 0.0
     rows = {r["request_id"]: r for r in handbook_components.ledger.rows()}
     assert rows["req-1"]["cached"] == 0 and rows["req-2"]["cached"] == 1
-    assert rows["req-1"]["prompt"] == "answer@v1"
+    assert rows["req-1"]["prompt"] == "answer@v2"
     assert rows["req-1"]["prompt_tokens"] == first.usage["prompt_tokens"] > 50
     bypass = rag.answer("What is the daily meal allowance?", "handbook", use_cache=False)
     assert bypass.cached is False
@@ -63,12 +63,12 @@ def test_answers_are_logged_and_cached(handbook_components: Components) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "code"),
     [
-        ({"question": "  ", "collection": "handbook"}, InvalidRequestError, "question_empty"),
-        ({"question": "x" * 5000, "collection": "handbook"}, InvalidRequestError, "question_too_long"),
-        ({"question": "hi there", "collection": "nope"}, CollectionNotFoundError, "collection_not_found"),
-        ({"question": "hi there", "collection": "handbook", "top_k": 0}, InvalidRequestError, "top_k_out_of_range"),
+        ({"question": "  ", "collections": "handbook"}, InvalidRequestError, "question_empty"),
+        ({"question": "x" * 5000, "collections": "handbook"}, InvalidRequestError, "question_too_long"),
+        ({"question": "hi there", "collections": "nope"}, CollectionNotFoundError, "collection_not_found"),
+        ({"question": "hi there", "collections": "handbook", "top_k": 0}, InvalidRequestError, "top_k_out_of_range"),
         (
-            {"question": "hi there", "collection": "handbook", "prompt": "answer@v99"},
+            {"question": "hi there", "collections": "handbook", "prompt": "answer@v99"},
             PromptNotFoundError,
             "prompt_not_found",
         ),

@@ -27,7 +27,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(KbError)
     async def kb_error(request: Request, exc: KbError) -> JSONResponse:
         log.info("request failed with %s (%d): %s", exc.code, exc.http_status, exc.message)
-        return JSONResponse(error_body(exc.code, exc.message, request), status_code=exc.http_status)
+        return JSONResponse(
+            error_body(exc.code, exc.message, request), status_code=exc.http_status, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -12,15 +12,22 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 
 import app as app_pkg
 from app import metrics
+from app.api import deps
+from app.api.body_limit import BodySizeLimit
+from app.api.deps import RateLimiter
 from app.api.errors import install_error_handlers
-from app.api.routes import admin, chat, search, system, usage
+from app.api.routes import admin, chat, openai_compat, search, system, usage
 from app.api.routes import metrics as metrics_route
+from app.api.routes import web as web_route
+from app.auth import ensure_first_admin_key
 from app.bootstrap import Components
-from app.settings import Settings, get_settings
+from app.errors import ConfigurationError
+from app.logging_setup import request_id_var
+from app.settings import Settings, get_settings, is_loopback
 from ingest.jobs import JobQueue
 
 log = logging.getLogger(__name__)
@@ -36,6 +43,10 @@ def create_app(settings: Settings | None = None, components: Components | None =
         components = components or Components(settings)
         _ = components.rag  # load model, open stores, validate the active prompt
         api.state.components = components
+        if settings.auth.enabled and settings.auth.first_admin_key:
+            ensure_first_admin_key(components.keys, settings.admin_key_file)
+        elif not settings.auth.enabled:
+            log.warning("authentication is OFF (KB_AUTH__ENABLED=false): every caller is an admin; local use only")
         jobs = None
         if admin_enabled:
             jobs = JobQueue(settings.data_dir, components.ingest_folder)
@@ -56,11 +67,19 @@ def create_app(settings: Settings | None = None, components: Components | None =
         lifespan=lifespan,
     )
     install_error_handlers(api)
+    if not settings.auth.enabled and not is_loopback(settings.api.host):
+        raise ConfigurationError(
+            f"authentication is off but the API would bind to {settings.api.host}: turning auth off is for "
+            "local development only; set KB_AUTH__ENABLED=true or bind to 127.0.0.1"
+        )
+    api.state.rate_limiter = RateLimiter(settings.limits.requests_per_minute)
+    api.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_kb * 1024)
 
     @api.middleware("http")
     async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
         request.state.request_id = rid[:64]
+        request_id_var.set(request.state.request_id)  # every log line of this request carries it
         started = time.perf_counter()
         status = 500  # unless a response says otherwise: an exception escaping here becomes a 500
         try:
@@ -74,13 +93,16 @@ def create_app(settings: Settings | None = None, components: Components | None =
         response.headers["X-Request-ID"] = request.state.request_id
         return response
 
-    admin_enabled = settings.admin.is_enabled(settings.api.host)
-    admin_state = "on" if admin_enabled else "off (set KB_ADMIN__ENABLED=true to serve it)"
-    if admin_enabled:  # no authentication yet: admin routes (uploads, deletes, usage) only on loopback
-        api.include_router(admin.router)
-        api.include_router(usage.router)
+    admin_enabled = settings.admin.is_enabled(settings.api.host, settings.auth.enabled)
+    admin_state = "on, admin keys only" if admin_enabled else "off (set KB_ADMIN__ENABLED=true to serve it)"
+    if admin_enabled:
+        only_admins = [Depends(deps.admin)]
+        api.include_router(admin.router, dependencies=only_admins)
+        api.include_router(usage.router, dependencies=only_admins)
     api.include_router(system.router)
     api.include_router(chat.router)
+    api.include_router(openai_compat.router)
     api.include_router(search.router)
     api.include_router(metrics_route.router)
+    web_route.install(api)  # the chat page at / and its files at /static
     return api

@@ -2,19 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ChatBody(BaseModel):
-    question: str = Field(
-        ..., min_length=1, description="The employee's question.", examples=["How many days of annual leave do I get?"]
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"question": "How many days of annual leave do I get?", "collection": "handbook"},
+                {"question": "And for contractors?", "conversation_id": "9f1c0e2a4b6d4e8f9a0b1c2d3e4f5a6b"},
+                {"question": "What is the hotel limit?", "collections": ["handbook", "travel"], "stream": True},
+            ]
+        },
     )
-    collection: str = Field(..., min_length=1, description="Collection to answer from.", examples=["handbook"])
-    top_k: int | None = Field(None, description="Passages to retrieve (default from settings).")
-    prompt: str | None = Field(None, description="Prompt version to use, e.g. 'answer@v1'.")
+
+    question: str = Field(..., min_length=1, description="The employee's question.")
+    collection: str | None = Field(None, min_length=1, description="Collection to answer from.")
+    collections: list[str] | None = Field(
+        None, max_length=50, description="Several collections to answer from; none named: all the key may read."
+    )
+    conversation_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Continue this conversation: the question is read as a follow-up (returned by every answer).",
+    )
+    stream: bool = Field(False, description="Answer as Server-Sent Events: token events, then done (or error).")
+    top_k: int | None = Field(None, ge=1, le=100, description="Passages to retrieve (default and cap from settings).")
+    prompt: str | None = Field(None, max_length=100, description="Prompt version to use, e.g. 'answer@v1'.")
     cache: bool = Field(True, description="Set false to bypass the response cache.")
+
+    def requested(self) -> list[str]:
+        return ([self.collection] if self.collection else []) + list(self.collections or [])
 
 
 class CitationOut(BaseModel):
@@ -24,13 +46,21 @@ class CitationOut(BaseModel):
     heading: str | None
     chunk_id: str
     score: float
-    snippet: str
+    snippet: str = Field(..., description="The part of the passage that supports the cited claim.")
+    text: str = Field(..., description="The whole passage given to the model.")
 
 
 class UsageOut(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float | None
+
+
+class RetrievedOut(BaseModel):
+    chunk_id: str
+    collection: str | None
+    source: str | None
+    page: int | None
 
 
 class ChatResponse(BaseModel):
@@ -44,6 +74,10 @@ class ChatResponse(BaseModel):
     grounded: bool = Field(..., description="False when the documents did not support an answer.")
     request_id: str
     latency_ms: float
+    collections: list[str] = Field(..., description="The collections searched.")
+    standalone_question: str = Field(..., description="The question retrieval used (a follow-up, rewritten).")
+    retrieved: list[RetrievedOut] = Field(..., description="Passages given to the model, in rank order.")
+    conversation_id: str = Field(..., description="Send it back with a follow-up question.")
 
 
 class CollectionOut(BaseModel):
@@ -59,6 +93,24 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+_ERROR_MEANINGS = {
+    401: "Missing, unknown or revoked API key.",
+    403: "The key's role or collection grants do not cover this request.",
+    404: "Unknown collection, conversation, job or prompt version.",
+    413: "Question or request body too long.",
+    422: "Invalid request (the message names the field).",
+    429: "Rate limit reached; retry after the Retry-After header's seconds.",
+    502: "The language model provider failed.",
+    503: "Every provider of the fallback chain failed.",
+    504: "The language model provider timed out.",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these status codes, all with the ErrorResponse body."""
+    return {c: {"model": ErrorResponse, "description": _ERROR_MEANINGS[c]} for c in codes}
 
 
 class SearchBody(BaseModel):

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from app.cli import ask_cmds, cache_cmds, ingest_cmds, search_cmds, usage_cmds  # noqa: F401  (registers the commands)
+from app.cli import (  # noqa: F401  (importing a module registers its commands)
+    ask_cmds,
+    audit_cmds,
+    cache_cmds,
+    eval_cmds,
+    ingest_cmds,
+    key_cmds,
+    prompt_cmds,
+    search_cmds,
+    usage_cmds,
+)
 from app.cli.common import cli
 
 

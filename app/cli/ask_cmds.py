@@ -59,11 +59,26 @@ def serve(
     settings = setup()
     host = host or settings.api.host
     port = port or settings.api.port
+    settings = settings.model_copy(update={"api": settings.api.model_copy(update={"host": host, "port": port})})
     base = f"http://{host}:{port}"
+    key_hint = f'-H "Authorization: Bearer $(cat {settings.admin_key_file})" '
+    if not settings.auth.enabled:
+        key_hint = ""
     console.print(
-        f"\nkb is starting on {base} (API docs: {base}/docs). Ask it, for example:\n"
-        f"  curl -s {base}/chat -H 'content-type: application/json' "
+        f"\nkb is starting on {base} (chat page: {base}/ · API docs: {base}/docs).\n"
+        + (
+            f"The first admin API key is written to {settings.admin_key_file} on first start; create employee "
+            "keys with: kb keys create --name alice --collections handbook\n"
+            if settings.auth.enabled
+            else "Authentication is OFF (local development only).\n"
+        )
+        + f"Ask it, for example:\n  curl -s {base}/chat {key_hint}-H 'content-type: application/json' "
         '-d \'{"question": "How many days of annual leave do I get?", "collection": "handbook"}\'\n'
         '  .venv/bin/kb ask "How many days of annual leave do I get?" --collection handbook\n'
     )
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+    try:
+        app = create_app(settings)
+    except KbError as exc:
+        raise fail(exc) from exc
+    # log_config=None: uvicorn's loggers propagate to our handler (KB_LOG_FORMAT, request ids).
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), log_config=None)

@@ -47,8 +47,11 @@ class ChatRequest:
     query: str = ""  # the plain question, for providers that do not read prompts (extractive)
     request_id: str = ""
     use_cache: bool = True
-    collection: str | None = None  # recorded in the usage ledger, not part of the cache key
-    key: str | None = None  # the API key's id once auth lands; recorded in the usage ledger
+    collection: str | None = None  # recorded in the usage ledger
+    key: str | None = None  # the caller's key name; recorded in the usage ledger
+    # The collections the caller could read for this answer: part of the cache key, so an
+    # answer built from restricted chunks is never served to a caller with another scope.
+    scope: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Exact-match response cache, as a ChatModel wrapper over a small backend interface.
 
 The key is sha256 over canonical JSON of everything that determines the answer:
-provider, model, rendered messages, params, prompt id@version and the source
-passages. Only deterministic calls (temperature 0) are cached, and a request can
-bypass the cache (``use_cache=False``). A hit is returned with ``cached=True``.
+provider, model, rendered messages, params, prompt id@version, the source
+passages and the caller's collection scope (access control reaches the cache).
+Only deterministic calls (temperature 0) are cached, and a request can bypass the
+cache (``use_cache=False``). A hit is returned with ``cached=True``.
 
 Answers given by a fallback provider are not stored: the key names the primary
 provider, and a degraded answer must not outlive the outage that caused it.
@@ -117,6 +118,7 @@ def cache_key(provider: str, model: str, request: ChatRequest) -> str:
         "prompt": request.prompt_id,
         "documents": [[d.n, d.text] for d in request.documents],
         "query": request.query,
+        "scope": sorted(request.scope),
     }
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -29,6 +29,7 @@ class Citation:
     chunk_id: str
     score: float
     snippet: str
+    text: str = ""  # the whole passage, for a reader who wants more than the snippet
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,6 +101,7 @@ def build_citations(answer: str, hits: list[Hit]) -> list[Citation]:
                     chunk_id=hit.id,
                     score=round(hit.score, 4),
                     snippet=snippet,
+                    text=hit.text,
                 )
             )
     return citations

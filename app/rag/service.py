@@ -7,22 +7,29 @@ eval runner all call ``RagService.answer`` with the same objects.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from app.errors import CollectionNotFoundError, InvalidRequestError, PromptNotFoundError
-from app.llm.base import ChatModel, ChatRequest, GenerationParams, Message, SourcePassage
+from app.errors import CollectionNotFoundError, InvalidRequestError, PromptNotFoundError, ProviderError
+from app.llm.base import ChatModel, ChatRequest, Completion, GenerationParams, Message, SourcePassage
 from app.llm.providers.extractive import REFUSAL
 from app.llm.tokens import count_tokens
 from app.rag.citations import Citation, build_citations, passage_label
+from app.rag.condense import Condenser
+from app.rag.conversation import Turn
 from app.rag.retrieval import MODES, Mode, RetrievalConfig, Retriever, SearchFilters, SearchHit
 from prompts.registry import Prompt, PromptLookupError, PromptRegistry
+from prompts.selection import PromptSelector
 from vectorstore.manifest import Manifest
 from vectorstore.store import Hit, VectorStore
 
 log = logging.getLogger(__name__)
+# A document must not close the prompt's <sources> fence and speak outside it: its tags are escaped.
+_FENCE = re.compile(r"<\s*/?\s*sources\s*>", re.IGNORECASE)  # also "< /sources>", "</ SOURCES >"
 
 
 class EmbedsQueries(Protocol):
@@ -31,7 +38,7 @@ class EmbedsQueries(Protocol):
 
 @dataclass(frozen=True)
 class RagConfig:
-    default_prompt: str = "answer@v1"
+    default_prompt: str = "answer@v2"
     top_k: int = 5
     max_top_k: int = 20
     min_score: float = 0.2
@@ -53,11 +60,30 @@ class Answer:
     grounded: bool
     request_id: str
     latency_ms: float
+    collections: list[str] = field(default_factory=list)
+    standalone_question: str = ""  # what retrieval searched for (a follow-up, condensed)
+    retrieved: list[dict[str, Any]] = field(default_factory=list)  # passages retrieved, in rank order
+    conversation_id: str | None = None  # set by the API
 
     def as_dict(self) -> dict[str, Any]:
         data = self.__dict__.copy()
         data["citations"] = [c.as_dict() for c in self.citations]
         return data
+
+
+@dataclass
+class Plan:
+    """Everything decided before the model is called; ``request`` None means refuse."""
+
+    request_id: str
+    started: float
+    question: str
+    standalone: str
+    collections: list[str]
+    prompt_id: str
+    hits: list[Hit]
+    request: ChatRequest | None
+    best_evidence: float
 
 
 class RagService:
@@ -71,6 +97,8 @@ class RagService:
         *,
         manifest: Manifest | None = None,
         retriever: Retriever | None = None,
+        condenser: Condenser | None = None,
+        selector: PromptSelector | None = None,
     ):
         self.store = store
         self.embedder = embedder
@@ -81,8 +109,10 @@ class RagService:
         self.retriever = retriever or Retriever(
             store, embedder, None, manifest, RetrievalConfig(mode="dense", min_score=self.config.min_score)
         )
+        self.condenser = condenser or Condenser(chat_model, prompts)
+        self.selector = selector or PromptSelector({}, prompts)
 
-    def _validate(self, question: str, collection: str, top_k: int | None) -> tuple[str, int]:
+    def _validate(self, question: str, top_k: int | None) -> tuple[str, int]:
         question = question.strip()
         if not question:
             raise InvalidRequestError("question must not be empty", code="question_empty")
@@ -95,12 +125,26 @@ class RagService:
         k = self.config.top_k if top_k is None else top_k
         if not 1 <= k <= self.config.max_top_k:
             raise InvalidRequestError(f"top_k must be between 1 and {self.config.max_top_k}", code="top_k_out_of_range")
-        if not self.store.exists(collection):
-            raise CollectionNotFoundError(
-                f"collection {collection!r} does not exist; ingest documents into it first "
-                f"(kb ingest PATH --collection {collection!r})"
-            )
         return question, k
+
+    def _collections(self, collections: str | Sequence[str]) -> list[str]:
+        names = list(dict.fromkeys([collections] if isinstance(collections, str) else collections))
+        if not names:
+            raise InvalidRequestError("name at least one collection", code="collection_missing")
+        for name in names:
+            if not self.store.exists(name):
+                raise CollectionNotFoundError(
+                    f"collection {name!r} does not exist; ingest documents into it first "
+                    f"(kb ingest PATH --collection {name!r})"
+                )
+        return names
+
+    def _choose(self, requested: str | None, request_id: str) -> str:
+        """The answer prompt for this request: the one it names, else the A/B split's pick, else the default."""
+        try:
+            return self.selector.choose("answer", self.config.default_prompt, request_id, requested=requested)
+        except PromptLookupError as exc:
+            raise PromptNotFoundError(str(exc)) from exc
 
     def _prompt(self, ref: str | None) -> Prompt:
         try:
@@ -124,38 +168,18 @@ class RagService:
     def search(
         self,
         query: str,
-        collections: list[str],
+        collections: Sequence[str],
         *,
         top_k: int | None = None,
         mode: Mode | None = None,
         filters: SearchFilters | None = None,
     ) -> list[SearchHit]:
         """Ranked chunks with each retriever's score: POST /search and ``kb search``."""
-        if not collections:
-            raise InvalidRequestError("name at least one collection", code="collection_missing")
         if mode is not None and mode not in MODES:
             raise InvalidRequestError(f"mode must be one of {', '.join(MODES)}", code="mode_invalid")
-        k = top_k
-        for collection in dict.fromkeys(collections):
-            query, k = self._validate(query, collection, top_k)
-        return self.retriever.search(query, list(dict.fromkeys(collections)), k or 1, mode=mode, filters=filters)
-
-    def _refusal(self, request_id: str, collection: str, prompt_id: str, best: float, started: float) -> Answer:
-        """Weak evidence: say so instead of asking a model that might invent an answer."""
-        log.info("request %s: best evidence in %r is %.3f < floor %.3f: refusing", request_id, collection, best,
-                 self.config.min_evidence)  # fmt: skip
-        return Answer(
-            answer=REFUSAL,
-            citations=[],
-            prompt=prompt_id,
-            provider=self.chat_model.provider,
-            model=self.chat_model.model,
-            usage={"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0},
-            cached=False,
-            grounded=False,
-            request_id=request_id,
-            latency_ms=round((time.perf_counter() - started) * 1000, 1),
-        )
+        names = self._collections(collections)
+        query, k = self._validate(query, top_k)
+        return self.retriever.search(query, names, k, mode=mode, filters=filters)
 
     def _pack(self, hits: list[Hit]) -> list[Hit]:
         """Keep passages in rank order while they fit the prompt's token budget."""
@@ -169,64 +193,139 @@ class RagService:
             used += cost
         return packed
 
-    def answer(
+    def plan(
         self,
         question: str,
-        collection: str,
+        collections: str | Sequence[str],
         *,
         top_k: int | None = None,
         prompt: str | None = None,
         request_id: str | None = None,
         use_cache: bool = True,
-    ) -> Answer:
+        history: Sequence[Turn] = (),
+        principal: str | None = None,
+    ) -> Plan:
+        """Validate, condense a follow-up, retrieve and render: all that precedes the model call."""
         started = time.perf_counter()
         request_id = request_id or uuid.uuid4().hex
-        question, k = self._validate(question, collection, top_k)
-        prompt_file = self._prompt(prompt)
-        found = self.retriever.search(question, [collection], k)
+        question, k = self._validate(question, top_k)
+        names = self._collections(collections)
+        prompt_file = self._prompt(self._choose(prompt, request_id))
+        scope = tuple(sorted(names))
+        condensed = self.condenser.condense(question, history, request_id=request_id, scope=scope, key=principal)
+        if condensed.question != question:
+            log.info("request %s: follow-up condensed by %s", request_id, condensed.method)
+        found = self.retriever.search(condensed.question, names, k)
         hits = self._pack([h.as_hit() for h in found])
         best = max((h.evidence for h in found[: len(hits)]), default=0.0)
+        plan = Plan(request_id, started, question, condensed.question, names, prompt_file.id, hits, None, best)
         if best < self.config.min_evidence:
-            return self._refusal(request_id, collection, prompt_file.id, best, started)
+            log.info("request %s: best evidence in %s is %.3f < floor %.3f: refusing", request_id, names, best,
+                     self.config.min_evidence)  # fmt: skip
+            return plan
         sources = "\n\n".join(passage_label(i, h) for i, h in enumerate(hits, start=1)) or "(no sources found)"
-        rendered = prompt_file.render(question=question, sources=sources)
-        request = ChatRequest(
+        sources = _FENCE.sub(lambda m: m.group(0).replace("<", "&lt;").replace(">", "&gt;"), sources)
+        rendered = prompt_file.render(question=condensed.question, sources=sources)
+        plan.request = ChatRequest(
             messages=(Message("system", rendered.system), Message("user", rendered.user)),
             params=self.config.params,
             prompt_id=rendered.prompt_id,
             documents=tuple(SourcePassage(i, h.text) for i, h in enumerate(hits, start=1)),
-            query=question,
+            query=condensed.question,
             request_id=request_id,
             use_cache=use_cache,
-            collection=collection,
+            collection=",".join(names),
+            key=principal,
+            scope=scope,
         )
-        completion = self.chat_model.complete(request)
-        citations = build_citations(completion.text, hits)
-        latency_ms = round((time.perf_counter() - started) * 1000, 1)
-        log.info(
-            "answered request %s from %r with %s@%s (%d hits, %d cited, cached=%s) in %.0f ms",
-            request_id,
-            collection,
-            completion.provider,
-            completion.model,
-            len(hits),
-            len(citations),
-            completion.cached,
-            latency_ms,
-        )
-        return Answer(
-            answer=completion.text,
-            citations=citations,
-            prompt=rendered.prompt_id,
-            provider=completion.provider,
-            model=completion.model,
-            usage={
+        return plan
+
+    def _answer(self, plan: Plan, completion: Completion | None) -> Answer:
+        """The Answer for a completion, or the refusal when the plan had no evidence (no model call)."""
+        if completion is None:
+            text, citations, cached, grounded = REFUSAL, [], False, False
+            provider, model = self.chat_model.provider, self.chat_model.model
+            usage: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
+        else:
+            text, cached, provider, model = completion.text, completion.cached, completion.provider, completion.model
+            citations = build_citations(completion.text, plan.hits)
+            grounded = bool(citations)
+            usage = {
                 "prompt_tokens": completion.usage.prompt_tokens,
                 "completion_tokens": completion.usage.completion_tokens,
                 "cost_usd": completion.cost_usd,
-            },
-            cached=completion.cached,
-            grounded=bool(citations),
-            request_id=request_id,
-            latency_ms=latency_ms,
-        )
+            }
+        latency_ms = round((time.perf_counter() - plan.started) * 1000, 1)
+        retrieved = [
+            {"chunk_id": h.id, "collection": h.metadata.get("collection"), "source": h.metadata.get("source"),
+             "page": h.metadata.get("page")}
+            for h in plan.hits
+        ]  # fmt: skip
+        log.info(
+            "answered request %s from %s with %s/%s (%d hits, %d cited, cached=%s, grounded=%s) in %.0f ms",
+            plan.request_id, plan.collections, provider, model, len(retrieved), len(citations), cached, grounded,
+            latency_ms,
+        )  # fmt: skip
+        return Answer(
+            answer=text, citations=citations, prompt=plan.prompt_id, provider=provider, model=model, usage=usage,
+            cached=cached, grounded=grounded, request_id=plan.request_id, latency_ms=latency_ms,
+            collections=plan.collections, standalone_question=plan.standalone, retrieved=retrieved,
+        )  # fmt: skip
+
+    def answer(
+        self,
+        question: str,
+        collections: str | Sequence[str],
+        *,
+        top_k: int | None = None,
+        prompt: str | None = None,
+        request_id: str | None = None,
+        use_cache: bool = True,
+        history: Sequence[Turn] = (),
+        principal: str | None = None,
+    ) -> Answer:
+        """Answer from the named collections (one name or several); ``history`` makes it a follow-up."""
+        plan = self.plan(
+            question, collections, top_k=top_k, prompt=prompt, request_id=request_id, use_cache=use_cache,
+            history=history, principal=principal,
+        )  # fmt: skip
+        completion = self.chat_model.complete(plan.request) if plan.request is not None else None
+        return self._answer(plan, completion)
+
+    def stream_answer(
+        self,
+        question: str,
+        collections: str | Sequence[str],
+        *,
+        top_k: int | None = None,
+        prompt: str | None = None,
+        request_id: str | None = None,
+        use_cache: bool = True,
+        history: Sequence[Turn] = (),
+        principal: str | None = None,
+    ) -> Iterator[tuple[str, Any]]:
+        """``("token", text)`` events, then ``("done", Answer)``.
+
+        Validation, retrieval and access errors are raised here, before the first event,
+        so an HTTP caller can still answer them with a plain status code.
+        """
+        plan = self.plan(
+            question, collections, top_k=top_k, prompt=prompt, request_id=request_id, use_cache=use_cache,
+            history=history, principal=principal,
+        )  # fmt: skip
+        return self._stream(plan)
+
+    def _stream(self, plan: Plan) -> Iterator[tuple[str, Any]]:
+        if plan.request is None:
+            yield "token", REFUSAL
+            yield "done", self._answer(plan, None)
+            return
+        completion: Completion | None = None
+        for event in self.chat_model.stream(plan.request):
+            if event.delta:
+                yield "token", event.delta
+            if event.completion is not None:
+                completion = event.completion
+        if completion is None:
+            raise ProviderError("the provider's stream ended without a final answer")
+        yield "done", self._answer(plan, completion)

@@ -1,7 +1,7 @@
 """Admin API: upload documents into a collection (background job), inspect, delete.
 
-Until API keys and roles exist this router is behind ``KB_ADMIN__ENABLED``, which
-defaults to on only when the server binds to a loopback address.
+Every route here needs an admin API key (the router is mounted with the ``admin``
+dependency); ``KB_ADMIN__ENABLED=false`` removes the whole surface.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from app.api.schemas import ErrorResponse
+from app.api.schemas import error_responses
 from app.errors import InvalidRequestError, KbError
 from ingest.admin import delete_collection, delete_document, list_collections, list_documents
 from ingest.jobs import JobQueue
@@ -21,7 +21,7 @@ from vectorstore.store import validate_collection_name
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/admin", tags=["admin"])
-_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorResponse} for c in (404, 413, 422)}
+_ERRORS = error_responses(401, 403, 404, 413, 422, 429)
 _CHUNK = 1024 * 1024
 
 
@@ -86,7 +86,7 @@ def get_job(job_id: str, request: Request) -> dict[str, Any]:
     return dict(job.as_dict())
 
 
-@router.get("/collections")
+@router.get("/collections", responses=_ERRORS)
 def admin_collections(request: Request) -> list[dict[str, Any]]:
     """Collections with document and chunk counts."""
     components = request.app.state.components

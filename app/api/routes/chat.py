@@ -1,27 +1,106 @@
-"""POST /chat: answer a question from one collection, with citations."""
+"""POST /chat: answer a question from the collections the caller may read, with citations.
+
+With ``stream: true`` the answer arrives as Server-Sent Events. Everything that can be
+refused (key, collection access, validation, unknown conversation) is checked before
+the stream starts, so those failures keep their HTTP status; a failure after that
+(the provider) becomes an ``error`` event.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
 from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
 
-from app.api.schemas import ChatBody, ChatResponse, ErrorResponse
-from app.rag.service import RagService
+from app.api.deps import CurrentPrincipal, audit, components, resolve_collections
+from app.api.errors import error_body
+from app.api.schemas import ChatBody, ChatResponse, error_responses
+from app.auth import Principal
+from app.errors import KbError
+from app.rag.conversation import Turn
+from app.rag.service import Answer
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["chat"])
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (404, 413, 422, 502, 503, 504)}
+_ERRORS = error_responses(401, 403, 404, 413, 422, 429, 502, 503, 504)
+_SSE_DOC = {
+    "description": "The answer; with `stream: true`, Server-Sent Events: `token` events with "
+    '`{"delta": "..."}`, then one `done` event whose data is the ChatResponse JSON, or an `error` event '
+    'with `{"error": {"code", "message", "request_id"}}`.',
+    "content": {
+        "text/event-stream": {
+            "example": 'event: token\ndata: {"delta": "Full-time "}\n\n'
+            'event: done\ndata: {"answer": "Full-time employees get 27 days [1].", "...": "..."}\n\n'
+        }
+    },
+}
 
 
-@router.post("/chat", response_model=ChatResponse, responses=_ERRORS)  # type: ignore[arg-type]
-def chat(body: ChatBody, request: Request) -> ChatResponse:
-    """Answer from the collection's documents; every [n] in the answer is a citation."""
-    rag: RagService = request.app.state.components.rag
-    answer = rag.answer(
-        body.question,
-        body.collection,
-        top_k=body.top_k,
-        prompt=body.prompt,
-        request_id=request.state.request_id,
-        use_cache=body.cache,
-    )
+def sse(event: str, data: Any) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _remember(request: Request, who: Principal, conversation_id: str, question: str, answer: Answer) -> None:
+    answer.conversation_id = conversation_id
+    turn = Turn(question, answer.answer, answer.standalone_question)
+    components(request).conversations.append(conversation_id, who.key_id, turn, answer.request_id)
+    audit(request, who, question, answer)
+
+
+@router.post(
+    "/chat",
+    response_model=ChatResponse,
+    responses={200: _SSE_DOC, **_ERRORS},  # type: ignore[dict-item]
+)
+def chat(body: ChatBody, request: Request, who: CurrentPrincipal) -> Any:
+    """Answer from the named collections (default: all the key may read); every [n] in the answer is a citation."""
+    parts = components(request)
+    names = resolve_collections(who, body.requested(), parts)
+    history: list[Turn] = []
+    if body.conversation_id:
+        history = parts.conversations.history(
+            body.conversation_id, who.key_id, last=parts.settings.prompts.history_turns
+        )
+    options: dict[str, Any] = {
+        "top_k": body.top_k,
+        "prompt": body.prompt,
+        "request_id": request.state.request_id,
+        "use_cache": body.cache,
+        "history": history,
+        "principal": who.name,
+    }
+    if body.stream:
+        events = parts.rag.stream_answer(body.question, names, **options)  # raises before streaming starts
+        conversation_id = body.conversation_id or parts.conversations.start(who.key_id)
+        return StreamingResponse(
+            _stream(request, who, conversation_id, body.question, events),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    answer = parts.rag.answer(body.question, names, **options)
+    conversation_id = body.conversation_id or parts.conversations.start(who.key_id)
+    _remember(request, who, conversation_id, body.question, answer)
     return ChatResponse.model_validate(answer.as_dict())
+
+
+def _stream(
+    request: Request, who: Principal, conversation_id: str, question: str, events: Iterator[tuple[str, Any]]
+) -> Iterator[str]:
+    try:
+        for kind, value in events:
+            if kind == "token":
+                yield sse("token", {"delta": value})
+            else:
+                _remember(request, who, conversation_id, question, value)
+                yield sse("done", ChatResponse.model_validate(value.as_dict()).model_dump(mode="json"))
+    except KbError as exc:
+        log.info("stream %s failed with %s: %s", request.state.request_id, exc.code, exc.message)
+        yield sse("error", error_body(exc.code, exc.message, request))
+    except Exception:
+        log.exception("stream %s failed", request.state.request_id)
+        yield sse("error", error_body("internal_error", "internal error; the server log has details", request))

@@ -2,29 +2,32 @@
 
 The same retrieval the answers use (hybrid by default), exposed so people and tools can
 see what the assistant would read, and so retrieval can be judged on its own.
-Access control is not there yet: once principals exist, their allowed collections must
-narrow ``collections`` here (a retrieval filter, not a post-filter).
+Access control is a retrieval filter: only collections the caller's key may read are
+searched (none named: all of them); naming any other collection is a 403.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from app.api.schemas import ErrorResponse, SearchBody, SearchResponse
+from app.api.deps import CurrentPrincipal, components, resolve_collections
+from app.api.schemas import SearchBody, SearchResponse, error_responses
 from app.errors import InvalidRequestError
 from app.rag.retrieval import SearchFilters
 from app.rag.service import RagService
 
 router = APIRouter(tags=["search"])
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (404, 413, 422)}
+
+_ERRORS = error_responses(401, 403, 404, 413, 422, 429)
 
 
 @router.post("/search", response_model=SearchResponse, responses=_ERRORS)  # type: ignore[arg-type]
-def search(body: SearchBody, request: Request) -> SearchResponse:
-    """Search the named collections; ``mode`` is hybrid (default), dense or lexical."""
-    rag: RagService = request.app.state.components.rag
-    collections = ([body.collection] if body.collection else []) + list(body.collections or [])
+def search(body: SearchBody, request: Request, who: CurrentPrincipal) -> SearchResponse:
+    """Search the named collections (default: all the key may read); ``mode`` is hybrid, dense or lexical."""
+    rag: RagService = components(request).rag
+    requested = ([body.collection] if body.collection else []) + list(body.collections or [])
+    collections = resolve_collections(who, requested, components(request))
     if body.page_min is not None and body.page_max is not None and body.page_min > body.page_max:
         raise InvalidRequestError("page_min must not be greater than page_max", code="page_range_invalid")
     filters = SearchFilters(tuple(body.sources or ()), body.page_min, body.page_max, body.heading)

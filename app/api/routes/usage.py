@@ -1,7 +1,6 @@
 """GET /admin/usage: the usage ledger summarised, as ``kb usage --json`` shows it.
 
-Admin-only once API keys land (issue: auth); until then the API binds to 127.0.0.1
-by default, like the rest of the admin surface.
+Admin keys only, like the rest of the admin surface (mounted with the ``admin`` dependency).
 """
 
 from __future__ import annotations
@@ -11,12 +10,13 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
+from app.api.schemas import error_responses
 from app.llm.usage_report import GROUPINGS, parse_since, summarize
 
 router = APIRouter(tags=["admin"])
 
 
-@router.get("/admin/usage")
+@router.get("/admin/usage", responses=error_responses(401, 403, 422, 429))
 def usage(
     request: Request,
     since: str = Query("7d", description="Window: a number and s, m, h, d or w (30m, 12h, 7d)."),

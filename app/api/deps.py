@@ -1,0 +1,132 @@
+"""Request dependencies: who is calling (API key → Principal), rate limits, collection access.
+
+Access control happens here, before retrieval: the collections a request may search
+are the intersection of what it asks for and what its key may read. Asking for a
+collection outside the key's grants is a 403 with the same message whether or not
+the collection exists, so a key cannot probe for names it may not see.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from limits import RateLimitItemPerMinute
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+from app.audit import AuditRecord
+from app.auth import ANONYMOUS_ADMIN, Principal
+from app.bootstrap import Components
+from app.errors import AuthError, CollectionNotFoundError, ForbiddenError, KbError, RateLimitedError
+from app.rag.service import Answer
+
+log = logging.getLogger(__name__)
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="APIKey",
+    description="An API key from `kb keys create` (the first admin key is in data/admin-key.txt).",
+)
+
+
+class RateLimiter:
+    """A moving one-minute window per API key (the ``limits`` library; memory or Redis storage)."""
+
+    def __init__(self, per_minute: int, storage_uri: str = "memory://"):
+        self.item = RateLimitItemPerMinute(per_minute) if per_minute > 0 else None
+        self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
+
+    def hit(self, key_id: str) -> None:
+        if self.item is None or self.limiter.hit(self.item, "kb-api", key_id):
+            return
+        stats = self.limiter.get_window_stats(self.item, "kb-api", key_id)
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        raise RateLimitedError(
+            f"rate limit of {self.item.amount} requests per minute for this API key reached; "
+            f"retry after {retry_after} s",
+            retry_after,
+        )
+
+
+def components(request: Request) -> Components:
+    return request.app.state.components  # type: ignore[no-any-return]
+
+
+def principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Principal:
+    """The caller, authenticated by its bearer key and counted against its rate limit."""
+    parts = components(request)
+    if not parts.settings.auth.enabled:
+        who = ANONYMOUS_ADMIN
+    elif credentials is None or not credentials.credentials:
+        raise AuthError(
+            "missing API key: send 'Authorization: Bearer <key>' (an admin creates keys with 'kb keys create')",
+            code="missing_api_key",
+        )
+    else:
+        found = parts.keys.authenticate(credentials.credentials)
+        if found is None:
+            raise AuthError("invalid or revoked API key", code="invalid_api_key")
+        who = found
+    request.state.principal = who
+    request.app.state.rate_limiter.hit(who.key_id)
+    return who
+
+
+def admin(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    if not who.is_admin:
+        raise ForbiddenError("this endpoint needs an admin API key", code="admin_required")
+    return who
+
+
+CurrentPrincipal = Annotated[Principal, Depends(principal)]
+
+
+def readable_collections(who: Principal, parts: Components) -> list[str]:
+    return [c.name for c in parts.store.list_collections() if who.can_read(c.name)]
+
+
+def resolve_collections(who: Principal, requested: Sequence[str], parts: Components) -> list[str]:
+    """The collections to search: the ones asked for (each must be granted), else all readable ones."""
+    names = list(dict.fromkeys(n for n in requested if n))
+    for name in names:
+        if not who.can_read(name):
+            raise ForbiddenError(
+                f"this API key may not read collection {name!r}; ask an admin to grant it",
+                code="collection_forbidden",
+            )
+    if names:
+        return names
+    names = readable_collections(who, parts)
+    if not names:
+        raise CollectionNotFoundError(
+            "none of the collections this API key may read has documents yet", code="no_readable_collections"
+        )
+    return names
+
+
+def audit(request: Request, who: Principal, question: str, answer: Answer) -> None:
+    """One audit row per answered request. A failed write is logged, not raised: the answer is already paid for."""
+    log_ = components(request).audit
+    if log_ is None:
+        return
+    record = AuditRecord(
+        request_id=answer.request_id, key_name=who.name, collections=answer.collections, question=question,
+        standalone_question=answer.standalone_question or None, conversation_id=answer.conversation_id,
+        prompt=answer.prompt, provider=answer.provider, model=answer.model, answer=answer.answer,
+        retrieved=[str(r["chunk_id"]) for r in answer.retrieved], cited=[c.chunk_id for c in answer.citations],
+        grounded=answer.grounded, cached=answer.cached, prompt_tokens=int(answer.usage["prompt_tokens"]),
+        completion_tokens=int(answer.usage["completion_tokens"]), cost_usd=answer.usage["cost_usd"],
+        latency_ms=answer.latency_ms,
+    )  # fmt: skip
+    try:
+        log_.record(record)
+    except KbError as exc:
+        log.error("request %s: audit row not written (%s): %s", answer.request_id, exc.code, exc.message)

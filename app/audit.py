@@ -1,0 +1,177 @@
+"""The audit log: one SQLite row per answered request, for "who asked what, and what did kb say".
+
+Separate from the usage ledger on purpose: the ledger has a row per model call
+attempt (what was spent), the audit log a row per answer (what was asked and
+answered, from which chunks, with which prompt version). The question's sha256 is
+always kept, so a question can be traced ("was this asked, by which key?") even
+with ``store_text=False``, where neither the question nor the answer text is
+written. Writes happen on the request path from the API's thread pool: one
+serialised WAL connection (``SqliteDb``) keeps each insert well under a millisecond.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.errors import KbError
+from app.llm.sqlite_util import SqliteDb
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    request_id TEXT NOT NULL,
+    key_name TEXT,
+    collections TEXT NOT NULL,
+    question_sha256 TEXT NOT NULL,
+    question TEXT,
+    standalone_question TEXT,
+    conversation_id TEXT,
+    prompt TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    answer TEXT,
+    retrieved TEXT NOT NULL,
+    cited TEXT NOT NULL,
+    grounded INTEGER NOT NULL,
+    cached INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cost_usd REAL,
+    latency_ms REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
+CREATE INDEX IF NOT EXISTS audit_key_ts ON audit (key_name, ts);
+CREATE INDEX IF NOT EXISTS audit_request ON audit (request_id);
+"""
+_JSON_LISTS = ("collections", "retrieved", "cited")
+_PRUNE_EVERY_S = 3600.0
+
+
+class AuditError(KbError):
+    """The audit log could not be written (disk full, read-only file, corrupt database)."""
+
+    code = "audit_failed"
+    http_status = 500
+
+
+def question_sha256(question: str) -> str:
+    """The hash stored for a question (of its UTF-8 text as recorded), to find it without storing it."""
+    return hashlib.sha256(question.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditRecord:
+    """What one answered request leaves behind. ``prompt`` is ``name@vN``; chunk ids as the store knows them."""
+
+    request_id: str
+    question: str
+    prompt: str
+    provider: str
+    model: str
+    answer: str
+    ts: float = field(default_factory=time.time)
+    key_name: str | None = None
+    collections: list[str] = field(default_factory=list)
+    retrieved: list[str] = field(default_factory=list)
+    cited: list[str] = field(default_factory=list)
+    grounded: bool = False
+    cached: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    latency_ms: float = 0.0
+    conversation_id: str | None = None
+    standalone_question: str | None = None  # the condensed follow-up actually searched for
+
+
+class AuditLog:
+    """Append-only log of answers; ``rows`` reads it back with JSON lists decoded and flags as booleans."""
+
+    def __init__(self, path: str | Path, *, store_text: bool = True, retention_days: int = 0):
+        self.path = Path(path)
+        self.store_text = store_text
+        self.retention_s = retention_days * 86400.0
+        self._db = SqliteDb(self.path, _SCHEMA)
+        self._next_prune = 0.0
+        self._maybe_prune(time.time())
+
+    def record(self, rec: AuditRecord) -> None:
+        row: dict[str, Any] = {
+            "ts": rec.ts,
+            "request_id": rec.request_id,
+            "key_name": rec.key_name,
+            "collections": json.dumps(list(rec.collections)),
+            "question_sha256": question_sha256(rec.question),
+            "question": rec.question if self.store_text else None,
+            "standalone_question": rec.standalone_question if self.store_text else None,
+            "conversation_id": rec.conversation_id,
+            "prompt": rec.prompt,
+            "provider": rec.provider,
+            "model": rec.model,
+            "answer": rec.answer if self.store_text else None,
+            "retrieved": json.dumps(list(rec.retrieved)),
+            "cited": json.dumps(list(rec.cited)),
+            "grounded": int(rec.grounded),
+            "cached": int(rec.cached),
+            "prompt_tokens": rec.prompt_tokens,
+            "completion_tokens": rec.completion_tokens,
+            "cost_usd": rec.cost_usd,
+            "latency_ms": rec.latency_ms,
+        }
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        try:
+            with self._db.tx() as conn:
+                conn.execute(f"INSERT INTO audit ({columns}) VALUES ({marks})", tuple(row.values()))
+        except sqlite3.Error as exc:
+            raise AuditError(f"could not write request {rec.request_id} to the audit log {self.path}: {exc}") from exc
+        self._maybe_prune(time.time())
+
+    def rows(
+        self, since_ts: float = 0.0, key_name: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Rows at or after ``since_ts`` (of one key if given), oldest first; ``limit`` keeps the newest N."""
+        sql = "SELECT * FROM audit WHERE ts >= ?"
+        args: list[Any] = [since_ts]
+        if key_name is not None:
+            sql += " AND key_name = ?"
+            args.append(key_name)
+        sql += " ORDER BY ts DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(max(limit, 0))
+        with self._db.tx() as conn:
+            found = [dict(r) for r in conn.execute(sql, args).fetchall()]
+        for row in found:
+            for name in _JSON_LISTS:
+                row[name] = json.loads(row[name])
+            row["grounded"], row["cached"] = bool(row["grounded"]), bool(row["cached"])
+        return found[::-1]
+
+    def purge(self, before_ts: float) -> int:
+        """Delete rows older than ``before_ts``; returns how many went."""
+        with self._db.tx() as conn:
+            removed = conn.execute("DELETE FROM audit WHERE ts < ?", (before_ts,)).rowcount
+        if removed:
+            log.info("audit log: removed %d rows older than the retention window", removed)
+        return removed
+
+    def _maybe_prune(self, now: float) -> None:
+        """Retention runs on open and then at most hourly, so a busy server doesn't pay for it per request."""
+        if self.retention_s <= 0 or now < self._next_prune:
+            return
+        self._next_prune = now + _PRUNE_EVERY_S
+        self.purge(now - self.retention_s)
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,193 @@
+"""API keys: who is asking, with which role, and which collections they may read.
+
+A key is ``kb_`` + 43 random URL-safe characters, shown once at creation. Only its
+sha256 is stored: keys are long random secrets, so a plain hash is enough to make a
+stolen database useless (a slow password hash buys nothing against 256 random bits
+and would cost milliseconds on every request). Lookup is by hash, so comparing a
+guess never leaks how many characters matched.
+
+Roles: ``employee`` keys read the collections they were granted (``*`` grants all);
+``admin`` keys read everything and may use the /admin API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from app.errors import KbError
+from app.llm.sqlite_util import SqliteDb
+
+log = logging.getLogger(__name__)
+
+Role = Literal["employee", "admin"]
+ROLES: tuple[str, ...] = ("employee", "admin")
+ALL = "*"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    collections TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    prefix TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+CREATE INDEX IF NOT EXISTS api_keys_name ON api_keys (name);
+"""
+
+
+class KeyManagementError(KbError):
+    """A key management command was used wrongly (unknown key, bad role)."""
+
+    code = "invalid_key_request"
+    http_status = 422
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller of one request. ``collections`` None means every collection."""
+
+    name: str
+    role: Role
+    collections: frozenset[str] | None
+    key_id: str = ""
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def can_read(self, collection: str) -> bool:
+        return self.collections is None or collection in self.collections
+
+    def scope_label(self) -> str:
+        return ALL if self.collections is None else ",".join(sorted(self.collections))
+
+
+ANONYMOUS_ADMIN = Principal("local-dev", "admin", None, "auth-disabled")
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    id: str
+    name: str
+    role: Role
+    collections: list[str]
+    prefix: str
+    created_at: float
+    revoked_at: float | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    def principal(self) -> Principal:
+        grants = None if self.role == "admin" or ALL in self.collections else frozenset(self.collections)
+        return Principal(self.name, self.role, grants, self.id)
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    key: KeyRecord
+    token: str  # the plaintext bearer key: shown once, never stored
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class KeyStore:
+    def __init__(self, path: str | Path):
+        self._db = SqliteDb(path, _SCHEMA)
+
+    def create(self, name: str, role: str, collections: list[str] | tuple[str, ...] = ()) -> IssuedKey:
+        name = name.strip()
+        if not name:
+            raise KeyManagementError("a key needs a name (who or what uses it)")
+        if role not in ROLES:
+            raise KeyManagementError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        grants = sorted({c.strip() for c in collections if c.strip()})
+        if role == "employee" and not grants:
+            raise KeyManagementError("an employee key needs at least one collection (--collections hr,eng or '*')")
+        token = "kb_" + secrets.token_urlsafe(32)
+        record = KeyRecord(uuid.uuid4().hex[:12], name, role, grants, token[:7], time.time(), None)  # type: ignore[arg-type]
+        with self._db.tx() as conn:
+            conn.execute(
+                "INSERT INTO api_keys (id, name, role, collections, token_sha256, prefix, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (record.id, name, role, json.dumps(grants), hash_token(token), record.prefix, record.created_at),
+            )
+        log.info("created %s key %s (%s) for collections %s", role, record.id, name, grants or [ALL])
+        return IssuedKey(record, token)
+
+    @staticmethod
+    def _record(row: tuple) -> KeyRecord:  # type: ignore[type-arg]
+        return KeyRecord(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6])
+
+    _COLUMNS = "id, name, role, collections, prefix, created_at, revoked_at"
+
+    def all(self, *, include_revoked: bool = False) -> list[KeyRecord]:
+        where = "" if include_revoked else "WHERE revoked_at IS NULL"
+        with self._db.tx() as conn:
+            rows = conn.execute(f"SELECT {self._COLUMNS} FROM api_keys {where} ORDER BY created_at").fetchall()
+        return [self._record(r) for r in rows]
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The key's principal, or None for an unknown or revoked key."""
+        with self._db.tx() as conn:
+            row = conn.execute(
+                f"SELECT {self._COLUMNS} FROM api_keys WHERE token_sha256 = ?", (hash_token(token),)
+            ).fetchone()
+        if row is None:
+            return None
+        record = self._record(row)
+        return record.principal() if record.active else None
+
+    def revoke(self, id_or_name: str) -> list[KeyRecord]:
+        """Revoke the key with this id, or every active key with this name; returns what was revoked."""
+        matches = [k for k in self.all() if id_or_name in (k.id, k.name)]
+        if not matches:
+            raise KeyManagementError(f"no active key with id or name {id_or_name!r} (see kb keys list)")
+        now = time.time()
+        with self._db.tx() as conn:
+            for key in matches:
+                conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (now, key.id))
+        log.info("revoked keys %s", [k.id for k in matches])
+        return matches
+
+    def has_active_admin(self) -> bool:
+        return any(k.role == "admin" for k in self.all())
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def ensure_first_admin_key(store: KeyStore, key_file: Path) -> Path | None:
+    """First run: no admin key yet → create one and write it to ``key_file`` (mode 0600).
+
+    The operator reads it from the file (never from a log) and should move it to a
+    password manager and delete the file. Returns the file written, or None.
+    """
+    if store.has_active_admin():
+        return None
+    issued = store.create("admin", "admin", [ALL])
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.touch(mode=0o600, exist_ok=True)
+    key_file.chmod(0o600)
+    key_file.write_text(issued.token + "\n", encoding="utf-8")
+    log.warning(
+        "first run: created admin API key %s; it is in %s (readable only by you). Use it as "
+        "'Authorization: Bearer <key>', create employee keys with 'kb keys create', then delete the file.",
+        issued.key.id,
+        key_file.resolve(),
+    )
+    return key_file

@@ -1,0 +1,316 @@
+// kb chat page: ask, read the streamed answer, open the passages it cites.
+// Talks to GET /collections and POST /chat {stream: true} with the key kept in localStorage.
+// Document text is untrusted: it only ever reaches the page as text nodes (never innerHTML).
+"use strict";
+
+(() => {
+  const KEY_STORAGE = "kb.apiKey";
+  const COLLECTION_STORAGE = "kb.collection";
+  const MARKER = /\[(\d{1,3})\]/g;
+  const $ = (id) => document.getElementById(id);
+  const state = { conversationId: null, controller: null };
+
+  // ---- small DOM helpers -------------------------------------------------------------
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function storage(key, value) {
+    try {
+      if (value === undefined) return localStorage.getItem(key) || "";
+      if (value) localStorage.setItem(key, value);
+      else localStorage.removeItem(key);
+    } catch (_) { /* storage disabled: the key lives in the field only */ }
+    return value || "";
+  }
+
+  function apiKey() { return storage(KEY_STORAGE) || $("api-key").value.trim(); }
+
+  function headers(extra) {
+    const key = apiKey();
+    return Object.assign(key ? { Authorization: "Bearer " + key } : {}, extra || {});
+  }
+
+  function notice(message) {
+    $("notice").textContent = message || "";
+    $("notice").hidden = !message;
+  }
+
+  function keyState(message, kind) {
+    $("key-state").textContent = message;
+    $("key-state").className = "hint " + (kind || "");
+  }
+
+  // ---- errors: every failure becomes one readable sentence ---------------------------
+  async function readError(res) {
+    let code = "", message = "", requestId = "";
+    try {
+      const body = await res.json();
+      if (body && body.error) ({ code = "", message = "", request_id: requestId = "" } = body.error);
+    } catch (_) { /* not JSON: use the status below */ }
+    return describeError(res.status, code, message, requestId, res.headers.get("Retry-After"));
+  }
+
+  function describeError(status, code, message, requestId, retryAfter) {
+    let text;
+    if (status === 401) {
+      if (apiKey()) {
+        text = "Enter a valid API key: the server refused this one.";
+        keyState("This key was refused.", "bad");
+      } else {
+        text = "Enter a valid API key to ask questions (paste it in the field above).";
+      }
+    } else if (status === 403) {
+      text = message || "Your key may not read this collection.";
+    } else if (status === 429) {
+      text = "Too many questions at once: wait " + (retryAfter || "a few") + " s and try again.";
+    } else {
+      text = message || (status ? "The server could not answer (HTTP " + status + ")." : "The server could not answer.");
+    }
+    return { status, code, text, requestId };
+  }
+
+  // ---- collections -------------------------------------------------------------------
+  async function loadCollections() {
+    const select = $("collection");
+    let res;
+    try {
+      res = await fetch("/collections", { headers: headers() });
+    } catch (_) {
+      notice("The server cannot be reached.");
+      return;
+    }
+    if (!res.ok) {
+      notice((await readError(res)).text);
+      return;
+    }
+    notice("");
+    if (apiKey()) keyState("Key accepted; kept in this browser only.", "ok");
+    const wanted = select.value || storage(COLLECTION_STORAGE);
+    select.replaceChildren(new Option("All my collections", ""));
+    for (const c of await res.json()) {
+      select.append(new Option(c.name + " (" + c.chunks + (c.chunks === 1 ? " passage)" : " passages)"), c.name));
+    }
+    if ([...select.options].some((o) => o.value === wanted)) select.value = wanted;
+  }
+
+  // ---- rendering answers -------------------------------------------------------------
+  function citeButton(citation) {
+    const button = el("button", "cite", citation.n);
+    button.type = "button";
+    const where = citation.page != null ? ", page " + citation.page : "";
+    button.setAttribute("aria-label", "Source " + citation.n + ": " + citation.source + where);
+    button.addEventListener("click", () => openPassage(citation));
+    return button;
+  }
+
+  function renderText(target, text, citations) {
+    const byNumber = new Map((citations || []).map((c) => [c.n, c]));
+    const parts = [];
+    let last = 0;
+    for (const match of text.matchAll(MARKER)) {
+      if (match.index > last) parts.push(document.createTextNode(text.slice(last, match.index)));
+      const citation = byNumber.get(Number(match[1]));
+      parts.push(citation ? citeButton(citation) : el("span", "cite", match[1]));
+      last = match.index + match[0].length;
+    }
+    if (last < text.length) parts.push(document.createTextNode(text.slice(last)));
+    target.replaceChildren(...parts);
+  }
+
+  function whereText(c) {
+    return [c.page != null ? "page " + c.page : "", c.heading || ""].filter(Boolean).join(" · ");
+  }
+
+  function renderFinal(view, resp) {
+    const citations = resp.citations || [];
+    renderText(view.text, resp.answer || "", citations);
+    if (citations.length) {
+      const list = el("ol", "sources");
+      list.setAttribute("aria-label", "Sources");
+      for (const c of citations) {
+        const item = el("li");
+        const link = el("button", "source-link", c.source);
+        link.type = "button";
+        link.addEventListener("click", () => openPassage(c));
+        item.append(citeButton(c), link, el("span", "source-where", whereText(c)));
+        list.append(item);
+      }
+      view.box.append(list);
+    }
+    if (resp.grounded === false) {
+      view.box.classList.add("answer--unknown");
+      view.box.append(el("p", "unknown-note", "No passage answers this: try other words or another collection."));
+    }
+    const meta = [resp.prompt, resp.provider && resp.model ? resp.provider + "/" + resp.model : resp.provider];
+    if (resp.collections && resp.collections.length) meta.push("from " + resp.collections.join(", "));
+    meta.push(resp.cached ? "cached" : "fresh");
+    if (typeof resp.latency_ms === "number") meta.push(Math.round(resp.latency_ms) + " ms");
+    view.box.append(el("p", "meta", meta.filter(Boolean).join(" · ")));
+    if (resp.standalone_question && resp.standalone_question !== view.question) {
+      view.box.append(el("p", "meta", "searched for: " + resp.standalone_question));
+    }
+    if (resp.conversation_id && view.box.isConnected) state.conversationId = resp.conversation_id;
+  }
+
+  function renderError(view, error) {
+    view.box.classList.add("answer--error");
+    view.text.textContent = error.text;
+    if (error.requestId) view.box.append(el("p", "meta", "request " + error.requestId));
+  }
+
+  // ---- the passage panel -------------------------------------------------------------
+  function highlighted(passage, snippet) {
+    const words = (snippet || "").replace(/…$/, "").split(/\s+/).filter(Boolean).slice(0, 80);
+    const at = words.length ? new RegExp(words.map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("\\s+")) : null;
+    const match = at && passage.match(at);
+    if (!match) return [document.createTextNode(passage)];
+    return [
+      document.createTextNode(passage.slice(0, match.index)),
+      el("mark", "", match[0]),
+      document.createTextNode(passage.slice(match.index + match[0].length)),
+    ];
+  }
+
+  function openPassage(c) {
+    $("passage-number").textContent = "Source [" + c.n + "]";
+    $("passage-title").textContent = c.source;
+    $("passage-where").textContent = whereText(c) || "no page or heading recorded";
+    $("passage-text").replaceChildren(...highlighted(c.text || c.snippet || "", c.snippet));
+    const score = typeof c.score === "number" ? " · relevance " + c.score.toFixed(2) : "";
+    $("passage-meta").textContent = "chunk " + c.chunk_id + score;
+    const dialog = $("passage");
+    if (!dialog.open) dialog.showModal();
+    $("passage-close").focus();
+  }
+
+  // ---- asking ------------------------------------------------------------------------
+  function newTurn(question) {
+    $("empty").hidden = true;
+    const turn = el("div", "turn");
+    const box = el("article", "answer");
+    const text = el("p", "answer-text");
+    box.setAttribute("aria-busy", "true");
+    box.append(text);
+    turn.append(el("p", "question", question), box);
+    $("conversation").append(turn);
+    turn.scrollIntoView({ block: "end", behavior: "smooth" });
+    return { box, text, question };
+  }
+
+  function setBusy(busy) {
+    $("send").hidden = busy;
+    $("stop").hidden = !busy;
+  }
+
+  async function ask(question) {
+    const view = newTurn(question);
+    const body = { question, stream: true };
+    if ($("collection").value) body.collection = $("collection").value;
+    if (state.conversationId) body.conversation_id = state.conversationId;
+    const controller = new AbortController();
+    state.controller = controller;
+    setBusy(true);
+    let final = null, failure = null, streamed = "", frame = 0;
+    const paint = () => { frame = 0; renderText(view.text, streamed, null); };
+    try {
+      const res = await fetch("/chat", {
+        method: "POST", body: JSON.stringify(body), signal: controller.signal,
+        headers: headers({ "Content-Type": "application/json", Accept: "text/event-stream" }),
+      });
+      if (!res.ok) {
+        failure = await readError(res);
+      } else if (!(res.headers.get("Content-Type") || "").includes("text/event-stream")) {
+        final = await res.json(); // a server that does not stream answers in one piece
+      } else {
+        const parser = window.kbSseParser((event, data) => {
+          const payload = JSON.parse(data);
+          if (event === "token") {
+            streamed += payload.delta || "";
+            if (!frame) frame = requestAnimationFrame(paint); // one repaint per frame, not per token
+          } else if (event === "done") {
+            final = payload;
+          } else if (event === "error") {
+            const e = payload.error || {};
+            failure = describeError(e.status || 0, e.code, e.message, e.request_id, null);
+          }
+        });
+        const reader = res.body.getReader();
+        const decoder = new TextDecoder();
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          parser.push(decoder.decode(value, { stream: true }));
+        }
+        parser.end();
+      }
+    } catch (err) {
+      failure = err.name === "AbortError" ? { text: streamed ? streamed + " … (stopped)" : "Stopped." }
+        : { text: "The connection to the server was lost before the answer finished." };
+    }
+    if (frame) cancelAnimationFrame(frame); // a late repaint would drop the citation links
+    view.box.setAttribute("aria-busy", "false");
+    if (final && !failure) renderFinal(view, final);
+    else renderError(view, failure || { text: "The answer stream ended without a final result." });
+    $("status").textContent = final && !failure ? "Answer ready." : "The question could not be answered.";
+    if (state.controller === controller) { // not when "New conversation" already moved on
+      state.controller = null;
+      setBusy(false);
+    }
+  }
+
+  function newConversation() {
+    if (state.controller) state.controller.abort();
+    state.controller = null;
+    setBusy(false);
+    state.conversationId = null;
+    for (const turn of document.querySelectorAll(".turn")) turn.remove();
+    $("empty").hidden = false;
+    $("question").focus();
+  }
+
+  // ---- wiring ------------------------------------------------------------------------
+  document.addEventListener("DOMContentLoaded", () => {
+    $("api-key").value = storage(KEY_STORAGE);
+    $("key-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      storage(KEY_STORAGE, $("api-key").value.trim());
+      keyState(apiKey() ? "Saved in this browser." : "No key saved.", "");
+      loadCollections();
+    });
+    $("forget-key").addEventListener("click", () => {
+      storage(KEY_STORAGE, "");
+      $("api-key").value = "";
+      keyState("Key forgotten: this browser no longer keeps it.", "");
+      loadCollections();
+    });
+    $("collection").addEventListener("change", () => storage(COLLECTION_STORAGE, $("collection").value));
+    $("new-conversation").addEventListener("click", newConversation);
+    $("stop").addEventListener("click", () => state.controller && state.controller.abort());
+    $("ask-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const question = $("question").value.trim();
+      if (!question || state.controller) return;
+      $("question").value = "";
+      ask(question);
+    });
+    $("question").addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+        e.preventDefault();
+        $("ask-form").requestSubmit();
+      }
+    });
+    const dialog = $("passage");
+    $("passage-close").addEventListener("click", () => dialog.close());
+    dialog.addEventListener("click", (e) => { // a click on the backdrop, outside the panel, closes it
+      const r = dialog.getBoundingClientRect();
+      const inside = e.clientX >= r.left && e.clientX <= r.right && e.clientY >= r.top && e.clientY <= r.bottom;
+      if (e.target === dialog && !inside) dialog.close();
+    });
+    loadCollections();
+    $("question").focus();
+  });
+})();

@@ -1,0 +1,84 @@
+"""The A/B split: weighted, deterministic per request id, validated at start-up."""
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from app.settings import Settings
+from prompts.registry import PromptRegistry
+from prompts.selection import PromptSelector, PromptSplitError, normalize_split
+
+
+def _choose_many(selector: PromptSelector, n: int = 10_000) -> Counter[str]:
+    return Counter(selector.choose("answer", "answer@v1", f"req-{i}") for i in range(n))
+
+
+def test_shares_follow_the_weights_within_two_percent() -> None:
+    selector = PromptSelector({"answer": {"answer@v1": 0.9, "answer@v2": 0.1}})
+    counts = _choose_many(selector)
+    assert set(counts) == {"answer@v1", "answer@v2"}
+    assert abs(counts["answer@v1"] / 10_000 - 0.9) < 0.02 and abs(counts["answer@v2"] / 10_000 - 0.1) < 0.02
+
+    three = _choose_many(PromptSelector({"answer": {"v1": 1, "v2": 1, "v3": 2}}))
+    for ref, share in {"answer@v1": 0.25, "answer@v2": 0.25, "answer@v3": 0.5}.items():
+        assert abs(three[ref] / 10_000 - share) < 0.02, (ref, three)
+
+
+def test_same_request_id_same_version_whatever_the_config_order() -> None:
+    a = PromptSelector({"answer": {"answer@v1": 0.5, "answer@v2": 0.5}})
+    b = PromptSelector({"answer": {"answer@v2": 0.5, "answer@v1": 0.5}})
+    picks = [a.choose("answer", "answer@v1", f"id-{i}") for i in range(200)]
+    assert picks == [a.choose("answer", "answer@v1", f"id-{i}") for i in range(200)]  # a retry gets the same
+    assert picks == [b.choose("answer", "answer@v1", f"id-{i}") for i in range(200)]  # another worker too
+    assert len(set(picks)) == 2
+
+
+def test_an_explicit_request_wins_and_no_split_means_the_default() -> None:
+    selector = PromptSelector({"answer": {"answer@v2": 1.0}})
+    assert selector.choose("answer", "answer@v1", "r1") == "answer@v2"
+    assert selector.choose("answer", "answer@v1", "r1", requested="answer@v1") == "answer@v1"
+    assert selector.choose("condense", "condense@v1", "r1") == "condense@v1"
+    assert PromptSelector().choose("answer", "answer@v1", "r1") == "answer@v1"
+    assert PromptSelector({"answer": {}}).choose("answer", "answer@v1", "r1") == "answer@v1"
+
+
+@pytest.mark.parametrize(
+    ("weights", "problem"),
+    [
+        ({"answer@v1": 0}, "must be a number > 0"),
+        ({"answer@v1": -1}, "must be a number > 0"),
+        ({"answer@v1": float("nan")}, "must be a number > 0"),
+        ({"condense@v1": 1}, "may only name versions of it"),
+        ({"answer": 1}, "not of the form name@vN"),
+        ({"answer@latest": 1}, "not of the form name@vN"),
+        ({"v2": 1, "answer@2": 1}, "names answer@v2 twice"),
+    ],
+)
+def test_bad_splits_are_refused(weights: dict[str, float], problem: str) -> None:
+    with pytest.raises(PromptSplitError, match=problem):
+        normalize_split("answer", weights)
+
+
+def test_refs_must_exist_when_a_registry_is_given() -> None:
+    registry = PromptRegistry()
+    assert PromptSelector({"answer": {"v1": 1, "v2": 1}}, registry).shares("answer") == {
+        "answer@v1": 0.5,
+        "answer@v2": 0.5,
+    }
+    with pytest.raises(PromptSplitError, match="no prompt answer@v42"):
+        PromptSelector({"answer": {"answer@v1": 0.5, "answer@v42": 0.5}}, registry)
+
+
+def test_split_setting_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("KB_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("KB_PROMPTS__SPLIT", '{"answer": {"v2": 0.9, "answer@v1": 0.1}}')
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.prompts.split == {"answer": {"answer@v2": 0.9, "answer@v1": 0.1}}
+
+    monkeypatch.setenv("KB_PROMPTS__SPLIT", '{"answer": {"answer@v2": 0}}')
+    with pytest.raises(ValidationError, match="must be a number > 0"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    monkeypatch.delenv("KB_PROMPTS__SPLIT")
+    assert Settings(_env_file=None).prompts.split == {}  # type: ignore[call-arg]
