@@ -1,0 +1,111 @@
+"""API keys (CLI and storage), the first admin key, auth switched off, rate and size limits."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from app.api.main import create_app
+from app.auth import KeyStore
+from app.bootstrap import Components
+from app.cli import cli
+from app.errors import ConfigurationError
+from app.settings import get_settings
+from tests.servers import api_client, serve_app
+
+
+@pytest.fixture
+def kb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("KB_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    runner = CliRunner()
+    yield lambda *args: runner.invoke(cli, list(args))
+    get_settings.cache_clear()
+
+
+def test_keys_cli_creates_lists_and_revokes(kb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    created = kb("keys", "create", "--name", "alice", "--collections", "hr,eng", "--json")
+    assert created.exit_code == 0, created.output
+    record = json.loads(created.stdout)
+    token = record["token"]
+    assert token.startswith("kb_") and record["role"] == "employee" and record["collections"] == ["eng", "hr"]
+    assert kb("keys", "create", "--name", "ops", "--role", "admin").exit_code == 0
+    listed = kb("keys", "list", "--json")
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [r["name"] for r in rows] == ["alice", "ops"] and all("token" not in r for r in rows)
+    assert token not in listed.stdout
+    # Only a hash is stored: the key itself is nowhere in the database file.
+    assert token.encode() not in (tmp_path / "data" / "keys.sqlite3").read_bytes()
+    store = KeyStore(tmp_path / "data" / "keys.sqlite3")
+    principal = store.authenticate(token)
+    assert principal is not None and principal.can_read("hr") and not principal.can_read("legal")
+    assert kb("keys", "revoke", "alice").exit_code == 0
+    assert store.authenticate(token) is None
+    store.close()
+    assert "alice" not in kb("keys", "list").stdout
+    bad_role = kb("keys", "create", "--name", "x", "--role", "root", "--collections", "hr")
+    no_grants = kb("keys", "create", "--name", "x")
+    assert bad_role.exit_code == no_grants.exit_code == 1
+    assert "role must be one of" in bad_role.output and "at least one collection" in no_grants.output
+    assert kb("keys", "revoke", "nobody").exit_code == 1
+
+
+def test_first_start_writes_an_admin_key_file(handbook_components: Components) -> None:
+    key_file = handbook_components.settings.admin_key_file
+    with serve_app(create_app(handbook_components.settings, components=handbook_components)) as url:
+        token = key_file.read_text().strip()
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        headers = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{url}/admin/collections", headers=headers).status_code == 200
+    with serve_app(create_app(handbook_components.settings, components=handbook_components)):
+        assert key_file.read_text().strip() == token  # not replaced on the next start
+    assert len(handbook_components.keys.all()) == 1
+
+
+def test_auth_off_is_for_loopback_only(handbook_components: Components) -> None:
+    settings = handbook_components.settings
+    settings.auth.enabled = False
+    with serve_app(create_app(settings, components=handbook_components)) as url:
+        r = httpx.post(f"{url}/chat", json={"question": "How many days of annual leave do I get?"}, timeout=60)
+        assert r.status_code == 200 and "27 days" in r.json()["answer"]
+    settings.api.host = "0.0.0.0"
+    with pytest.raises(ConfigurationError, match="local development only"):
+        create_app(settings, components=handbook_components)
+
+
+def test_rate_limit_per_key_with_retry_after(handbook_components: Components) -> None:
+    handbook_components.settings.limits.requests_per_minute = 3
+    with (
+        api_client(handbook_components, role="employee", collections=("handbook",)) as alice,
+        api_client(handbook_components, role="employee", collections=("handbook",)) as bob,
+    ):
+        codes = [alice.get("/collections").status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        limited = alice.get("/collections")
+        assert limited.json()["error"]["code"] == "rate_limited" and 1 <= int(limited.headers["retry-after"]) <= 60
+        assert bob.get("/collections").status_code == 200  # per key, not global
+
+
+def test_request_size_limits(handbook_components: Components) -> None:
+    handbook_components.settings.limits.max_body_kb = 4
+    with api_client(handbook_components, role="employee", collections=("handbook",)) as client:
+        big = client.post("/chat", json={"question": "x" * 5000})
+        assert big.status_code == 413 and big.json()["error"]["code"] == "body_too_large"
+        assert "KB_LIMITS__MAX_BODY_KB" in big.json()["error"]["message"]
+
+        def chunked():  # type: ignore[no-untyped-def]  # no Content-Length: counted as it arrives
+            yield b'{"question": "'
+            for _ in range(10):
+                yield b"y" * 1000
+            yield b'"}'
+
+        streamed = client.post("/chat", content=chunked(), headers={"content-type": "application/json"})
+        assert streamed.status_code == 413 and streamed.json()["error"]["code"] == "body_too_large"
+        long_question = client.post("/chat", json={"question": "z" * 2500})
+        assert long_question.status_code == 413 and long_question.json()["error"]["code"] == "question_too_long"
+        assert client.post("/chat", json={"question": "What is the hotel limit?", "top_k": 0}).status_code == 422
