@@ -20,6 +20,7 @@ from app.api import deps
 from app.api.body_limit import BodySizeLimit
 from app.api.deps import RateLimiter
 from app.api.errors import install_error_handlers
+from app.api.openapi import install_openapi
 from app.api.routes import admin, chat, openai_compat, search, system, usage
 from app.api.routes import metrics as metrics_route
 from app.api.routes import web as web_route
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
         lifespan=lifespan,
     )
     install_error_handlers(api)
+    install_openapi(api)
     if not settings.auth.enabled and not is_loopback(settings.api.host):
         raise ConfigurationError(
             f"authentication is off but the API would bind to {settings.api.host}: turning auth off is for "

@@ -114,6 +114,15 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 class SearchBody(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"query": "meal allowance", "collection": "handbook", "top_k": 3},
+                {"query": "notice period", "collections": ["hr", "legal"], "mode": "lexical", "page_min": 2},
+            ]
+        }
+    )
+
     query: str = Field(..., min_length=1, description="What to search for.", examples=["meal allowance"])
     collection: str | None = Field(None, min_length=1, description="A collection to search.")
     collections: list[str] | None = Field(None, description="Several collections to search together.")
