@@ -19,6 +19,7 @@ from app.llm.base import ChatModel, GenerationParams
 from app.llm.cache import CacheBackend, ResponseCache
 from app.llm.costs import UsageLedger
 from app.llm.registry import build_chat_model
+from app.rag.answer_cache import AnswerCache
 from app.rag.condense import Condenser
 from app.rag.conversation import ConversationStore
 from app.rag.retrieval import RetrievalConfig, Retriever
@@ -130,6 +131,11 @@ class Components:
         return AuditLog(self.settings.audit_db, store_text=a.store_text, retention_days=a.retention_days)
 
     @cached_property
+    def answer_cache(self) -> AnswerCache | None:
+        c = self.settings.cache
+        return AnswerCache(c.answer_entries, c.ttl_s) if c.enabled and c.answer_entries > 0 else None
+
+    @cached_property
     def keys(self) -> KeyStore:
         return KeyStore(self.settings.keys_db)
 
@@ -155,6 +161,7 @@ class Components:
         return RagService(
             self.store, self.embedder, self.chat_model, self.prompts, config, manifest=self.manifest,
             retriever=self.retriever, condenser=condenser, selector=self.prompt_selector,
+            answer_cache=self.answer_cache, hit_ledger=self.ledger,
         )  # fmt: skip
 
     @cached_property

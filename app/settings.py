@@ -172,6 +172,9 @@ class CacheSettings(BaseModel):
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Used when backend is redis.")
     ttl_s: float = Field(7 * 24 * 3600, ge=0, description="Entries older than this are not served; 0: never expire.")
     max_entries: int = Field(50_000, ge=0, description="Oldest entries are evicted beyond this; 0: unbounded.")
+    answer_entries: int = Field(
+        4096, ge=0, description="Finished answers kept in memory per process, looked up before retrieval; 0: off."
+    )
 
 
 class AuditSettings(BaseModel):

@@ -92,6 +92,23 @@ class Manifest:
             bool(row["clean"]),
         )  # fmt: skip
 
+    def version(self, collections: list[str]) -> list[tuple[str, int, float]]:
+        """A stamp per collection that changes with every ingest, update or delete in it.
+
+        (documents, last change): adding or changing a document moves the last change,
+        deleting one lowers the count. Read-only and indexed, so it costs well under a
+        millisecond; the answer cache keys on it.
+        """
+        marks = ",".join("?" * len(collections))
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT collection, COUNT(*), MAX(updated_at) FROM documents WHERE collection IN ({marks}) "
+                "GROUP BY collection",
+                collections,
+            ).fetchall()
+        found = {r[0]: (int(r[1]), float(r[2] or 0.0)) for r in rows}
+        return [(c, *found.get(c, (0, 0.0))) for c in sorted(collections)]
+
     def get(self, collection: str, source: str) -> DocumentRecord | None:
         with self._lock:
             row = self._conn.execute(

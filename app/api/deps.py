@@ -24,7 +24,7 @@ from app.audit import AuditRecord
 from app.auth import ANONYMOUS_ADMIN, Principal
 from app.bootstrap import Components
 from app.errors import AuthError, CollectionNotFoundError, ForbiddenError, KbError, RateLimitedError
-from app.rag.service import Answer
+from app.rag.answer import Answer
 
 log = logging.getLogger(__name__)
 

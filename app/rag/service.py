@@ -16,9 +16,12 @@ from typing import Any, Protocol
 
 from app.errors import CollectionNotFoundError, InvalidRequestError, PromptNotFoundError, ProviderError
 from app.llm.base import ChatModel, ChatRequest, Completion, GenerationParams, Message, SourcePassage
+from app.llm.costs import UsageLedger
 from app.llm.providers.extractive import REFUSAL
 from app.llm.tokens import count_tokens
-from app.rag.citations import Citation, build_citations, passage_label
+from app.rag.answer import Answer, Plan
+from app.rag.answer_cache import AnswerCache, answer_key, revive
+from app.rag.citations import build_citations, passage_label
 from app.rag.condense import Condenser
 from app.rag.conversation import Turn
 from app.rag.retrieval import MODES, Mode, RetrievalConfig, Retriever, SearchFilters, SearchHit
@@ -48,44 +51,6 @@ class RagConfig:
     params: GenerationParams = field(default_factory=GenerationParams)
 
 
-@dataclass
-class Answer:
-    answer: str
-    citations: list[Citation]
-    prompt: str
-    provider: str
-    model: str
-    usage: dict[str, Any]
-    cached: bool
-    grounded: bool
-    request_id: str
-    latency_ms: float
-    collections: list[str] = field(default_factory=list)
-    standalone_question: str = ""  # what retrieval searched for (a follow-up, condensed)
-    retrieved: list[dict[str, Any]] = field(default_factory=list)  # passages retrieved, in rank order
-    conversation_id: str | None = None  # set by the API
-
-    def as_dict(self) -> dict[str, Any]:
-        data = self.__dict__.copy()
-        data["citations"] = [c.as_dict() for c in self.citations]
-        return data
-
-
-@dataclass
-class Plan:
-    """Everything decided before the model is called; ``request`` None means refuse."""
-
-    request_id: str
-    started: float
-    question: str
-    standalone: str
-    collections: list[str]
-    prompt_id: str
-    hits: list[Hit]
-    request: ChatRequest | None
-    best_evidence: float
-
-
 class RagService:
     def __init__(
         self,
@@ -99,6 +64,8 @@ class RagService:
         retriever: Retriever | None = None,
         condenser: Condenser | None = None,
         selector: PromptSelector | None = None,
+        answer_cache: AnswerCache | None = None,
+        hit_ledger: UsageLedger | None = None,
     ):
         self.store = store
         self.embedder = embedder
@@ -111,6 +78,8 @@ class RagService:
         )
         self.condenser = condenser or Condenser(chat_model, prompts)
         self.selector = selector or PromptSelector({}, prompts)
+        self.answer_cache = answer_cache
+        self.hit_ledger = hit_ledger  # records answer cache hits, as the response cache's hits are
 
     def _validate(self, question: str, top_k: int | None) -> tuple[str, int]:
         question = question.strip()
@@ -151,19 +120,6 @@ class RagService:
             return self.prompts.get(ref or self.config.default_prompt)
         except PromptLookupError as exc:
             raise PromptNotFoundError(str(exc)) from exc
-
-    def retrieve(
-        self,
-        question: str,
-        collection: str,
-        top_k: int,
-        *,
-        mode: Mode | None = None,
-        filters: SearchFilters | None = None,
-    ) -> list[Hit]:
-        """Evidence for an answer: live chunks, fused and diversified; ``Hit.score`` is the cosine."""
-        hits = self.retriever.search(question, [collection], top_k, mode=mode, filters=filters)
-        return [h.as_hit() for h in hits]
 
     def search(
         self,
@@ -215,10 +171,18 @@ class RagService:
         condensed = self.condenser.condense(question, history, request_id=request_id, scope=scope, key=principal)
         if condensed.question != question:
             log.info("request %s: follow-up condensed by %s", request_id, condensed.method)
+        cache_key = self._cache_key(condensed.question, scope, prompt_file.id, k) if use_cache else None
+        if cache_key is not None and self.answer_cache is not None:
+            cached = self.answer_cache.get(cache_key)
+            if cached is not None:
+                plan = Plan(request_id, started, question, condensed.question, names, prompt_file.id, [], None, 0.0)
+                plan.cached, plan.principal = cached, principal
+                return plan
         found = self.retriever.search(condensed.question, names, k)
         hits = self._pack([h.as_hit() for h in found])
         best = max((h.evidence for h in found[: len(hits)]), default=0.0)
         plan = Plan(request_id, started, question, condensed.question, names, prompt_file.id, hits, None, best)
+        plan.cache_key, plan.principal = cache_key, principal
         if best < self.config.min_evidence:
             log.info("request %s: best evidence in %s is %.3f < floor %.3f: refusing", request_id, names, best,
                      self.config.min_evidence)  # fmt: skip
@@ -239,6 +203,24 @@ class RagService:
             scope=scope,
         )
         return plan
+
+    def _cache_key(self, question: str, scope: tuple[str, ...], prompt_id: str, k: int) -> str | None:
+        if self.answer_cache is None or self.manifest is None or self.config.params.temperature != 0:
+            return None
+        return answer_key(
+            question=" ".join(question.split()), scope=scope, prompt=prompt_id, k=k,
+            model=[self.chat_model.provider, self.chat_model.model], rag=repr(self.config),
+            retrieval=repr(self.retriever.config), corpus=self.manifest.version(list(scope)),
+        )  # fmt: skip
+
+    def _remember(self, plan: Plan, answer: Answer, completion: Completion | None) -> None:
+        """Keep a finished answer for the next identical question (never a fallback provider's)."""
+        if plan.cache_key is not None and self.answer_cache is not None and not (completion and completion.fallback):
+            self.answer_cache.put(plan.cache_key, answer)
+
+    def _from_cache(self, plan: Plan) -> Answer:
+        assert plan.cached is not None
+        return revive(plan.cached, plan.request_id, plan.started, self.hit_ledger, plan.collections, plan.principal)
 
     def _answer(self, plan: Plan, completion: Completion | None) -> Answer:
         """The Answer for a completion, or the refusal when the plan had no evidence (no model call)."""
@@ -289,8 +271,12 @@ class RagService:
             question, collections, top_k=top_k, prompt=prompt, request_id=request_id, use_cache=use_cache,
             history=history, principal=principal,
         )  # fmt: skip
+        if plan.cached is not None:
+            return self._from_cache(plan)
         completion = self.chat_model.complete(plan.request) if plan.request is not None else None
-        return self._answer(plan, completion)
+        answer = self._answer(plan, completion)
+        self._remember(plan, answer, completion)
+        return answer
 
     def stream_answer(
         self,
@@ -316,9 +302,16 @@ class RagService:
         return self._stream(plan)
 
     def _stream(self, plan: Plan) -> Iterator[tuple[str, Any]]:
+        if plan.cached is not None:
+            answer = self._from_cache(plan)
+            yield "token", answer.answer
+            yield "done", answer
+            return
         if plan.request is None:
+            answer = self._answer(plan, None)
+            self._remember(plan, answer, None)
             yield "token", REFUSAL
-            yield "done", self._answer(plan, None)
+            yield "done", answer
             return
         completion: Completion | None = None
         for event in self.chat_model.stream(plan.request):
@@ -328,4 +321,6 @@ class RagService:
                 completion = event.completion
         if completion is None:
             raise ProviderError("the provider's stream ended without a final answer")
-        yield "done", self._answer(plan, completion)
+        answer = self._answer(plan, completion)
+        self._remember(plan, answer, completion)
+        yield "done", answer

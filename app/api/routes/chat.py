@@ -21,8 +21,8 @@ from app.api.errors import error_body
 from app.api.schemas import ChatBody, ChatResponse, error_responses
 from app.auth import Principal
 from app.errors import KbError
+from app.rag.answer import Answer
 from app.rag.conversation import Turn
-from app.rag.service import Answer
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["chat"])

@@ -30,8 +30,8 @@ from app.api.openai_schemas import ChatCompletion, ChatCompletionBody, ModelList
 from app.api.schemas import error_responses
 from app.auth import Principal
 from app.errors import InvalidRequestError, KbError
+from app.rag.answer import Answer
 from app.rag.conversation import Turn
-from app.rag.service import Answer
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
