@@ -100,8 +100,10 @@ class RagService:
         names = list(dict.fromkeys([collections] if isinstance(collections, str) else collections))
         if not names:
             raise InvalidRequestError("name at least one collection", code="collection_missing")
+        # Collections with live documents in the manifest exist (a cheap local read); ask the store for the rest.
+        known = {c for c, count, _ in self.manifest.version(names) if count} if self.manifest is not None else set()
         for name in names:
-            if not self.store.exists(name):
+            if name not in known and not self.store.exists(name):
                 raise CollectionNotFoundError(
                     f"collection {name!r} does not exist; ingest documents into it first "
                     f"(kb ingest PATH --collection {name!r})"
