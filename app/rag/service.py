@@ -256,23 +256,10 @@ class RagService:
             collections=plan.collections, standalone_question=plan.standalone, retrieved=retrieved,
         )  # fmt: skip
 
-    def answer(
-        self,
-        question: str,
-        collections: str | Sequence[str],
-        *,
-        top_k: int | None = None,
-        prompt: str | None = None,
-        request_id: str | None = None,
-        use_cache: bool = True,
-        history: Sequence[Turn] = (),
-        principal: str | None = None,
-    ) -> Answer:
-        """Answer from the named collections (one name or several); ``history`` makes it a follow-up."""
-        plan = self.plan(
-            question, collections, top_k=top_k, prompt=prompt, request_id=request_id, use_cache=use_cache,
-            history=history, principal=principal,
-        )  # fmt: skip
+    def answer(self, question: str, collections: str | Sequence[str], **options: Any) -> Answer:
+        """Answer from the named collections (one name or several); options as for ``plan`` (``history``
+        makes the question a follow-up)."""
+        plan = self.plan(question, collections, **options)
         if plan.cached is not None:
             return self._from_cache(plan)
         completion = self.chat_model.complete(plan.request) if plan.request is not None else None
@@ -281,27 +268,14 @@ class RagService:
         return answer
 
     def stream_answer(
-        self,
-        question: str,
-        collections: str | Sequence[str],
-        *,
-        top_k: int | None = None,
-        prompt: str | None = None,
-        request_id: str | None = None,
-        use_cache: bool = True,
-        history: Sequence[Turn] = (),
-        principal: str | None = None,
+        self, question: str, collections: str | Sequence[str], **options: Any
     ) -> Iterator[tuple[str, Any]]:
-        """``("token", text)`` events, then ``("done", Answer)``.
+        """``("token", text)`` events, then ``("done", Answer)``; options as for ``plan``.
 
         Validation, retrieval and access errors are raised here, before the first event,
         so an HTTP caller can still answer them with a plain status code.
         """
-        plan = self.plan(
-            question, collections, top_k=top_k, prompt=prompt, request_id=request_id, use_cache=use_cache,
-            history=history, principal=principal,
-        )  # fmt: skip
-        return self._stream(plan)
+        return self._stream(self.plan(question, collections, **options))
 
     def _stream(self, plan: Plan) -> Iterator[tuple[str, Any]]:
         if plan.cached is not None:
