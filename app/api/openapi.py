@@ -148,7 +148,7 @@ ERROR_CODES = {
     "413": ("question_too_long", "question is 5000 characters; the limit is 2000"),
     "422": ("invalid_request", "invalid request: question: String should have at least 1 character"),
     "429": ("rate_limited", "rate limit of 120 requests per minute for this API key reached; retry after 12 s"),
-    "502": ("provider_error", "openai/gpt-4o-mini failed: upstream exploded"),
+    "502": ("provider_error", "the model provider at api.openai.com answered HTTP 500 (server_error)"),
     "503": ("provider_unavailable", "every provider failed: openai (timeout), local (not installed)"),
     "504": ("provider_timeout", "openai/gpt-4o-mini did not answer within 30 s"),
 }
@@ -170,7 +170,8 @@ def _add_examples(schema: dict[str, Any]) -> None:
                 elif code in ERROR_CODES:
                     error_code, message = ERROR_CODES[code]
                     content = response.setdefault("content", {}).setdefault("application/json", {})
-                    content["example"] = {"error": {"code": error_code, "message": message, "request_id": "3f1d0c9e"}}
+                    example = {"error": {"code": error_code, "message": message, "request_id": "3f1d0c9e"}}
+                    content.setdefault("example", example)  # a route's own example (e.g. /readyz's 503) wins
 
 
 def install_openapi(app: FastAPI) -> None:

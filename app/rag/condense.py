@@ -29,6 +29,8 @@ _LEAD = re.compile(r"^\s*(?:(?:and|but|so|also|ok(?:ay)?|then)\b[\s,]*)+|^\s*(?:
 _PRONOUNS = frozenset(["it", "its", "they", "them", "their", "that", "this", "those", "these", "there"])
 _PREPOSITIONS = frozenset(["for", "in", "at", "on", "with", "during", "after", "before", "about", "by", "to", "from"])
 _ANSWER_CHARS = 400  # of each earlier answer shown to the model: enough to resolve a reference
+# History must not close the prompt's <conversation> fence and speak outside it: its tags are escaped.
+_FENCE = re.compile(r"<\s*/?\s*conversation\s*>", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,8 @@ class Condenser:
         for turn in history:
             lines.append(f"User: {turn.question}")
             lines.append(f"Assistant: {turn.answer[:_ANSWER_CHARS]}")
-        rendered = self.prompt.render(history="\n".join(lines), question=question)
+        history_text = _FENCE.sub(lambda m: m.group(0).replace("<", "&lt;").replace(">", "&gt;"), "\n".join(lines))
+        rendered = self.prompt.render(history=history_text, question=question)
         hints = self.prompt.model_hints
         request = ChatRequest(
             messages=(Message("system", rendered.system), Message("user", rendered.user)),

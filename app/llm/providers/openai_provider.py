@@ -9,6 +9,7 @@ when a server omits usage, tokens are estimated with tiktoken and marked so.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from app.llm.base import ChatRequest, Completion, StreamEvent, Usage
 from app.llm.tokens import encoding_for_model
 
 log = logging.getLogger(__name__)
+_IDENTIFIER = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # an error code or type such as "invalid_request_error"
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
@@ -52,7 +54,12 @@ def translate_error(exc: Exception, base_url: str | None) -> ProviderError:
         error.retryable = True
         error.retry_after_s = _retry_after(exc)
     elif isinstance(exc, openai.APIStatusError):
-        error = ProviderError(f"the model provider at {where} answered HTTP {exc.status_code}: {exc.message}")
+        # The provider's free-text message may echo our request (documents, system prompt) or our key
+        # (gateways do both): it goes to DEBUG only; clients and INFO logs get the status and error code.
+        log.debug("the model provider at %s answered HTTP %s: %s", where, exc.status_code, exc.message)
+        kinds = [str(k) for k in (exc.code, exc.type) if k and _IDENTIFIER.fullmatch(str(k))]
+        detail = f" ({', '.join(dict.fromkeys(kinds))})" if kinds else ""
+        error = ProviderError(f"the model provider at {where} answered HTTP {exc.status_code}{detail}")
         error.retryable = exc.status_code in (408, 409) or exc.status_code >= 500
         error.retry_after_s = _retry_after(exc)
     else:
