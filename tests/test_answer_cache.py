@@ -40,3 +40,20 @@ def test_an_ingest_into_the_scope_invalidates_cached_answers(handbook_components
     handbook_components.ingest_pipeline.ingest([folder], "handbook")
     after = rag.answer(QUESTION, "handbook")
     assert after.cached is False and "Fernhill-Visitors" in after.answer
+
+
+def test_an_ingest_by_another_process_invalidates_too(
+    handbook_components: Components, tmp_path: Path, embedder
+) -> None:  # type: ignore[no-untyped-def]
+    """``kb ingest`` runs in its own process: its commits reach the server through SQLite's data_version."""
+    rag = handbook_components.rag
+    rag.answer(QUESTION, "handbook")
+    assert rag.answer(QUESTION, "handbook").cached
+    other = Components(handbook_components.settings, embedder=embedder)  # its own connections, as a CLI run has
+    folder = tmp_path / "update"
+    folder.mkdir()
+    (folder / "wifi.md").write_text("# Wi-Fi\n\nThe guest Wi-Fi network is now called Fernhill-Lounge.\n")
+    other.ingest_pipeline.ingest([folder], "handbook")
+    other.close()
+    after = rag.answer(QUESTION, "handbook")
+    assert after.cached is False and "Fernhill-Lounge" in after.answer

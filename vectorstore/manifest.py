@@ -72,6 +72,8 @@ class Manifest:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         with self._lock:
             self._conn.executescript(_SCHEMA)
+        self._versions: dict[str, tuple[int, float]] = {}  # version() results until the file changes
+        self._versions_seen: tuple[int, int] = (-1, -1)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -96,18 +98,26 @@ class Manifest:
         """A stamp per collection that changes with every ingest, update or delete in it.
 
         (documents, last change): adding or changing a document moves the last change,
-        deleting one lowers the count. Read-only and indexed, so it costs well under a
-        millisecond; the answer cache keys on it.
+        deleting one lowers the count. Asked on every question (the answer cache keys on
+        it), so results are kept until the file changes: SQLite's ``data_version`` moves
+        when another connection (an ingest process) commits, ``total_changes`` when ours does.
         """
-        marks = ",".join("?" * len(collections))
         with self._lock:
-            rows = self._conn.execute(
-                f"SELECT collection, COUNT(*), MAX(updated_at) FROM documents WHERE collection IN ({marks}) "
-                "GROUP BY collection",
-                collections,
-            ).fetchall()
-        found = {r[0]: (int(r[1]), float(r[2] or 0.0)) for r in rows}
-        return [(c, *found.get(c, (0, 0.0))) for c in sorted(collections)]
+            seen = (int(self._conn.execute("PRAGMA data_version").fetchone()[0]), self._conn.total_changes)
+            if seen != self._versions_seen:
+                self._versions, self._versions_seen = {}, seen
+            missing = [c for c in collections if c not in self._versions]
+            if missing:
+                marks = ",".join("?" * len(missing))
+                rows = self._conn.execute(
+                    f"SELECT collection, COUNT(*), MAX(updated_at) FROM documents WHERE collection IN ({marks}) "
+                    "GROUP BY collection",
+                    missing,
+                ).fetchall()
+                found = {r[0]: (int(r[1]), float(r[2] or 0.0)) for r in rows}
+                for c in missing:
+                    self._versions[c] = found.get(c, (0, 0.0))
+            return [(c, *self._versions[c]) for c in sorted(collections)]
 
     def get(self, collection: str, source: str) -> DocumentRecord | None:
         with self._lock:

@@ -17,7 +17,7 @@ a question falls through to retrieval and the shared response cache.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -38,14 +38,22 @@ def answer_key(**parts: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def _copy(answer: Answer) -> Answer:
+    """A copy callers may change (request id, latency, usage); citations are frozen and shared."""
+    return dataclasses.replace(
+        answer, usage=dict(answer.usage), citations=list(answer.citations), collections=list(answer.collections),
+        retrieved=[dict(r) for r in answer.retrieved],
+    )  # fmt: skip
+
+
 class AnswerCache:
     def __init__(self, max_entries: int = 4096, ttl_s: float = 0.0):
         self.max_entries = max_entries
         self.ttl_s = ttl_s
-        self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, Answer]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> Any | None:
+    def get(self, key: str) -> Answer | None:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
@@ -55,11 +63,11 @@ class AnswerCache:
                 del self._entries[key]
                 return None
             self._entries.move_to_end(key)
-        return copy.deepcopy(value)  # callers adjust request id, latency, conversation id
+        return _copy(value)
 
-    def put(self, key: str, value: Any) -> None:
+    def put(self, key: str, value: Answer) -> None:
         with self._lock:
-            self._entries[key] = (time.time(), copy.deepcopy(value))
+            self._entries[key] = (time.time(), _copy(value))
             self._entries.move_to_end(key)
             while self.max_entries > 0 and len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)

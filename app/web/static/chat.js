@@ -83,6 +83,13 @@
       notice("The server cannot be reached.");
       return;
     }
+    if (!res.ok) select.replaceChildren(new Option("All my collections", "")); // none readable with this key
+    if (res.status === 401 && !apiKey()) { // first visit: ask for the key, no alarm
+      notice("");
+      keyState("Paste your API key to start; it is kept in this browser only.", "");
+      $("api-key").focus();
+      return;
+    }
     if (!res.ok) {
       notice((await readError(res)).text);
       return;
@@ -310,7 +317,7 @@
       const inside = e.clientX >= r.left && e.clientX <= r.right && e.clientY >= r.top && e.clientY <= r.bottom;
       if (e.target === dialog && !inside) dialog.close();
     });
-    loadCollections();
     $("question").focus();
+    loadCollections();
   });
 })();
