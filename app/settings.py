@@ -153,6 +153,10 @@ class LimitSettings(BaseModel):
     requests_per_minute: int = Field(
         120, ge=0, description="Per API key, over a moving one-minute window; beyond it 429 + Retry-After. 0: off."
     )
+    rate_limit_storage: str = Field(
+        "memory://",
+        description="Where request counts live: memory:// (per process) or redis://host:6379/1 (shared by replicas).",
+    )
 
 
 class AuthSettings(BaseModel):
@@ -202,6 +206,9 @@ class VectorStoreSettings(BaseModel):
     )
     tenant: str = Field("default_tenant", description="Chroma tenant (mode http).")
     database: str = Field("default_database", description="Chroma database (mode http).")
+    timeout_s: float = Field(
+        30.0, gt=0, description="Per-call timeout to the Chroma server; a hung server becomes a 503, not a hang."
+    )
 
     def http_headers(self) -> dict[str, str]:
         headers = dict(self.headers)

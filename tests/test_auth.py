@@ -16,7 +16,7 @@ from app.bootstrap import Components
 from app.cli import cli
 from app.errors import ConfigurationError
 from app.settings import get_settings
-from tests.servers import api_client, serve_app
+from tests.servers import api_client, redis_server, serve_app
 
 
 @pytest.fixture
@@ -109,3 +109,19 @@ def test_request_size_limits(handbook_components: Components) -> None:
         long_question = client.post("/chat", json={"question": "z" * 2500})
         assert long_question.status_code == 413 and long_question.json()["error"]["code"] == "question_too_long"
         assert client.post("/chat", json={"question": "What is the hotel limit?", "top_k": 0}).status_code == 422
+
+
+def test_rate_limit_shared_by_replicas_through_redis(handbook_components: Components, tmp_path: Path) -> None:
+    """Two API processes with one Redis: a key's requests count once, whichever replica serves them."""
+    (tmp_path / "redis").mkdir()
+    with redis_server(tmp_path / "redis") as url:
+        handbook_components.settings.limits.requests_per_minute = 4
+        handbook_components.settings.limits.rate_limit_storage = url
+        token = handbook_components.keys.create("shared", "employee", ["handbook"]).token
+        headers = {"Authorization": f"Bearer {token}"}
+        with (
+            serve_app(create_app(handbook_components.settings, components=handbook_components)) as a,
+            serve_app(create_app(handbook_components.settings, components=handbook_components)) as b,
+        ):
+            codes = [httpx.get(f"{base}/collections", headers=headers).status_code for base in (a, b, a, b, a)]
+        assert codes == [200, 200, 200, 200, 429]
