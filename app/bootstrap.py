@@ -54,8 +54,9 @@ class Components:
             return VectorStore.embedded(self.settings.chroma_dir)
         try:
             return VectorStore.http(
-                v.host, v.port, ssl=v.ssl, headers=v.http_headers(), tenant=v.tenant, database=v.database
-            )
+                v.host, v.port, ssl=v.ssl, headers=v.http_headers(), tenant=v.tenant, database=v.database,
+                timeout_s=v.timeout_s,
+            )  # fmt: skip
         except StoreUnavailable as exc:
             raise ConfigurationError(
                 f"{exc}. Start the Chroma server (chroma run --path DIR --host HOST --port PORT) or fix "

@@ -5,6 +5,11 @@ Users name collections freely ("hr", "Legal & Compliance"); Chroma only accepts
 metadata (``kb_name``) and derive a valid, stable internal name from it.
 We always pass our own embeddings: Chroma's default embedding function would
 download a model and fails offline.
+
+Two modes share every line below the constructors: ``embedded`` (a PersistentClient
+under the data dir, one process) and ``http`` (a Chroma server, shared by replicas).
+The user-facing name lives in the collection's own metadata, i.e. inside Chroma, so
+every replica talking to one server sees the same names with no side table to sync.
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import chromadb
+import httpx
 import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
@@ -32,6 +39,10 @@ T = TypeVar("T")
 
 class CollectionMissing(LookupError):
     """The named collection does not exist in the store."""
+
+
+class StoreUnavailable(ConnectionError):
+    """The Chroma server cannot be reached (or refused our credentials)."""
 
 
 @dataclass(frozen=True)
@@ -69,9 +80,19 @@ def internal_name(name: str) -> str:
     return f"kb-{slug}-{digest}" if slug else f"kb-{digest}"
 
 
+def _set_timeout(client: ClientAPI, seconds: float) -> None:
+    """chromadb exposes no timeout setting: set it on the httpx session its HTTP client uses."""
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    if isinstance(session, httpx.Client):
+        session.timeout = httpx.Timeout(seconds, connect=min(seconds, 5.0))
+    else:  # a chromadb upgrade moved it: say so rather than silently waiting forever
+        log.warning("cannot set a timeout on this chromadb version's HTTP client; calls may wait indefinitely")
+
+
 class VectorStore:
-    def __init__(self, client: ClientAPI):
+    def __init__(self, client: ClientAPI, *, location: str = "embedded"):
         self._client = client
+        self.location = location  # for logs and readiness checks: a path or a URL, never a secret
         self._handles: dict[str, Collection] = {}  # for the query path: a lookup costs milliseconds
 
     def _read(self, name: str, fn: Callable[[Collection], T]) -> T:
@@ -91,21 +112,76 @@ class VectorStore:
     def embedded(cls, path: str | Path) -> VectorStore:
         Path(path).mkdir(parents=True, exist_ok=True)
         client = chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
-        return cls(client)
+        return cls(client, location=str(path))
+
+    @classmethod
+    def http(
+        cls,
+        host: str,
+        port: int,
+        *,
+        ssl: bool = False,
+        headers: dict[str, str] | None = None,
+        tenant: str = "default_tenant",
+        database: str = "default_database",
+        timeout_s: float | None = 30.0,
+    ) -> VectorStore:
+        """A client of a Chroma server (``chroma run``); checks the server answers before returning.
+
+        chromadb's HTTP client waits forever by default; ``timeout_s`` bounds every call so a
+        hung server becomes StoreUnavailable (a 503) instead of a hung request.
+        """
+        url = f"{'https' if ssl else 'http'}://{host}:{port}"
+        try:
+            client = chromadb.HttpClient(
+                host=host,
+                port=port,
+                ssl=ssl,
+                headers=headers or None,
+                settings=ChromaSettings(anonymized_telemetry=False),
+                tenant=tenant,
+                database=database,
+            )
+        except Exception as exc:  # chroma raises ValueError for "could not connect" and auth failures alike
+            raise StoreUnavailable(f"cannot use the Chroma server at {url}: {exc}") from exc
+        if timeout_s is not None:
+            _set_timeout(client, timeout_s)
+        log.info("vector store: Chroma server at %s (tenant %s, database %s)", url, tenant, database)
+        return cls(client, location=url)
+
+    def heartbeat(self) -> None:
+        """Raise StoreUnavailable unless the store answers a cheap read (readiness checks)."""
+        try:
+            self._client.heartbeat()
+            self._client.count_collections()  # a heartbeat alone passes even with a wrong tenant/token
+        except Exception as exc:
+            raise StoreUnavailable(f"vector store at {self.location} does not answer: {exc}") from exc
+
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """A Chroma server that stops answering is an outage (503), never "collection not found"."""
+        try:
+            yield
+        except httpx.TransportError as exc:
+            raise StoreUnavailable(f"vector store at {self.location} does not answer: {exc}") from exc
 
     def _get(self, name: str) -> Collection:
-        try:
-            return self._client.get_collection(internal_name(name), embedding_function=None)
-        except Exception as exc:  # chroma raises NotFoundError/ValueError across versions
-            raise CollectionMissing(name) from exc
+        with self._reachable():
+            try:
+                return self._client.get_collection(internal_name(name), embedding_function=None)
+            except httpx.TransportError:
+                raise
+            except Exception as exc:  # chroma raises NotFoundError/ValueError across versions
+                raise CollectionMissing(name) from exc
 
     def _get_or_create(self, name: str) -> Collection:
-        return self._client.get_or_create_collection(
-            internal_name(validate_collection_name(name)),
-            metadata={"kb_name": name.strip()},
-            configuration={"hnsw": {"space": "cosine"}},
-            embedding_function=None,
-        )
+        with self._reachable():
+            return self._client.get_or_create_collection(
+                internal_name(validate_collection_name(name)),
+                metadata={"kb_name": name.strip()},
+                configuration={"hnsw": {"space": "cosine"}},
+                embedding_function=None,
+            )
 
     def exists(self, name: str) -> bool:
         try:
@@ -116,10 +192,11 @@ class VectorStore:
 
     def list_collections(self) -> list[CollectionInfo]:
         result = []
-        for col in self._client.list_collections():
-            meta = col.metadata or {}
-            if "kb_name" in meta:
-                result.append(CollectionInfo(str(meta["kb_name"]), col.name, col.count()))
+        with self._reachable():
+            for col in self._client.list_collections():
+                meta = col.metadata or {}
+                if "kb_name" in meta:
+                    result.append(CollectionInfo(str(meta["kb_name"]), col.name, col.count()))
         return sorted(result, key=lambda c: c.name)
 
     def count(self, name: str) -> int:

@@ -7,13 +7,13 @@ as one line saying what to do, with a non-zero exit code (1: the command failed,
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import typer
 from rich.console import Console
 
 from app.errors import KbError
+from app.logging_setup import configure_logging
 from app.settings import Settings, get_settings
 
 cli = typer.Typer(
@@ -28,13 +28,7 @@ out = Console(soft_wrap=True)
 
 def setup() -> Settings:
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("httpx", "chromadb", "sentence_transformers"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)  # KB_LOG_FORMAT=text|json
     return settings
 
 

@@ -70,6 +70,10 @@ class RedisResponseCache:
     def __len__(self) -> int:
         return int(self._redis.zcard(self._index))
 
+    def ping(self) -> None:
+        """Raise unless Redis answers (readiness checks; get/put deliberately swallow errors)."""
+        self._redis.ping()
+
     def clear(self) -> int:
         try:
             removed = 0

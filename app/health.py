@@ -1,0 +1,112 @@
+"""Readiness checks: can this process serve a question right now?
+
+Liveness (``/healthz``) only says the process runs; a load balancer needs to know whether
+the things a request touches answer: the vector store, the response cache and the SQLite
+stores. Each check is a cheap read (a heartbeat, a PING, one query on a fresh read-only
+SQLite connection) so ``/readyz`` costs milliseconds and never creates or locks a file.
+A check returns a short detail or raises; ``run_checks`` times them and never raises.
+A later storage backend (a shared SQL database) adds one function to ``checks_for``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.bootstrap import Components
+
+log = logging.getLogger(__name__)
+
+Check = Callable[[], str]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str  # for the log only: it may name hosts and paths, and /readyz needs no auth
+    ms: float
+    error: str | None = None  # the exception's type name, safe to show
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": "ok" if self.ok else "failing", "ms": round(self.ms, 2)}
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+def sqlite_check(path: Path) -> Check:
+    """A store's file is readable as a database (a store opened lazily may not exist yet)."""
+
+    def check() -> str:
+        if not path.exists():
+            if os.access(path.parent, os.W_OK):
+                return "not created yet; directory writable"
+            raise OSError(f"{path.name} does not exist and {path.parent} is not writable")
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            conn.close()
+        return "sqlite ok"
+
+    return check
+
+
+def vector_store_check(components: Components) -> Check:
+    def check() -> str:
+        store = components.store
+        store.heartbeat()
+        return f"chroma {components.settings.vectorstore.mode} ({store.location})"
+
+    return check
+
+
+def cache_check(components: Components) -> Check:
+    def check() -> str:
+        cache = components.cache
+        if cache is None:
+            return "disabled"
+        ping = getattr(cache, "ping", None)  # redis: PING; sqlite: the file check below
+        if ping is not None:
+            ping()
+            return "redis ok"
+        return sqlite_check(components.settings.cache_db)()
+
+    return check
+
+
+def checks_for(components: Components) -> dict[str, Check]:
+    """Every dependency a request may touch, by the name /readyz reports."""
+    s = components.settings
+    checks: dict[str, Check] = {
+        "vector_store": vector_store_check(components),
+        "cache": cache_check(components),
+        "ledger": sqlite_check(s.ledger_db),
+        "manifest": sqlite_check(s.data_dir / "manifest.sqlite3"),
+    }
+    if s.auth.enabled:
+        checks["keys"] = sqlite_check(s.keys_db)
+    return checks
+
+
+def run_checks(checks: dict[str, Check]) -> list[CheckResult]:
+    results = []
+    for name, check in checks.items():
+        started = time.perf_counter()
+        error = None
+        try:
+            detail, ok = check(), True
+        except Exception as exc:  # a readiness probe reports failures, it never raises
+            error = type(exc).__name__
+            detail, ok = f"{error}: {exc}"[:300], False
+            log.warning("readiness check %s failing: %s", name, detail)
+        results.append(CheckResult(name, ok, detail, (time.perf_counter() - started) * 1000, error))
+    return results

@@ -1,0 +1,209 @@
+"""Dockerfile and docker-compose.yml stay true to the code, with no Docker engine needed.
+
+No engine runs here, so these tests parse both files and hold them to the properties a
+deployment relies on: the commands are the ones the tests run (and parse with our real
+CLI), every KB_* variable is a real setting, healthchecks hit real routes, state lives on
+named volumes, torch is the pinned CPU build, the image runs as a non-root user.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import typer
+import yaml
+
+from app.cli import cli
+from tests.chroma_server import chroma_command
+from tests.conftest import ROOT
+from tests.test_settings import _env_names
+
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, Any] = COMPOSE["services"]
+APIS = ("api", "api-2")
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) per logical line: continuations joined, comments dropped."""
+    logical, pending = [], ""
+    for raw in (ROOT / "Dockerfile").read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        logical.append(pending + line)
+        pending = ""
+    return [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1] if " " in ln else "") for ln in logical]
+
+
+def _stages() -> list[list[tuple[str, str]]]:
+    stages: list[list[tuple[str, str]]] = []
+    for instr, args in _dockerfile():
+        if instr == "FROM":
+            stages.append([])
+        stages[-1].append((instr, args))
+    return stages
+
+
+def _env(stage: list[tuple[str, str]]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for instr, args in stage:
+        if instr == "ENV":
+            env.update(pair.split("=", 1) for pair in shlex.split(args))  # type: ignore[misc]
+    return env
+
+
+def _parse_cli(argv: list[str]) -> click.Context:
+    """Parse a command line with our real Typer app, without running it (UsageError if wrong)."""
+    assert argv[0] == "kb"
+    group = typer.main.get_command(cli)
+    parent = group.make_context("kb", argv[1:2], resilient_parsing=True)
+    command = group.get_command(parent, argv[1])  # type: ignore[attr-defined]
+    assert command is not None, f"kb has no command {argv[1]!r}"
+    return command.make_context(argv[1], argv[2:], parent=parent)
+
+
+def test_compose_has_the_services_and_profiles() -> None:
+    assert {"api", "api-2", "chroma", "redis", "postgres", "ingest"} <= set(SERVICES)
+    assert "profiles" not in SERVICES["api"]  # the default `docker compose up`
+    assert SERVICES["api-2"]["profiles"] == ["replicas"]
+    assert SERVICES["postgres"]["profiles"] == ["postgres"]
+    for name in ("redis", "postgres"):
+        image = SERVICES[name]["image"]
+        assert ":" in image and not image.endswith(":latest"), f"{name} image must be pinned: {image}"
+
+
+def test_every_long_running_service_has_a_healthcheck() -> None:
+    for name, svc in SERVICES.items():
+        if name == "ingest":
+            assert svc["healthcheck"] == {"disable": True}  # a one-off job
+            continue
+        test = svc["healthcheck"]["test"]
+        assert test[0] in ("CMD", "CMD-SHELL") and len(test) > 1, name
+    assert any("/readyz" in part for part in SERVICES["api"]["healthcheck"]["test"])
+    assert any("/api/v2/heartbeat" in part for part in SERVICES["chroma"]["healthcheck"]["test"])
+
+
+def test_compose_healthchecks_hit_real_routes(tmp_path: Path) -> None:
+    from app.api.main import create_app
+    from app.settings import Settings
+
+    api = create_app(Settings(_env_file=None, data_dir=tmp_path))  # type: ignore[call-arg]
+    assert {"/healthz", "/readyz"} <= set(api.openapi()["paths"])
+
+
+def test_kb_variables_are_real_settings_and_documented() -> None:
+    from app.settings import Settings
+
+    real = _env_names(Settings)
+    example = (ROOT / ".env.example").read_text()
+    used = {k for svc in SERVICES.values() for k in (svc.get("environment") or {})}
+    used |= set(_env(_stages()[-1]))
+    kb_vars = {k for k in used if k.startswith("KB_")}
+    assert kb_vars, "expected KB_* settings in the deployment files"
+    assert not kb_vars - real, f"not a setting: {sorted(kb_vars - real)}"
+    assert not [k for k in kb_vars if f"{k}=" not in example], ".env.example must document them"
+
+
+def test_commands_are_the_ones_the_tests_and_makefile_run() -> None:
+    api = SERVICES["api"]
+    assert api["command"][:2] == ["kb", "serve"]
+    ctx = _parse_cli(api["command"])
+    port = int(api["ports"][0].split(":")[1])
+    assert (ctx.params["host"], ctx.params["port"]) == ("0.0.0.0", port)
+    assert SERVICES["api-2"]["command"] == api["command"]
+    ingest = SERVICES["ingest"]["command"]
+    _parse_cli(ingest)
+    make_line = next(ln for ln in (ROOT / "Makefile").read_text().splitlines() if "kb ingest" in ln)
+    assert " ".join(ingest[1:]) == make_line.split("kb ", 1)[1].replace("$(SAMPLE_COLLECTION)", "handbook")
+    chroma = SERVICES["chroma"]["command"]
+    path, host, port_s = chroma[3], chroma[5], chroma[7]
+    assert chroma == chroma_command(path, host, int(port_s))  # what tests/chroma_server.py starts
+
+
+def test_api_reaches_chroma_and_redis_by_service_name() -> None:
+    for name in APIS:
+        env = SERVICES[name]["environment"]
+        assert env["KB_VECTORSTORE__MODE"] == "http"
+        assert env["KB_VECTORSTORE__HOST"] == "chroma"
+        assert env["KB_VECTORSTORE__PORT"] == SERVICES["chroma"]["command"][7]
+        assert env["KB_CACHE__BACKEND"] == "redis" and env["KB_CACHE__REDIS_URL"].startswith("redis://redis:")
+        deps = SERVICES[name]["depends_on"]
+        assert deps["chroma"]["condition"] == deps["redis"]["condition"] == "service_healthy"
+    assert SERVICES["api-2"]["environment"]["KB_ADMIN__ENABLED"] == "false"  # one ingestion worker
+    assert SERVICES["api-2"]["depends_on"]["api"]["condition"] == "service_healthy"  # one first admin key
+
+
+def test_state_lives_on_named_volumes() -> None:
+    declared = set(COMPOSE["volumes"])
+
+    def mounts(svc: str) -> dict[str, str]:
+        return {v.split(":")[1]: v.split(":")[0] for v in SERVICES[svc]["volumes"]}
+
+    for name in (*APIS, "ingest"):
+        data_dir = SERVICES[name]["environment"]["KB_DATA_DIR"]
+        assert mounts(name)[data_dir] == "kb-data"  # replicas share it until state moves to SQL
+    assert mounts("chroma")[SERVICES["chroma"]["command"][3]] == "chroma-data"
+    assert mounts("postgres")["/var/lib/postgresql/data"] == "pg-data"
+    used = {src for svc in SERVICES.values() for src in (v.split(":")[0] for v in svc.get("volumes", []))}
+    assert used <= declared
+
+
+def test_graceful_stop_outlasts_the_ingestion_worker() -> None:
+    for name in APIS:
+        grace = SERVICES[name]["stop_grace_period"]
+        assert int(re.fullmatch(r"(\d+)s", grace).group(1)) >= 30  # type: ignore[union-attr]  # JobQueue.stop
+
+
+def test_dockerfile_is_multi_stage_non_root_with_healthcheck() -> None:
+    stages = _stages()
+    assert len(stages) >= 2
+    runtime = stages[-1]
+    users = [args for instr, args in runtime if instr == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    health = next(args for instr, args in runtime if instr == "HEALTHCHECK")
+    assert "/healthz" in health
+    cmd = next(args for instr, args in reversed(runtime) if instr == "CMD")
+    assert cmd == '["kb", "serve"]'
+    env = _env(runtime)
+    assert env["HF_HUB_OFFLINE"] == "1" and env["KB_API__HOST"] == "0.0.0.0"
+    assert env["KB_DATA_DIR"] == SERVICES["api"]["environment"]["KB_DATA_DIR"]
+
+
+def test_dockerfile_pins_cpu_torch_and_bakes_the_model() -> None:
+    build = " ".join(args for _, args in _stages()[0])
+    constraints = (ROOT / "constraints.txt").read_text()
+    pinned = re.search(r"^torch==([\d.]+)$", constraints, re.M)
+    assert pinned and f"pip install torch=={pinned.group(1)} --index-url" in build
+    assert "download.pytorch.org/whl/cpu" in build
+    assert "load_embedder" in build and "get_encoding" in build  # export + tiktoken seeded at build time
+    runtime = _stages()[-1]
+    copied = " ".join(args for instr, args in runtime if instr == "COPY")
+    env = _env(runtime)
+    assert env["KB_EMBEDDING__CACHE_DIR"] in copied and env["TIKTOKEN_CACHE_DIR"] in copied
+    assert _env(_stages()[0])["KB_EMBEDDING__CACHE_DIR"] == env["KB_EMBEDDING__CACHE_DIR"]
+
+
+@pytest.mark.parametrize("package", ["app", "ingest", "prompts", "vectorstore", "evals"])
+def test_dockerfile_copies_every_package(package: str) -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'"{package}*"' in pyproject
+    copies = [args.split() for instr, args in _stages()[0] if instr == "COPY"]
+    assert [package, f"./{package}"] in copies
+
+
+def test_dockerignore_keeps_secrets_and_bulk_out_but_not_what_is_copied() -> None:
+    ignored = {ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()}
+    ignored.discard("")
+    assert {".venv", "data", ".env", ".git"} <= ignored
+    copies = [args.split() for stage in _stages() for instr, args in stage if instr == "COPY"]
+    copied = {src for parts in copies if not parts[0].startswith("--from") for src in parts[:-1]}
+    assert copied, "expected COPY lines"
+    assert not copied & ignored, f"copied but ignored: {sorted(copied & ignored)}"

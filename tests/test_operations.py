@@ -1,0 +1,172 @@
+"""Operations over real servers: /readyz, JSON logs tagged with request ids, graceful shutdown.
+
+uvicorn runs here the way ``kb serve`` runs it (``log_config=None``, our root handler),
+so the access line is covered too.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import uvicorn
+
+from app.api.main import create_app
+from app.bootstrap import Components
+from app.logging_setup import configure_logging
+from app.settings import Settings
+from tests.servers import FakeOpenAI, free_port, redis_server
+
+
+@contextmanager
+def running(components: Components) -> Iterator[tuple[str, uvicorn.Server, threading.Thread]]:
+    """Our app under uvicorn configured as ``kb serve`` does; the caller may stop it early."""
+    port = free_port()
+    config = uvicorn.Config(create_app(components.settings, components=components), host="127.0.0.1", port=port,
+                            log_level="info", log_config=None)  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", server, thread
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture
+def components_for(handbook_data_dir: Path, tmp_path: Path, embedder: Any) -> Iterator[Any]:
+    """Components over a private copy of the handbook store, with settings overrides."""
+    built: list[Components] = []
+
+    def make(**overrides: Any) -> Components:
+        data_dir = tmp_path / f"data{len(built)}"
+        shutil.copytree(handbook_data_dir, data_dir)
+        settings = Settings(_env_file=None, data_dir=data_dir, **overrides)  # type: ignore[call-arg]
+        built.append(Components(settings, embedder=embedder))
+        return built[-1]
+
+    yield make
+    for c in built:
+        c.close()
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """JSON logs captured from the root logger; the previous logging setup is restored after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream=stream)
+    yield stream
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def _admin(components: Components) -> dict[str, str]:
+    return {"Authorization": f"Bearer {components.keys.create('ops', 'admin', ['*']).token}"}
+
+
+def test_readyz_reports_every_dependency_without_auth(components_for: Any) -> None:
+    components = components_for()
+    with running(components) as (url, _, _):
+        r = httpx.get(f"{url}/readyz")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["status"] == "ready"
+        assert set(body["checks"]) == {"vector_store", "cache", "ledger", "manifest", "keys"}
+        assert all(c["status"] == "ok" for c in body["checks"].values())
+        started = time.perf_counter()
+        httpx.get(f"{url}/readyz")
+        assert time.perf_counter() - started < 0.5  # normally < 50 ms; generous on a shared 2-core box
+        schema = httpx.get(f"{url}/openapi.json").json()["paths"]["/readyz"]["get"]["responses"]
+        assert schema["200"]["content"]["application/json"]["example"]["status"] == "ready"
+        assert schema["503"]["content"]["application/json"]["example"]["failing"] == ["vector_store"]
+
+
+def test_readyz_names_a_broken_sqlite_store(components_for: Any) -> None:
+    components = components_for()
+    with running(components) as (url, _, _):
+        assert httpx.get(f"{url}/readyz").status_code == 200
+        ledger = components.settings.ledger_db
+        for wal in (ledger.with_name(ledger.name + "-wal"), ledger.with_name(ledger.name + "-shm")):
+            wal.unlink(missing_ok=True)  # else SQLite would read the fresh pages from the WAL
+        ledger.write_bytes(b"this is not a database" * 100)
+        r = httpx.get(f"{url}/readyz")
+        assert r.status_code == 503
+        assert r.json()["failing"] == ["ledger"]
+        assert r.json()["checks"]["ledger"]["error"] == "DatabaseError"
+        assert str(components.settings.data_dir) not in r.text  # paths stay in the server log
+
+
+def test_readyz_pings_redis_and_fails_when_it_stops(components_for: Any, tmp_path: Path) -> None:
+    with redis_server(tmp_path) as redis_url:
+        components = components_for(cache={"backend": "redis", "redis_url": redis_url})
+        with running(components) as (url, _, _):
+            assert httpx.get(f"{url}/readyz").json()["checks"]["cache"]["status"] == "ok"
+            redis.Redis.from_url(redis_url).shutdown(nosave=True)
+            r = httpx.get(f"{url}/readyz")
+            assert r.status_code == 503 and r.json()["failing"] == ["cache"]
+
+
+def test_json_logs_carry_the_request_id(components_for: Any, log_stream: io.StringIO) -> None:
+    components = components_for()
+    headers = {**_admin(components), "X-Request-ID": "trace-ops-1"}
+    with running(components) as (url, _, _):
+        r = httpx.post(f"{url}/search", json={"query": "annual leave", "collection": "handbook"}, headers=headers)
+        assert r.status_code == 200, r.text
+        assert r.headers["x-request-id"] == "trace-ops-1"
+    records = [json.loads(line) for line in log_stream.getvalue().splitlines() if line.strip()]
+    assert records, "nothing was logged"
+    assert all({"ts", "level", "logger", "message", "request_id"} <= set(r) for r in records)
+    assert not any("color_message" in r for r in records)  # uvicorn's ANSI-coloured duplicate
+    mine = [r for r in records if r["request_id"] == "trace-ops-1"]
+    access = [r for r in mine if r["logger"] == "uvicorn.access"]
+    assert len(access) == 1 and "POST /search" in access[0]["message"] and "200" in access[0]["message"]
+    started = [r for r in records if "kb API ready" in r["message"]]
+    assert started and started[0]["request_id"] is None  # outside a request: no id
+
+
+def test_shutdown_lets_an_in_flight_answer_finish(components_for: Any) -> None:
+    with FakeOpenAI() as fake:
+        fake.delay_s = 1.5
+        llm = {"provider": "openai", "base_url": fake.base_url, "api_key": "test", "max_retries": 0}
+        components = components_for(llm=llm)
+        headers = _admin(components)
+        result: dict[str, Any] = {}
+        question = {"question": "How many days of annual leave do I get?", "collection": "handbook"}
+        with running(components) as (url, server, thread):
+
+            def ask() -> None:
+                result["response"] = httpx.post(f"{url}/chat", json=question, headers=headers, timeout=30)
+
+            asker = threading.Thread(target=ask)
+            asker.start()
+            deadline = time.monotonic() + 20
+            while not fake.requests:  # the answer is now being generated upstream
+                assert time.monotonic() < deadline, "the chat request never reached the model"
+                time.sleep(0.02)
+            server.should_exit = True  # what SIGTERM does
+            asker.join(timeout=30)
+            thread.join(timeout=30)
+            assert not thread.is_alive()
+        response = result["response"]
+        assert response.status_code == 200, response.text
+        assert "27 days" in response.json()["answer"]
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{url}/healthz")
