@@ -5,6 +5,7 @@ from __future__ import annotations
 from app.cli import (  # noqa: F401  (importing a module registers its commands)
     ask_cmds,
     audit_cmds,
+    backup_cmds,
     cache_cmds,
     eval_cmds,
     ingest_cmds,
