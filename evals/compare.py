@@ -98,27 +98,31 @@ def load_results(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def compare_runs(a: dict[str, Any], b: dict[str, Any], variant: str | None = None) -> list[Comparison]:
+def compare_runs(
+    a: dict[str, Any], b: dict[str, Any], variant: str | None = None, labels: tuple[str, str] = ("A", "B")
+) -> list[Comparison]:
+    """Pairs of variants across two results files; ``labels`` name the files in the headings."""
     va, vb = a["variants"], b["variants"]
+
+    def pair(x: dict[str, Any], y: dict[str, Any]) -> Comparison:
+        return compare_variants(x, y, f"{x['name']} ({labels[0]})", f"{y['name']} ({labels[1]})")
+
     if variant is not None:
         pick_a = [v for v in va if v["name"] == variant]
         pick_b = [v for v in vb if v["name"] == variant]
         if not pick_a or not pick_b:
             raise EvalError(f"variant {variant!r} is not in both files", code="eval_usage")
-        return [compare_variants(pick_a[0], pick_b[0])]
+        return [pair(pick_a[0], pick_b[0])]
     if len(va) == 1 and len(vb) == 1:
-        before, after = va[0]["name"], vb[0]["name"]
-        if before == after:
-            before, after = f"A: {before}", f"B: {after}"
-        return [compare_variants(va[0], vb[0], before, after)]
+        return [pair(va[0], vb[0])]
     by_name = {v["name"]: v for v in va}
-    pairs = [compare_variants(by_name[v["name"]], v) for v in vb if v["name"] in by_name]
+    pairs = [pair(by_name[v["name"]], v) for v in vb if v["name"] in by_name]
     if not pairs:
         raise EvalError("the two files share no variant name; name one with --variant", code="eval_usage")
     return pairs
 
 
-def _signed(metric: str, change: float | None) -> str:
+def signed(metric: str, change: float | None) -> str:
     if change is None:
         return "—"
     sign = "+" if change >= 0 else "−"
@@ -132,7 +136,7 @@ def comparison_markdown(cmp: Comparison) -> str:
             continue
         mark = {"better": "▲ better", "worse": "▼ worse"}.get(d.verdict, "")
         lines.append(f"| {d.label} | {format_value(d.metric, d.before)} | {format_value(d.metric, d.after)} | "
-                     f"{_signed(d.metric, d.change)} | {mark} |")  # fmt: skip
+                     f"{signed(d.metric, d.change)} | {mark} |")  # fmt: skip
     lines.append("")
     if not cmp.regressions and not cmp.fixes:
         lines.append("No case flipped between pass and fail.")

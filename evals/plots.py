@@ -36,7 +36,7 @@ def metric_bars(variants: list[dict[str, Any]]) -> bytes:
     for i, v in enumerate(variants):
         ys = [len(keys) - 1 - j + (len(variants) / 2 - i - 0.5) * height for j in range(len(keys))]
         vals = [v["metrics"].get(k) or 0.0 for k in keys]
-        bars = ax.barh(ys, vals, height=height, label=v["name"])
+        bars = ax.barh(ys, vals, height=height, label=v["name"], color=f"C{i}")
         for bar, key in zip(bars, keys, strict=True):
             value = v["metrics"].get(key)
             text = "n/a" if value is None else f"{value:.2f}"
@@ -55,7 +55,7 @@ def latency_distribution(variants: list[dict[str, Any]]) -> bytes:
     fig, ax = plt.subplots(figsize=(9, 1.0 + 0.6 * len(variants)))
     ax.boxplot(data, vert=False, showfliers=False)
     for i, values in enumerate(data, start=1):
-        ax.scatter(values, [i] * len(values), s=10, alpha=0.5)
+        ax.scatter(values, [i] * len(values), s=10, alpha=0.5, color=f"C{i - 1}")
     ax.set_yticks(range(1, len(variants) + 1))
     ax.set_yticklabels([v["name"] for v in variants])
     ax.set_xlabel("answer latency per case (ms)")
@@ -63,37 +63,33 @@ def latency_distribution(variants: list[dict[str, Any]]) -> bytes:
     return _png(fig)
 
 
-def _scatter(ax: Any, points: dict[tuple[float, float], list[str]]) -> None:
-    for (x, y), names in points.items():
-        ax.scatter([x], [y], s=60)
-        ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-
-
 def cost_vs_quality(variants: list[dict[str, Any]]) -> bytes:
-    """Quality (share of cases passed) against total cost, and against latency p95 (the other price)."""
+    """Quality (share of cases passed) against total cost, and against latency p95 (the other price).
+
+    Each variant keeps its colour from the bar chart; points that coincide are drawn smaller in
+    turn, so every variant stays visible.
+    """
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    by_cost: dict[tuple[float, float], list[str]] = {}
-    by_latency: dict[tuple[float, float], list[str]] = {}
-    for v in variants:
+    costs = [v["metrics"].get("cost_total_usd") for v in variants]
+    for i, v in enumerate(variants):
         quality = v["metrics"].get("pass_rate") or 0.0
-        cost = v["metrics"].get("cost_total_usd")
-        name = v["name"] + ("" if cost is not None else " (cost unknown)")
-        by_cost.setdefault((cost or 0.0, quality), []).append(name)
-        by_latency.setdefault((v["metrics"].get("latency_p95_ms") or 0.0, quality), []).append(v["name"])
-    _scatter(left, by_cost)
-    _scatter(right, by_latency)
+        size = max(140 - 40 * i, 30)
+        label = v["name"] + ("" if costs[i] is not None else " (cost unknown)")
+        left.scatter([costs[i] or 0.0], [quality], s=size, color=f"C{i}", label=label, zorder=3)
+        right.scatter([v["metrics"].get("latency_p95_ms") or 0.0], [quality], s=size, color=f"C{i}", zorder=3)
     left.set_xlabel("total cost of the suite (USD)")
     left.set_ylabel("share of cases passed")
     left.set_ylim(0, 1.05)
-    if all(x == 0.0 for x, _ in by_cost):
+    if all((c or 0.0) == 0.0 for c in costs):
         left.set_xlim(-0.01, 0.1)
         left.set_title("Cost vs quality (all $0: offline provider)")
     else:
         left.set_xlim(left=0)
         left.set_title("Cost vs quality")
     right.set_xlabel("latency p95 (ms)")
-    right.set_xlim(left=0, right=max(x for x, _ in by_latency) * 1.3 or 1.0)
+    right.set_xlim(left=0, right=max(v["metrics"].get("latency_p95_ms") or 0.0 for v in variants) * 1.2 or 1.0)
     right.set_title("Latency vs quality")
+    left.legend(loc="lower left", fontsize=8)
     for ax in (left, right):
         ax.grid(alpha=0.3)
     return _png(fig)

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from evals.compare import Comparison, compare_variants, comparison_markdown
+from evals.compare import Comparison, compare_variants, comparison_markdown, signed
 from evals.scoring import METRICS, format_value
 
 MAX_LISTED = 12
@@ -43,6 +43,10 @@ def metrics_markdown(results: dict[str, Any]) -> str:
 
 def markdown_summary(results: dict[str, Any], gate_failures: list[str] | None = None) -> str:
     out = [f"## kb eval — {_headline(results)}", "", metrics_markdown(results), ""]
+    variants = results["variants"]
+    if len({v["prompt"] for v in variants}) > 1 and any(v["provider"] == "extractive" for v in variants):
+        out += ["Note: the extractive provider copies sentences and ignores the prompt's text, so prompt "
+                "versions only differ with a generative provider (--provider openai or local).", ""]  # fmt: skip
     for cmp in comparisons(results):
         out += [comparison_markdown(cmp), ""]
     for v in results["variants"]:
@@ -87,10 +91,10 @@ def _comparison_html(cmp: Comparison) -> str:
     for d in cmp.deltas:
         if d.before is None and d.after is None:
             continue
-        change = "—" if d.change is None else f"{d.change:+.4g}"
+        change = signed(d.metric, d.change) + ("" if d.verdict == "same" else f" {d.verdict}")
         rows.append(
             f"<tr><td>{_e(d.label)}</td><td>{format_value(d.metric, d.before)}</td>"
-            f"<td>{format_value(d.metric, d.after)}</td><td class='{d.verdict}'>{change} {d.verdict}</td></tr>"
+            f"<td>{format_value(d.metric, d.after)}</td><td class='{d.verdict}'>{change}</td></tr>"
         )
     parts = [
         f"<h3>{_e(cmp.before)} → {_e(cmp.after)}</h3>",

@@ -9,10 +9,12 @@ from the usage ledger rows of the case's request ids, latency from the answer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 from app.bootstrap import Components
 from app.errors import KbError
 from app.rag.conversation import Turn
-from app.rag.service import Answer, RagService
+from app.rag.service import Answer
 from evals import metrics as m
 from evals.judge import Judge, is_generative
 from evals.scoring import Grounding, aggregate, score_case
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 RESULTS_SCHEMA = 1
 RANKED_K = 10  # chunks ranked per case for MRR and nDCG@10
+ABORT_AFTER = 3  # a variant whose first cases all raise errors is misconfigured: stop it
 Progress = Callable[[str, int, int, dict[str, Any]], None]
 
 
@@ -67,19 +70,38 @@ def plan_variants(
     return out
 
 
-def _ranked(rag: RagService, query: str, collection: str) -> list[m.Ranked]:
-    hits = rag.search(query, [collection], top_k=min(RANKED_K, rag.config.max_top_k))
-    return [m.Ranked(str(h.metadata.get("source", "")), h.metadata.get("page"), h.id, h.text) for h in hits]
+class Measures:
+    """What the evaluator computes besides the answers, cached across cases and variants.
+
+    The ranked list comes from the variant's own retriever (its mode and fusion settings) with
+    the query embedded once per distinct question; the answer path is never given a cached
+    vector, so the latencies measured stay those of a real request.
+    """
+
+    def __init__(self, components: Components):
+        self.embedder = components.embedder
+        self.grounding = Grounding(components.embedder)  # type: ignore[arg-type]
+        self._queries: dict[str, list[float]] = {}
+
+    def ranked(self, components: Components, query: str, collection: str) -> list[m.Ranked]:
+        if query not in self._queries:
+            self._queries[query] = self.embedder.embed_query(query)
+        hits = components.retriever.search(query, [collection], RANKED_K, query_vector=self._queries[query])
+        return [m.Ranked(str(h.metadata.get("source", "")), h.metadata.get("page"), h.id, h.text) for h in hits]
 
 
 class CaseRunner:
-    def __init__(self, components: Components, suite: Suite, *, use_cache: bool, judge: Judge | None, run_id: str):
+    def __init__(
+        self, components: Components, suite: Suite, measures: Measures, *, use_cache: bool, judge: Judge | None,
+        run_id: str,
+    ):  # fmt: skip
         self.c = components
         self.suite = suite
+        self.measures = measures
+        self.grounding = measures.grounding
         self.use_cache = use_cache
         self.judge = judge
         self.run_id = run_id
-        self.grounding = Grounding(components.embedder)  # type: ignore[arg-type]
 
     def _ask(self, question: str, spec: VariantSpec, rid: str, history: list[Turn]) -> Answer:
         return self.c.rag.answer(
@@ -101,7 +123,8 @@ class CaseRunner:
                 history.append(Turn(earlier, prior.answer, prior.standalone_question))
             result["request_ids"].append(rid)
             answer = self._ask(case.question, spec, rid, history)
-            ranked = _ranked(self.c.rag, answer.standalone_question or case.question, self.suite.collection)
+            query = answer.standalone_question or case.question
+            ranked = self.measures.ranked(self.c, query, self.suite.collection)
         except KbError as exc:
             log.warning("case %s failed: %s", case.id, exc.message)
             return {**result, "error": f"{exc.code}: {exc.message}", "answer": "", "refused": False, "passed": False,
@@ -124,7 +147,8 @@ class CaseRunner:
     def _score(self, case: Case, answer: Answer, ranked: list[m.Ranked], rid: str) -> dict[str, Any]:
         refused = not answer.grounded
         passages = self._passage_texts(answer, ranked)
-        cited = [passages[c.n - 1] or c.snippet for c in answer.citations if 1 <= c.n <= len(passages)]
+        cited = [m.Ranked(c.source, c.page, c.chunk_id, passages[c.n - 1] or c.snippet)
+                 for c in answer.citations if 1 <= c.n <= len(passages)]  # fmt: skip
         sims = None if refused else self.grounding.best_similarities(answer.answer, passages)
         k = self.c.rag.config.top_k
         scores, failures = score_case(
@@ -175,12 +199,13 @@ def _costs(components: Components, cases: list[dict[str, Any]], since: float) ->
 
 def run_variant(
     base: Components, suite: Suite, spec: VariantSpec, *, run_id: str, use_cache: bool, judge: bool | None,
-    progress: Progress | None = None,
+    measures: Measures | None = None, progress: Progress | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     overrides = dict(spec.set)
     if spec.provider:
         overrides["llm.provider"] = spec.provider
     components = variant_components(base, with_overrides(base.settings, overrides))
+    measures = measures or Measures(base)
     try:
         rag = components.rag
         if spec.prompt:
@@ -190,18 +215,32 @@ def run_variant(
                 raise EvalError(str(exc), code="prompt_not_found") from exc
         use_judge = is_generative(components.chat_model) if judge is None else judge
         grader = Judge(components.chat_model, components.prompts) if use_judge else None
-        runner = CaseRunner(components, suite, use_cache=use_cache, judge=grader, run_id=f"{run_id}-{spec.name}")
-        _ranked(rag, suite.cases[0].question, suite.collection)  # warm up (model, BM25 index): not timed
+        runner = CaseRunner(
+            components, suite, measures, use_cache=use_cache, judge=grader, run_id=f"{run_id}-{spec.name}"
+        )
+        # Warm up (embedding model, BM25 index, tokenizer, SQLite handles) so the first case is timed like the
+        # others; a whole answer only where it is free, retrieval alone for a paid provider.
+        warm = suite.cases[0].question
+        with contextlib.suppress(KbError):  # a case that fails will say why itself
+            if is_generative(components.chat_model):
+                rag.search(warm, [suite.collection])
+            else:
+                rag.answer(warm, suite.collection, request_id=f"eval-{run_id}-warmup", use_cache=False)
         since = time.time() - 1
         cases = []
         for i, case in enumerate(suite.cases):
             cases.append(runner.run(case, spec, i))
             if progress:
                 progress(str(spec.name), i + 1, len(suite.cases), cases[-1])
+            if len(cases) == ABORT_AFTER and all(c["error"] for c in cases):  # misconfigured: say so once
+                raise EvalError(f"variant {spec.name}: the first {ABORT_AFTER} cases all failed; the first "
+                                f"with {cases[0]['error']}", code="eval_variant_failed")  # fmt: skip
         judge_cost = _costs(components, cases, since)
         s = components.settings
+        seen = Counter(c["prompt"] for c in cases if c.get("prompt"))  # an A/B split may mix versions
+        prompt = spec.prompt or ", ".join(seen) or s.prompts.answer
         return {
-            "name": spec.name, "prompt": spec.prompt or s.prompts.answer, "provider": components.chat_model.provider,
+            "name": spec.name, "prompt": prompt, "prompts_seen": dict(seen), "provider": components.chat_model.provider,
             "model": components.chat_model.model, "set": spec.set, "top_k": rag.config.top_k,
             "retrieval_mode": s.retrieval.mode, "judge": grader.prompt_id if grader else None,
             "judge_cost_usd": judge_cost if grader else None, "metrics": aggregate(cases), "cases": cases,
@@ -217,8 +256,11 @@ def run_suite(
     """The results document (see ``RESULTS_SCHEMA``): suite, machine, workspace, and one entry per variant."""
     run_id = uuid.uuid4().hex[:8]
     started = time.perf_counter()
+    measures = Measures(base)
     results = [
-        run_variant(base, suite, spec, run_id=run_id, use_cache=use_cache, judge=judge, progress=progress)
+        run_variant(
+            base, suite, spec, run_id=run_id, use_cache=use_cache, judge=judge, measures=measures, progress=progress
+        )
         for spec in variants
     ]
     return {

@@ -17,13 +17,17 @@ eval_cli = typer.Typer(help="Evaluation suites: run them, compare results, gate 
 cli.add_typer(eval_cli, name="eval")
 
 
-def _progress(enabled: bool) -> Any:
-    if not enabled or not console.is_terminal:
-        return None
+def _progress(quiet: bool) -> Any:
+    """On a terminal a line per case; in logs (CI) a line per variant."""
+    passed: dict[str, int] = {}
 
     def show(variant: str, done: int, total: int, case: dict[str, Any]) -> None:
-        mark = "[green]pass[/green]" if case["passed"] else "[red]fail[/red]"
-        console.print(f"  {variant} {done}/{total} {case['id']}: {mark}", highlight=False)
+        passed[variant] = passed.get(variant, 0) + bool(case["passed"])
+        if console.is_terminal and not quiet:
+            mark = "[green]pass[/green]" if case["passed"] else "[red]fail[/red]"
+            console.print(f"  {variant} {done}/{total} {case['id']}: {mark}", highlight=False)
+        elif done == total:
+            console.print(f"  {variant}: {total} cases, {passed[variant]} passed", highlight=False)
 
     return show
 
@@ -82,7 +86,7 @@ def run(
             stack.callback(components.close)
             console.print(f"kb eval: {loaded.name}, {len(loaded.cases)} cases x {len(variants)} variant(s)")
             results = run_suite(loaded, components, variants, use_cache=cache, judge=judge,
-                                progress=_progress(not quiet), workspace=workspace)  # fmt: skip
+                                progress=_progress(quiet), workspace=workspace)  # fmt: skip
         except KbError as exc:
             raise fail(exc) from exc
     failures = [str(f) for f in check_gate(thresholds, results)] if thresholds else None
@@ -111,7 +115,8 @@ def compare(
     from evals.compare import compare_runs, comparison_markdown, load_results
 
     try:
-        comparisons = compare_runs(load_results(before), load_results(after), variant)
+        labels = (before.name, after.name) if before.name != after.name else (str(before), str(after))
+        comparisons = compare_runs(load_results(before), load_results(after), variant, labels)
     except KbError as exc:
         raise fail(exc) from exc
     if as_json:
