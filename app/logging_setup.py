@@ -80,4 +80,8 @@ def configure_logging(level: str = "INFO", fmt: str = "text", *, stream: IO[str]
     root.setLevel(level.upper())
     for name in NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # undo a uvicorn dictConfig run earlier in-process
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
     return handler

@@ -24,8 +24,7 @@ class BodySizeLimit:
         self.exempt_prefixes = exempt_prefixes
 
     async def _refuse(self, scope: Scope, send: Send, size: str) -> None:
-        headers = dict(scope.get("headers") or [])
-        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        request_id = scope.get("state", {}).get("request_id") or uuid.uuid4().hex
         message = (
             f"request body is {size}; the limit is {self.max_bytes // 1024} KiB (KB_LIMITS__MAX_BODY_KB). "
             "Send a shorter question or fewer fields."

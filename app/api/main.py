@@ -7,27 +7,24 @@ first request, so the first employee does not wait for it).
 from __future__ import annotations
 
 import logging
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI
 
 import app as app_pkg
-from app import metrics
 from app.api import deps
 from app.api.body_limit import BodySizeLimit
 from app.api.deps import RateLimiter
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
+from app.api.request_context import RequestContext
 from app.api.routes import admin, chat, openai_compat, search, system, usage
 from app.api.routes import metrics as metrics_route
 from app.api.routes import web as web_route
 from app.auth import ensure_first_admin_key
 from app.bootstrap import Components
 from app.errors import ConfigurationError
-from app.logging_setup import request_id_var
 from app.settings import Settings, get_settings, is_loopback
 from ingest.jobs import JobQueue
 
@@ -77,23 +74,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
     api.state.rate_limiter = RateLimiter(settings.limits.requests_per_minute, settings.limits.rate_limit_storage)
     api.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_kb * 1024)
 
-    @api.middleware("http")
-    async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        request.state.request_id = rid[:64]
-        request_id_var.set(request.state.request_id)  # every log line of this request carries it
-        started = time.perf_counter()
-        status = 500  # unless a response says otherwise: an exception escaping here becomes a 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-        finally:
-            route = request.scope.get("route")
-            template = getattr(route, "path", "unmatched")  # the template, never the raw path (cardinality)
-            metrics.HTTP_REQUESTS.labels(request.method, template, str(status)).inc()
-            metrics.HTTP_LATENCY.labels(request.method, template).observe(time.perf_counter() - started)
-        response.headers["X-Request-ID"] = request.state.request_id
-        return response
+    api.add_middleware(RequestContext)  # outermost of ours: ids and metrics cover the body-size refusals too
 
     admin_enabled = settings.admin.is_enabled(settings.api.host, settings.auth.enabled)
     admin_state = "on, admin keys only" if admin_enabled else "off (set KB_ADMIN__ENABLED=true to serve it)"

@@ -1,0 +1,52 @@
+"""Per-request context as plain ASGI middleware: request id, metrics, and the id on every log line.
+
+Plain ASGI rather than ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware runs
+the rest of the app in a separate task and re-streams the response, which costs about a
+millisecond per request (a third of an answer-cache hit) and can drop context variables.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import metrics
+from app.logging_setup import request_id_var
+
+
+class RequestContext:
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        rid = (given or uuid.uuid4().hex)[:64]
+        scope.setdefault("state", {})["request_id"] = rid  # request.state.request_id
+        token = request_id_var.set(rid)  # every log line of this request carries it
+        started = time.perf_counter()
+        status = 500  # unless a response starts: an exception escaping here becomes a 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                    headers.append((b"x-request-id", rid.encode("latin-1")))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")  # the template, never the raw path (cardinality)
+            method = scope.get("method", "")
+            metrics.HTTP_REQUESTS.labels(method, template, str(status)).inc()
+            metrics.HTTP_LATENCY.labels(method, template).observe(time.perf_counter() - started)
+            request_id_var.reset(token)
