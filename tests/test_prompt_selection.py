@@ -82,3 +82,32 @@ def test_split_setting_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp
         Settings(_env_file=None)  # type: ignore[call-arg]
     monkeypatch.delenv("KB_PROMPTS__SPLIT")
     assert Settings(_env_file=None).prompts.split == {}  # type: ignore[call-arg]
+
+
+def test_the_split_version_is_recorded_on_the_answer_the_ledger_and_the_audit_log(
+    handbook_data_dir, tmp_path, embedder
+):  # type: ignore[no-untyped-def]
+    import shutil
+
+    from app.bootstrap import Components
+    from tests.servers import api_client
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(handbook_data_dir, data_dir)
+    split = {"answer": {"answer@v1": 0.5, "answer@v2": 0.5}}
+    settings = Settings(_env_file=None, data_dir=data_dir, prompts={"split": split})  # type: ignore[call-arg]
+    components = Components(settings, embedder=embedder)
+    chosen = {}
+    with api_client(components, role="employee", collections=("handbook",)) as client:
+        for i in range(12):
+            body = {"question": "What is the hotel limit per night?", "cache": False}
+            answer = client.post("/chat", json=body, headers={"X-Request-ID": f"ab-{i}"}).json()
+            chosen[answer["request_id"]] = answer["prompt"]
+    components = Components(settings, embedder=embedder)  # the server closed its stores on shutdown
+    try:
+        assert set(chosen.values()) == {"answer@v1", "answer@v2"}
+        ledger = {r["request_id"]: r["prompt"] for r in components.ledger.rows() if r["request_id"] in chosen}
+        audited = {r["request_id"]: r["prompt"] for r in components.audit.rows() if r["request_id"] in chosen}  # type: ignore[union-attr]
+        assert ledger == chosen and audited == chosen
+    finally:
+        components.close()
