@@ -19,7 +19,7 @@ from typing import IO, Any
 
 request_id_var: ContextVar[str | None] = ContextVar("kb_request_id", default=None)
 
-NOISY = ("httpx", "chromadb", "sentence_transformers")
+NOISY = ("httpx", "chromadb", "sentence_transformers", "bm25s")
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id", "color_message"}
 _MARK = "_kb_handler"
 
