@@ -58,6 +58,26 @@ def test_hybrid_hits_carry_both_retrievers_scores(handbook_components: Component
     assert lexical[0].metadata["source"] == "office-faq.txt" and lexical[0].dense is None
 
 
+def test_hybrid_search_reads_metadata_from_bm25_and_texts_for_the_returned_hits_only(
+    handbook_components: Components,
+) -> None:
+    c = handbook_components
+    query = "How many days of annual leave do I get?"
+    hits = c.retriever.search(query, ["handbook"], 5)
+    stored = c.store.get_records("handbook", [h.id for h in hits])
+    assert hits and all((h.text, h.metadata) == stored[h.id] for h in hits)  # as Chroma holds them
+
+    # A chunk the BM25 index lacks (an index behind the vector store) is still found, with
+    # Chroma's metadata and text.
+    top = hits[0]
+    with c.lexical._tx() as conn:
+        conn.execute("DELETE FROM chunks WHERE collection = ? AND chunk_id = ?", ("handbook", top.id))
+        c.lexical._bump("handbook")
+    found = {h.id: h for h in c.retriever.search(query, ["handbook"], 5)}[top.id]
+    assert (found.text, found.metadata) == stored[top.id]
+    assert found.lexical == 0.0  # no BM25 evidence for it any more
+
+
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "lexical"])
 def test_filters_apply_inside_every_retriever(handbook_components: Components, mode: str) -> None:
     def search(query: str, filters: SearchFilters) -> list:  # type: ignore[type-arg]

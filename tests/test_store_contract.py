@@ -71,6 +71,20 @@ def _fill(store: VectorStore, name: str = "hr") -> None:
     )
 
 
+def test_a_query_without_records_reads_them_later_for_the_hits_it_keeps(store: VectorStore) -> None:
+    _fill(store)
+    full = store.query("hr", _unit(1, 0, 0), k=3, with_embeddings=True)
+    lean = store.query("hr", _unit(1, 0, 0), k=3, with_embeddings=True, with_records=False)
+    assert [(h.id, h.score) for h in lean] == [(h.id, h.score) for h in full]
+    assert all(h.text == "" and h.metadata == {} and h.embedding is not None for h in lean)
+    records = store.get_records("hr", ["b#0", "a#0", "gone#9"])
+    assert records == {
+        "a#0": ("leave is 27 days", {"document_id": "a", "source": "leave.md", "page": 1}),
+        "b#0": ("hotels up to 180 EUR", {"document_id": "b", "source": "travel.md", "page": 1}),
+    }
+    assert store.get_records("hr", []) == {}
+
+
 def test_upsert_then_query_ranks_by_cosine_and_keeps_text_and_metadata(store: VectorStore) -> None:
     _fill(store)
     hits = store.query("hr", _unit(1, 0, 0), k=3)

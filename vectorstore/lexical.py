@@ -201,9 +201,18 @@ class LexicalIndex:
             return built
 
     def search(
-        self, collection: str, query: str, k: int, accept: Callable[[Metadata], bool] | None = None
+        self,
+        collection: str,
+        query: str,
+        k: int,
+        accept: Callable[[Metadata], bool] | None = None,
+        *,
+        with_text: bool = True,
     ) -> list[LexicalHit]:
-        """Top ``k`` chunks by BM25 with a positive score; ``accept`` filters on chunk metadata."""
+        """Top ``k`` chunks by BM25 with a positive score; ``accept`` filters on chunk metadata.
+
+        ``with_text=False`` leaves the texts empty (a caller keeping a few of the hits reads theirs
+        with ``texts``)."""
         built = self._index(collection)
         scored = self._scores(built, query)
         if scored is None or k <= 0:
@@ -218,7 +227,7 @@ class LexicalIndex:
             return []
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
-        texts = self._texts(collection, [built.ids[i] for i in top])
+        texts = self.texts(collection, [built.ids[i] for i in top]) if with_text else {}
         return [
             LexicalHit(
                 built.ids[i], texts.get(built.ids[i], ""), built.metadatas[i], float(scores[i]), float(coverage[i])
@@ -276,7 +285,19 @@ class LexicalIndex:
             total_idf += idf
         return scores, covered / total_idf
 
-    def _texts(self, collection: str, ids: list[str]) -> dict[str, str]:
+    def metadatas(self, collection: str, ids: Iterable[str]) -> dict[str, Metadata]:
+        """Metadata of the given chunks from the in-memory index (a copy; absent ids are left out).
+
+        The same metadata ingestion gave the vector store: retrieval reads it here instead of
+        asking Chroma for it on every query."""
+        built = self._index(collection)
+        found = ((cid, built.positions.get(cid)) for cid in ids)
+        return {cid: dict(built.metadatas[pos]) for cid, pos in found if pos is not None}
+
+    def texts(self, collection: str, ids: list[str]) -> dict[str, str]:
+        """Texts of the given chunks (absent ids are left out)."""
+        if not ids:
+            return {}
         marks = ",".join("?" for _ in ids)
         with self._lock:
             rows = self._conn.execute(

@@ -261,6 +261,15 @@ class VectorStore:
         vectors = got["embeddings"] if got["embeddings"] is not None else []
         return {cid: np.asarray(vec, dtype=np.float32) for cid, vec in zip(got["ids"], vectors, strict=True)}
 
+    def get_records(self, name: str, ids: Sequence[str]) -> dict[str, tuple[str, Metadata]]:
+        """Text and metadata of the given chunks (missing ids are left out)."""
+        if not ids:
+            return {}
+        got = self._read(name, lambda c: c.get(ids=list(ids), include=["documents", "metadatas"]))
+        docs: list[Any] = got["documents"] if got["documents"] else [None] * len(got["ids"])
+        metas: list[Any] = got["metadatas"] if got["metadatas"] else [None] * len(got["ids"])
+        return {cid: (d or "", dict(m or {})) for cid, d, m in zip(got["ids"], docs, metas, strict=True)}
+
     def get_all(self, name: str) -> tuple[list[str], list[str], list[Metadata]]:
         """Every chunk's id, text and metadata (rebuilding a derived index, e.g. BM25)."""
         try:
@@ -279,8 +288,14 @@ class VectorStore:
         where: Metadata | None = None,
         *,
         with_embeddings: bool = False,
+        with_records: bool = True,
     ) -> list[Hit]:
-        include: list[Any] = ["documents", "metadatas", "distances"]
+        """The ``k`` nearest chunks. ``with_records=False`` leaves text and metadata empty: reading them
+        costs Chroma more than the search itself (~3 ms for 40 hits on 10k chunks, vs ~1 ms), so a caller
+        that has them elsewhere, or needs them for a few hits only, skips it."""
+        include: list[Any] = ["distances"]
+        if with_records:
+            include += ["documents", "metadatas"]
         if with_embeddings:
             include.append("embeddings")
         res = self._read(
@@ -293,8 +308,8 @@ class VectorStore:
             ),
         )
         ids = res["ids"][0]
-        docs = (res["documents"] or [[]])[0]
-        metas = (res["metadatas"] or [[]])[0]
+        docs: list[Any] = res["documents"][0] if res["documents"] else [None] * len(ids)  # None: not asked for
+        metas: list[Any] = res["metadatas"][0] if res["metadatas"] else [None] * len(ids)
         dists = (res["distances"] or [[]])[0]
         vectors: Any = res["embeddings"][0] if with_embeddings and res["embeddings"] is not None else []
         return [

@@ -42,12 +42,13 @@ class ExtractiveChatModel:
         q_terms = set(terms(question))
         if not candidates or not q_terms:
             return REFUSAL
-        df = Counter(t for _, _, s in candidates for t in set(terms(s)))
+        sentence_terms = [set(terms(s)) for _, _, s in candidates]  # each sentence analysed once
+        df = Counter(t for ts in sentence_terms for t in ts)
         idf = {t: math.log(1 + len(candidates) / (1 + df[t])) for t in q_terms}
         total = sum(idf.values())
         scored = []
-        for n, rank, sentence in candidates:
-            covered = q_terms & set(terms(sentence))
+        for (n, rank, sentence), sentence_vocabulary in zip(candidates, sentence_terms, strict=True):
+            covered = q_terms & sentence_vocabulary
             coverage = sum(idf[t] for t in covered) / total
             scored.append((coverage - 0.01 * rank, coverage, n, sentence))
         scored.sort(key=lambda item: -item[0])
