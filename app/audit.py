@@ -5,8 +5,8 @@ attempt (what was spent), the audit log a row per answer (what was asked and
 answered, from which chunks, with which prompt version). The question's sha256 is
 always kept, so a question can be traced ("was this asked, by which key?") even
 with ``store_text=False``, where neither the question nor the answer text is
-written. Writes happen on the request path from the API's thread pool: one
-serialised WAL connection (``SqliteDb``) keeps each insert well under a millisecond.
+written. It is the ``audit`` table of the shared SQL database (``app.db``). Writes happen on
+the request path from the API's thread pool: each is one INSERT (``app.db.engine``).
 """
 
 from __future__ import annotations
@@ -14,45 +14,21 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine, delete, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.db import engine_for
+from app.db.engine import safe_url
+from app.db.schema import audit
 from app.errors import KbError
-from app.llm.sqlite_util import SqliteDb
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
-    request_id TEXT NOT NULL,
-    key_name TEXT,
-    collections TEXT NOT NULL,
-    question_sha256 TEXT NOT NULL,
-    question TEXT,
-    standalone_question TEXT,
-    conversation_id TEXT,
-    prompt TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    model TEXT NOT NULL,
-    answer TEXT,
-    retrieved TEXT NOT NULL,
-    cited TEXT NOT NULL,
-    grounded INTEGER NOT NULL,
-    cached INTEGER NOT NULL,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    cost_usd REAL,
-    latency_ms REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
-CREATE INDEX IF NOT EXISTS audit_key_ts ON audit (key_name, ts);
-CREATE INDEX IF NOT EXISTS audit_request ON audit (request_id);
-"""
 _JSON_LISTS = ("collections", "retrieved", "cited")
 _PRUNE_EVERY_S = 3600.0
 
@@ -97,11 +73,11 @@ class AuditRecord:
 class AuditLog:
     """Append-only log of answers; ``rows`` reads it back with JSON lists decoded and flags as booleans."""
 
-    def __init__(self, path: str | Path, *, store_text: bool = True, retention_days: int = 0):
-        self.path = Path(path)
+    def __init__(self, db: Engine | str | Path, *, store_text: bool = True, retention_days: int = 0):
         self.store_text = store_text
         self.retention_s = retention_days * 86400.0
-        self._db = SqliteDb(self.path, _SCHEMA)
+        self._engine, self._owned = engine_for(db)
+        self._insert = audit.insert()
         self._next_prune = 0.0
         self._maybe_prune(time.time())
 
@@ -128,30 +104,26 @@ class AuditLog:
             "cost_usd": rec.cost_usd,
             "latency_ms": rec.latency_ms,
         }
-        columns = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
         try:
-            with self._db.tx() as conn:
-                conn.execute(f"INSERT INTO audit ({columns}) VALUES ({marks})", tuple(row.values()))
-        except sqlite3.Error as exc:
-            raise AuditError(f"could not write request {rec.request_id} to the audit log {self.path}: {exc}") from exc
+            with self._engine.begin() as conn:
+                conn.execute(self._insert, row)
+        except SQLAlchemyError as exc:
+            where = safe_url(self._engine.url)
+            raise AuditError(f"could not write request {rec.request_id} to the audit log in {where}: {exc}") from exc
         self._maybe_prune(time.time())
 
     def rows(
         self, since_ts: float = 0.0, key_name: str | None = None, limit: int | None = None
     ) -> list[dict[str, Any]]:
         """Rows at or after ``since_ts`` (of one key if given), oldest first; ``limit`` keeps the newest N."""
-        sql = "SELECT * FROM audit WHERE ts >= ?"
-        args: list[Any] = [since_ts]
+        query = select(audit).where(audit.c.ts >= since_ts)
         if key_name is not None:
-            sql += " AND key_name = ?"
-            args.append(key_name)
-        sql += " ORDER BY ts DESC, id DESC"
+            query = query.where(audit.c.key_name == key_name)
+        query = query.order_by(audit.c.ts.desc(), audit.c.id.desc())
         if limit is not None:
-            sql += " LIMIT ?"
-            args.append(max(limit, 0))
-        with self._db.tx() as conn:
-            found = [dict(r) for r in conn.execute(sql, args).fetchall()]
+            query = query.limit(max(limit, 0))
+        with self._engine.connect() as conn:
+            found = [dict(r) for r in conn.execute(query).mappings()]
         for row in found:
             for name in _JSON_LISTS:
                 row[name] = json.loads(row[name])
@@ -160,8 +132,8 @@ class AuditLog:
 
     def purge(self, before_ts: float) -> int:
         """Delete rows older than ``before_ts``; returns how many went."""
-        with self._db.tx() as conn:
-            removed = conn.execute("DELETE FROM audit WHERE ts < ?", (before_ts,)).rowcount
+        with self._engine.begin() as conn:
+            removed = conn.execute(delete(audit).where(audit.c.ts < before_ts)).rowcount
         if removed:
             log.info("audit log: removed %d rows older than the retention window", removed)
         return removed
@@ -174,4 +146,5 @@ class AuditLog:
         self.purge(now - self.retention_s)
 
     def close(self) -> None:
-        self._db.close()
+        if self._owned:
+            self._engine.dispose()

@@ -6,6 +6,10 @@ stolen database useless (a slow password hash buys nothing against 256 random bi
 and would cost milliseconds on every request). Lookup is by hash, so comparing a
 guess never leaks how many characters matched.
 
+The keys are the ``api_keys`` table of the shared SQL database (``app.db``), so a key
+created or revoked through one replica holds on every replica from the next request.
+``authenticate`` runs on every request: one indexed SELECT on a pooled connection.
+
 Roles: ``employee`` keys read the collections they were granted (``*`` grants all);
 ``admin`` keys read everything and may use the /admin API.
 """
@@ -20,30 +24,20 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from sqlalchemy import Engine, bindparam, select, update
+
+from app.db import engine_for
+from app.db.engine import retry_on_disconnect
+from app.db.schema import api_keys
 from app.errors import KbError
-from app.llm.sqlite_util import SqliteDb
 
 log = logging.getLogger(__name__)
 
 Role = Literal["employee", "admin"]
 ROLES: tuple[str, ...] = ("employee", "admin")
 ALL = "*"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    role TEXT NOT NULL,
-    collections TEXT NOT NULL,
-    token_sha256 TEXT NOT NULL UNIQUE,
-    prefix TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    revoked_at REAL
-);
-CREATE INDEX IF NOT EXISTS api_keys_name ON api_keys (name);
-"""
 
 
 class KeyManagementError(KbError):
@@ -105,9 +99,16 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+_COLUMNS = (
+    api_keys.c.id, api_keys.c.name, api_keys.c.role, api_keys.c.collections, api_keys.c.prefix,
+    api_keys.c.created_at, api_keys.c.revoked_at,
+)  # fmt: skip
+_BY_HASH = select(*_COLUMNS).where(api_keys.c.token_sha256 == bindparam("token_sha256"))
+
+
 class KeyStore:
-    def __init__(self, path: str | Path):
-        self._db = SqliteDb(path, _SCHEMA)
+    def __init__(self, db: Engine | str | Path):
+        self._engine, self._owned = engine_for(db)
 
     def create(self, name: str, role: str, collections: list[str] | tuple[str, ...] = ()) -> IssuedKey:
         name = name.strip()
@@ -120,37 +121,39 @@ class KeyStore:
             raise KeyManagementError("an employee key needs at least one collection (--collections hr,eng or '*')")
         token = "kb_" + secrets.token_urlsafe(32)
         record = KeyRecord(uuid.uuid4().hex[:12], name, role, grants, token[:7], time.time(), None)  # type: ignore[arg-type]
-        with self._db.tx() as conn:
+        with self._engine.begin() as conn:
             conn.execute(
-                "INSERT INTO api_keys (id, name, role, collections, token_sha256, prefix, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (record.id, name, role, json.dumps(grants), hash_token(token), record.prefix, record.created_at),
-            )
+                api_keys.insert(),
+                {"id": record.id, "name": name, "role": role, "collections": json.dumps(grants),
+                 "token_sha256": hash_token(token), "prefix": record.prefix, "created_at": record.created_at},
+            )  # fmt: skip
         log.info("created %s key %s (%s) for collections %s", role, record.id, name, grants or [ALL])
         return IssuedKey(record, token)
 
     @staticmethod
-    def _record(row: tuple) -> KeyRecord:  # type: ignore[type-arg]
+    def _record(row: Any) -> KeyRecord:
         return KeyRecord(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6])
 
-    _COLUMNS = "id, name, role, collections, prefix, created_at, revoked_at"
-
     def all(self, *, include_revoked: bool = False) -> list[KeyRecord]:
-        where = "" if include_revoked else "WHERE revoked_at IS NULL"
-        with self._db.tx() as conn:
-            rows = conn.execute(f"SELECT {self._COLUMNS} FROM api_keys {where} ORDER BY created_at").fetchall()
+        query = select(*_COLUMNS).order_by(api_keys.c.created_at)
+        if not include_revoked:
+            query = query.where(api_keys.c.revoked_at.is_(None))
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
         return [self._record(r) for r in rows]
 
     def authenticate(self, token: str) -> Principal | None:
-        """The key's principal, or None for an unknown or revoked key."""
-        with self._db.tx() as conn:
-            row = conn.execute(
-                f"SELECT {self._COLUMNS} FROM api_keys WHERE token_sha256 = ?", (hash_token(token),)
-            ).fetchone()
+        """The key's principal, or None for an unknown or revoked key (a dead pooled connection is retried once)."""
+        digest = hash_token(token)
+        row = retry_on_disconnect(lambda: self._lookup(digest), "key lookup")
         if row is None:
             return None
         record = self._record(row)
         return record.principal() if record.active else None
+
+    def _lookup(self, digest: str) -> Any:
+        with self._engine.connect() as conn:
+            return conn.execute(_BY_HASH, {"token_sha256": digest}).first()
 
     def revoke(self, id_or_name: str) -> list[KeyRecord]:
         """Revoke the key with this id, or every active key with this name; returns what was revoked."""
@@ -158,9 +161,12 @@ class KeyStore:
         if not matches:
             raise KeyManagementError(f"no active key with id or name {id_or_name!r} (see kb keys list)")
         now = time.time()
-        with self._db.tx() as conn:
-            for key in matches:
-                conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (now, key.id))
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id.in_([k.id for k in matches]), api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
         log.info("revoked keys %s", [k.id for k in matches])
         return matches
 
@@ -168,7 +174,8 @@ class KeyStore:
         return any(k.role == "admin" for k in self.all())
 
     def close(self) -> None:
-        self._db.close()
+        if self._owned:
+            self._engine.dispose()
 
 
 def ensure_first_admin_key(store: KeyStore, key_file: Path) -> Path | None:

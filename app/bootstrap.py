@@ -2,7 +2,8 @@
 
 Entry points (API lifespan, CLI commands) call this; everything below receives
 plain objects. The embedding model is the expensive part (seconds to load), so it
-is built lazily and only by the commands that need it.
+is built lazily and only by the commands that need it. The shared SQL database (ledger,
+audit log, keys, conversations) is one engine per Components, migrated when first opened.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine
+
 from app.audit import AuditLog
 from app.auth import KeyStore
+from app.db import open_database
 from app.errors import ConfigurationError
 from app.llm.base import ChatModel, GenerationParams
 from app.llm.cache import CacheBackend, ResponseCache
@@ -97,8 +101,13 @@ class Components:
         return EmbeddingCache(self.settings.data_dir / "embeddings.sqlite3")
 
     @cached_property
+    def db(self) -> Engine:
+        """One engine (and connection pool) for the four shared stores; the schema is brought to head here."""
+        return open_database(self.settings)
+
+    @cached_property
     def ledger(self) -> UsageLedger:
-        return UsageLedger(self.settings.ledger_db)
+        return UsageLedger(self.db)
 
     @cached_property
     def cache(self) -> CacheBackend | None:
@@ -129,7 +138,7 @@ class Components:
         a = self.settings.audit
         if not a.enabled:
             return None
-        return AuditLog(self.settings.audit_db, store_text=a.store_text, retention_days=a.retention_days)
+        return AuditLog(self.db, store_text=a.store_text, retention_days=a.retention_days)
 
     @cached_property
     def answer_cache(self) -> AnswerCache | None:
@@ -138,11 +147,11 @@ class Components:
 
     @cached_property
     def keys(self) -> KeyStore:
-        return KeyStore(self.settings.keys_db)
+        return KeyStore(self.db)
 
     @cached_property
     def conversations(self) -> ConversationStore:
-        return ConversationStore(self.settings.conversations_db)
+        return ConversationStore(self.db)
 
     @cached_property
     def rag(self) -> RagService:
@@ -191,3 +200,6 @@ class Components:
                 obj.close()
         for name in ("retriever", "chat_model", "rag", "ingest_pipeline"):  # they hold the closed stores
             self.__dict__.pop(name, None)
+        engine = self.__dict__.pop("db", None)
+        if engine is not None:
+            engine.dispose()

@@ -1,11 +1,11 @@
 """Readiness checks: can this process serve a question right now?
 
 Liveness (``/healthz``) only says the process runs; a load balancer needs to know whether
-the things a request touches answer: the vector store, the response cache and the SQLite
-stores. Each check is a cheap read (a heartbeat, a PING, one query on a fresh read-only
-SQLite connection) so ``/readyz`` costs milliseconds and never creates or locks a file.
-A check returns a short detail or raises; ``run_checks`` times them and never raises.
-A later storage backend (a shared SQL database) adds one function to ``checks_for``.
+the things a request touches answer: the vector store, the response cache, the shared SQL
+database (keys, ledger, audit log, conversations) and the manifest. Each check is a cheap
+read (a heartbeat, a PING, ``SELECT 1``, one query on a fresh read-only SQLite connection)
+so ``/readyz`` costs milliseconds and never creates or locks a file. A check returns a
+short detail or raises; ``run_checks`` times them and never raises.
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import text
+
+from app.db.engine import sqlite_file, transactional
 
 if TYPE_CHECKING:
     from app.bootstrap import Components
@@ -83,18 +87,36 @@ def cache_check(components: Components) -> Check:
     return check
 
 
+def database_check(components: Components) -> Check:
+    """The shared SQL database answers: ``SELECT 1`` through the pool, bounded by ``statement_timeout``.
+
+    With SQLite, ``SELECT 1`` would never touch the file, so the check reads the file on a
+    fresh read-only connection instead: a corrupt or vanished ``kb.sqlite3`` fails it.
+    """
+
+    def check() -> str:
+        engine = components.db
+        path = sqlite_file(engine)
+        if path is not None:
+            return sqlite_check(path)()
+        with transactional(engine).connect() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("SET LOCAL statement_timeout = 2000"))
+            conn.execute(text("SELECT 1")).scalar_one()
+            conn.rollback()
+        return f"{engine.dialect.name} ok"
+
+    return check
+
+
 def checks_for(components: Components) -> dict[str, Check]:
     """Every dependency a request may touch, by the name /readyz reports."""
-    s = components.settings
-    checks: dict[str, Check] = {
+    return {
         "vector_store": vector_store_check(components),
         "cache": cache_check(components),
-        "ledger": sqlite_check(s.ledger_db),
-        "manifest": sqlite_check(s.data_dir / "manifest.sqlite3"),
+        "database": database_check(components),
+        "manifest": sqlite_check(components.settings.data_dir / "manifest.sqlite3"),
     }
-    if s.auth.enabled:
-        checks["keys"] = sqlite_check(s.keys_db)
-    return checks
 
 
 def run_checks(checks: dict[str, Check]) -> list[CheckResult]:

@@ -182,7 +182,7 @@ class CacheSettings(BaseModel):
 
 
 class AuditSettings(BaseModel):
-    enabled: bool = Field(True, description="Record every answered request in the audit log (data_dir/audit.sqlite3).")
+    enabled: bool = Field(True, description="Record every answered request in the audit log (the SQL database).")
     store_text: bool = Field(
         True, description="Store question and answer text; false: only the question's sha256, no answer text."
     )
@@ -215,6 +215,32 @@ class VectorStoreSettings(BaseModel):
         if self.auth_token:
             headers.setdefault("Authorization", f"Bearer {self.auth_token}")
         return headers
+
+
+class DatabaseSettings(BaseModel):
+    """The SQL database holding the state replicas share: usage ledger, audit log, API keys, conversations."""
+
+    url: str | None = Field(
+        None,
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://kb:PASSWORD@db-host:5432/kb (pip install "
+        "'kb[postgres]'). Unset or empty: SQLite at data_dir/kb.sqlite3 (one host).",
+    )
+    migrate_on_start: bool = Field(
+        True,
+        description="Bring the schema up to date (Alembic) when the API or a CLI command starts; false: refuse to "
+        "start on an outdated schema and leave it to 'kb db upgrade'.",
+    )
+    pool_size: int = Field(
+        5, ge=1, le=100, description="Connections kept open per process (PostgreSQL); up to as many again in bursts."
+    )
+    connect_timeout_s: float = Field(
+        5.0, gt=0, description="Give up connecting to the database server after this many seconds (PostgreSQL)."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return (value.strip() or None) if value is not None else None
 
 
 class ApiSettings(BaseModel):
@@ -265,6 +291,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)  # type: ignore[arg-type]
     audit: AuditSettings = Field(default_factory=AuditSettings)  # type: ignore[arg-type]
     vectorstore: VectorStoreSettings = Field(default_factory=VectorStoreSettings)  # type: ignore[arg-type]
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)  # type: ignore[arg-type]
 
     @property
     def chroma_dir(self) -> Path:
@@ -275,24 +302,18 @@ class Settings(BaseSettings):
         return self.data_dir / "cache.sqlite3"
 
     @property
-    def ledger_db(self) -> Path:
-        return self.data_dir / "usage.sqlite3"
+    def default_database_file(self) -> Path:
+        """The SQLite database used when KB_DATABASE__URL is unset."""
+        return self.data_dir / "kb.sqlite3"
 
     @property
-    def keys_db(self) -> Path:
-        return self.data_dir / "keys.sqlite3"
-
-    @property
-    def conversations_db(self) -> Path:
-        return self.data_dir / "conversations.sqlite3"
+    def database_url(self) -> str:
+        """The shared SQL database (ledger, audit log, keys, conversations): KB_DATABASE__URL or SQLite in data_dir."""
+        return self.database.url or f"sqlite:///{self.default_database_file.resolve()}"
 
     @property
     def admin_key_file(self) -> Path:
         return self.data_dir / "admin-key.txt"
-
-    @property
-    def audit_db(self) -> Path:
-        return self.data_dir / "audit.sqlite3"
 
 
 @lru_cache(maxsize=1)

@@ -26,7 +26,7 @@ from vectorstore.onnx_backend import OnnxEmbedder
 log = logging.getLogger(__name__)
 
 # Built once and shared by every variant; everything else is rebuilt from the variant's settings.
-SHARED = ("store", "embedder", "manifest", "lexical", "ledger", "cache", "embedding_cache", "prompts")
+SHARED = ("store", "embedder", "manifest", "lexical", "db", "ledger", "cache", "embedding_cache", "prompts")
 
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:

@@ -18,6 +18,8 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# The PostgreSQL server `make test` started for this run (tests/postgres.py); not a kb setting.
+POSTGRES_URL = os.environ.pop("KB_TEST_POSTGRES_URL", None)
 for var in list(os.environ):  # a developer's own KB_ settings must not leak into tests
     if var.startswith("KB_"):
         del os.environ[var]
@@ -100,3 +102,21 @@ def handbook_components(handbook_data_dir: Path, tmp_path: Path, embedder) -> It
     components = Components(Settings(_env_file=None, data_dir=data_dir), embedder=embedder)  # type: ignore[call-arg]
     yield components
     components.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A real PostgreSQL server for the session (skips the test when none can be had; tests/postgres.py)."""
+    from tests.postgres import postgres_server
+
+    with postgres_server(POSTGRES_URL) as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database of this test's own, dropped after it."""
+    from tests.postgres import fresh_database
+
+    with fresh_database(postgres_server_url) as url:
+        yield url

@@ -151,16 +151,21 @@ def test_kb_audit_prints_rows_as_a_table_or_json_lines(
 
     monkeypatch.setattr(out, "width", 250)  # a wide terminal: the table's cells are not folded
 
+    from app.db import open_database
+    from app.settings import get_settings
+
     empty = kb.invoke(cli, ["audit"])
     assert empty.exit_code == 0 and "no audit log yet" in empty.stderr
-    assert not (tmp_path / "data" / "audit.sqlite3").exists()
+    assert not (tmp_path / "data" / "kb.sqlite3").exists()  # reading creates no database
 
-    log = AuditLog(tmp_path / "data" / "audit.sqlite3")
+    engine = open_database(get_settings())  # the database the server would write to
+    log = AuditLog(engine)
     now = time.time()
     log.record(_record(0, ts=now - 3 * 86400, key_name="bob"))
     log.record(_record(1, ts=now - 7200, question="What does [n] mean in {sources}?"))
     log.record(_record(2, ts=now - 60, key_name="bob"))
     log.close()
+    engine.dispose()
 
     lines = kb.invoke(cli, ["audit", "--json"])
     assert lines.exit_code == 0, lines.output
@@ -187,8 +192,8 @@ def test_a_failed_write_is_a_kb_error_naming_the_request(tmp_path: Path) -> None
     from app.audit import AuditError
 
     log = AuditLog(tmp_path / "audit.sqlite3")
-    with log._db.tx() as conn:  # the file's table replaced by something an insert cannot satisfy
-        conn.execute("DROP TABLE audit")
-        conn.execute("CREATE TABLE audit (id INTEGER PRIMARY KEY, ts REAL NOT NULL)")
+    with log._engine.begin() as conn:  # the table replaced by something an insert cannot satisfy
+        conn.exec_driver_sql("DROP TABLE audit")
+        conn.exec_driver_sql("CREATE TABLE audit (id INTEGER PRIMARY KEY, ts REAL NOT NULL)")
     with pytest.raises(AuditError, match="req-7"):
         log.record(_record(7))

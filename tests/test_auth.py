@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from app.api.main import create_app
-from app.auth import KeyStore
+from app.auth import KeyStore, hash_token
 from app.bootstrap import Components
 from app.cli import cli
 from app.errors import ConfigurationError
@@ -39,9 +39,11 @@ def test_keys_cli_creates_lists_and_revokes(kb, tmp_path: Path) -> None:  # type
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert [r["name"] for r in rows] == ["alice", "ops"] and all("token" not in r for r in rows)
     assert token not in listed.stdout
-    # Only a hash is stored: the key itself is nowhere in the database file.
-    assert token.encode() not in (tmp_path / "data" / "keys.sqlite3").read_bytes()
-    store = KeyStore(tmp_path / "data" / "keys.sqlite3")
+    # Only a hash is stored: the key itself is nowhere in the database file (nor in its write-ahead log).
+    database = tmp_path / "data" / "kb.sqlite3"
+    stored = b"".join(p.read_bytes() for p in (database, database.with_name("kb.sqlite3-wal")) if p.exists())
+    assert hash_token(token).encode() in stored and token.encode() not in stored
+    store = KeyStore(database)
     principal = store.authenticate(token)
     assert principal is not None and principal.can_read("hr") and not principal.can_read("legal")
     assert kb("keys", "revoke", "alice").exit_code == 0

@@ -58,9 +58,9 @@ def test_backup_while_a_writer_keeps_writing(handbook_components: Any, tmp_path:
         stop.set()
         thread.join()
     names = {d.name for d in done}
-    assert {"keys.sqlite3", "manifest.sqlite3", "lexical.sqlite3"} <= names
+    assert {"kb.sqlite3", "manifest.sqlite3", "lexical.sqlite3"} <= names  # kb.sqlite3: the shared database
     backup = tmp_path / "backup"
-    assert 20 <= _count(backup / "keys.sqlite3", "api_keys") <= 20 + written[0]
+    assert 20 <= _count(backup / "kb.sqlite3", "api_keys") <= 20 + written[0]
     assert _count(backup / "manifest.sqlite3", "documents") == 4  # the sample handbook's files
     summary = json.loads((backup / "backup.json").read_text())
     assert {f["name"] for f in summary["files"]} == names

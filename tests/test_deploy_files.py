@@ -141,6 +141,23 @@ def test_api_reaches_chroma_and_redis_by_service_name() -> None:
     assert SERVICES["api-2"]["depends_on"]["api"]["condition"] == "service_healthy"  # one first admin key
 
 
+def test_apis_use_the_postgres_service_when_the_profile_is_on() -> None:
+    """The shared database: kb.sqlite3 on the data volume by default; the `postgres` service when .env says so."""
+    pg = SERVICES["postgres"]["environment"]
+    for name in (*APIS, "ingest"):
+        svc = SERVICES[name]
+        assert svc["environment"]["KB_DATABASE__URL"] == "${KB_DATABASE__URL:-}"  # empty: the SQLite default
+        assert svc["depends_on"]["postgres"] == {"condition": "service_healthy", "required": False}
+    header = (ROOT / "docker-compose.yml").read_text().split("\nx-api", 1)[0]
+    documented = re.search(r"KB_DATABASE__URL=(postgresql\+psycopg://(\w+):\S+@postgres:5432/(\w+))", header)
+    assert documented and "COMPOSE_PROFILES=postgres" in header
+    assert (documented.group(2), documented.group(3)) == (pg["POSTGRES_USER"], pg["POSTGRES_DB"])
+    from app.db.engine import normalize_url
+
+    assert normalize_url(documented.group(1).replace("<password>", "pw")).drivername == "postgresql+psycopg"
+    assert documented.group(1) in (ROOT / "docs" / "operations.md").read_text()
+
+
 def test_state_lives_on_named_volumes() -> None:
     declared = set(COMPOSE["volumes"])
 

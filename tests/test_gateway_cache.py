@@ -131,7 +131,11 @@ def test_kb_cache_clear(settings_factory, monkeypatch: pytest.MonkeyPatch, tmp_p
 
 
 def test_old_ledger_files_gain_the_new_columns(tmp_path: Path) -> None:
-    path = tmp_path / "usage.sqlite3"
+    from app.db import open_database
+    from app.settings import Settings
+
+    path = tmp_path / "data" / "usage.sqlite3"  # a ledger file of the per-store SQLite era
+    path.parent.mkdir()
     with sqlite3.connect(path) as conn:  # the first release's schema, with one row in it
         conn.execute(
             "CREATE TABLE usage (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, request_id TEXT NOT NULL, "
@@ -144,7 +148,8 @@ def test_old_ledger_files_gain_the_new_columns(tmp_path: Path) -> None:
             "latency_ms, cached, status) VALUES (1, 'old', 'openai', 'm', 'answer@v1', 1, 1, 0.1, 5, 0, 'ok')"
         )
     conn.close()
-    ledger = UsageLedger(path)
+    engine = open_database(Settings(_env_file=None, data_dir=tmp_path / "data"))  # type: ignore[call-arg]
+    ledger = UsageLedger(engine)  # the shared database, into which the old file was imported on open
     row = dict(
         ts=2.0, request_id="new", provider="openai", model="m", prompt="answer@v1", prompt_tokens=1,
         completion_tokens=1, cost_usd=0.1, latency_ms=5.0, cached=0, streamed=0, status="ok", error=None,
@@ -153,4 +158,6 @@ def test_old_ledger_files_gain_the_new_columns(tmp_path: Path) -> None:
     ledger.record(**row)
     rows = ledger.rows()
     assert [(r["request_id"], r["collection"], r["key"]) for r in rows] == [("old", None, None), ("new", "hr", "key-1")]
+    assert not path.exists() and path.with_name("usage.sqlite3.imported").exists()
     ledger.close()
+    engine.dispose()

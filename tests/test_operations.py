@@ -89,7 +89,7 @@ def test_readyz_reports_every_dependency_without_auth(components_for: Any) -> No
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["status"] == "ready"
-        assert set(body["checks"]) == {"vector_store", "cache", "ledger", "manifest", "keys"}
+        assert set(body["checks"]) == {"vector_store", "cache", "database", "manifest"}
         assert all(c["status"] == "ok" for c in body["checks"].values())
         started = time.perf_counter()
         httpx.get(f"{url}/readyz")
@@ -103,14 +103,14 @@ def test_readyz_names_a_broken_sqlite_store(components_for: Any) -> None:
     components = components_for()
     with running(components) as (url, _, _):
         assert httpx.get(f"{url}/readyz").status_code == 200
-        ledger = components.settings.ledger_db
-        for wal in (ledger.with_name(ledger.name + "-wal"), ledger.with_name(ledger.name + "-shm")):
+        database = components.settings.default_database_file  # the shared database: keys, ledger, ...
+        for wal in (database.with_name(database.name + "-wal"), database.with_name(database.name + "-shm")):
             wal.unlink(missing_ok=True)  # else SQLite would read the fresh pages from the WAL
-        ledger.write_bytes(b"this is not a database" * 100)
+        database.write_bytes(b"this is not a database" * 100)
         r = httpx.get(f"{url}/readyz")
         assert r.status_code == 503
-        assert r.json()["failing"] == ["ledger"]
-        assert r.json()["checks"]["ledger"]["error"] == "DatabaseError"
+        assert r.json()["failing"] == ["database"]
+        assert r.json()["checks"]["database"]["error"] == "DatabaseError"
         assert str(components.settings.data_dir) not in r.text  # paths stay in the server log
 
 

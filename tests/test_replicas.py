@@ -1,13 +1,16 @@
 """Two API replicas as a deployment runs them (docs/operations.md, docker-compose.yml).
 
 Two ``kb serve`` processes on different ports share one Chroma server (``chroma run``), one
-Redis (response cache in db 0, rate-limit counters in db 1) and one data dir (keys, usage
-ledger, audit, manifest, BM25 index: SQLite in WAL mode across processes). Replica A serves
-the admin API; replica B has it off, as ``api-2`` in the compose file (the ingestion job
-queue is not safe to run in two processes yet).
+Redis (response cache in db 0, rate-limit counters in db 1), one SQL database (keys, usage
+ledger, audit log, conversations: a real PostgreSQL database when the test server is
+available, as ``make test`` provides, else ``kb.sqlite3`` in the data dir) and one data dir
+(manifest, BM25 index, ingestion jobs). Replica A serves the admin API; replica B has it off,
+as ``api-2`` in the compose file (the ingestion job queue is not safe to run in two
+processes yet).
 
 Ingest through A, ask through B: the cited answer. The same question on A is then a cache
-hit although A never answered it, and A's own usage report counts B's model call.
+hit although A never answered it, and A's own usage report counts B's model call. A key
+created while both run works on both at once, and once revoked fails on both.
 """
 
 from __future__ import annotations
@@ -109,7 +112,18 @@ def _ingest_handbook(url: str, headers: dict[str, str]) -> dict[str, Any]:
         time.sleep(0.5)
 
 
-def test_two_replicas_share_the_store_the_cache_the_limits_and_the_ledger(tmp_path: Path) -> None:
+def _shared_database(request: pytest.FixtureRequest) -> str | None:
+    """A PostgreSQL database of this test's own when a server can be had; None: the replicas share kb.sqlite3."""
+    try:
+        return str(request.getfixturevalue("postgres_url"))
+    except pytest.skip.Exception:
+        return None
+
+
+def test_two_replicas_share_the_store_the_cache_the_limits_and_the_ledger(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    database_url = _shared_database(request)
     with ExitStack() as stack:
         redis_url = stack.enter_context(redis_server(tmp_path))  # skips the test without redis-server
         chroma = stack.enter_context(chroma_server(tmp_path))
@@ -127,6 +141,8 @@ def test_two_replicas_share_the_store_the_cache_the_limits_and_the_ledger(tmp_pa
             "KB_LIMITS__REQUESTS_PER_MINUTE": str(RATE_LIMIT),
             "KB_LLM__PROVIDER": "extractive",
         })  # fmt: skip
+        if database_url is not None:
+            env["KB_DATABASE__URL"] = database_url
         # Keys first, with the CLI against the shared data dir: no replica writes a first-run key.
         ops = {"Authorization": f"Bearer {_key(env, 'ops', 'admin')}"}
         on_a = {"Authorization": f"Bearer {_key(env, 'carol-on-a', 'admin')}"}
@@ -138,7 +154,7 @@ def test_two_replicas_share_the_store_the_cache_the_limits_and_the_ledger(tmp_pa
         for url, proc, log in ((a, a_proc, a_log), (b, b_proc, b_log)):
             ready = _wait_ready(url, proc, log)
             assert ready["status"] == "ready", ready
-            assert {"vector_store", "cache", "ledger", "manifest", "keys"} <= set(ready["checks"]), ready
+            assert {"vector_store", "cache", "database", "manifest"} <= set(ready["checks"]), ready
             assert all(c["status"] == "ok" for c in ready["checks"].values()), ready
         assert not (tmp_path / "shared-data" / "admin-key.txt").exists()
         assert httpx.get(f"{b}/admin/usage", headers=ops).status_code == 404  # B: no admin API, as api-2
@@ -180,6 +196,19 @@ def test_two_replicas_share_the_store_the_cache_the_limits_and_the_ledger(tmp_pa
         assert per_key == {"bob-on-b": (1, 0), "carol-on-a": (2, 2)}, usage
         assert (usage["total"]["calls"], usage["total"]["cached"], usage["total"]["errors"]) == (3, 2, 0), usage
         assert usage["total"]["prompt_tokens"] > 0
+
+        if database_url is not None:  # keys and ledger are in PostgreSQL, not in the shared data dir
+            assert not (tmp_path / "shared-data" / "kb.sqlite3").exists()
+
+        # Keys live in the shared database: one created while both replicas run works on both at
+        # once (no restart, no cache to expire), and once revoked it fails on both at once.
+        late = {"Authorization": f"Bearer {_key(env, 'late', 'employee', 'handbook')}"}
+        for url in (a, b):
+            r = httpx.get(f"{url}/collections", headers=late)
+            assert r.status_code == 200 and [c["name"] for c in r.json()] == ["handbook"], r.text
+        _kb(env, "keys", "revoke", "late")
+        for url in (a, b):
+            assert httpx.get(f"{url}/collections", headers=late).status_code == 401
 
         # Rate limits are counted in Redis: half the budget on each replica, then the next request is refused.
         for i in range(RATE_LIMIT):

@@ -24,7 +24,6 @@ import pytest
 
 from app.api.main import create_app
 from app.api.routes.web import WEB_DIR
-from app.auth import KeyStore
 from app.bootstrap import Components
 from tests.conftest import ROOT
 from tests.servers import serve_app
@@ -72,9 +71,7 @@ def server(handbook_components: Components, tmp_path: Path) -> Iterator[tuple[st
     (hostile / "expenses.md").write_text(HOSTILE, encoding="utf-8")
     report = handbook_components.ingest_pipeline.ingest([hostile], "untrusted")
     assert report.added == 1, report
-    keys = KeyStore(handbook_components.settings.keys_db)
-    token = keys.create("alice", "employee", ["handbook", "untrusted"]).token
-    keys.close()
+    token = handbook_components.keys.create("alice", "employee", ["handbook", "untrusted"]).token
     app = create_app(handbook_components.settings, components=handbook_components)
     with serve_app(app) as url:
         yield url, token

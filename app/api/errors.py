@@ -1,8 +1,9 @@
 """Every error leaves the API as ``{"error": {"code", "message", "request_id"}}``.
 
 KbError subclasses carry their status and code; validation errors become 422 with
-the first problem spelled out; anything unexpected is logged with its traceback
-and returned as a bare 500 so no internals or secrets reach the client.
+the first problem spelled out; a vector store or SQL database that does not answer is a
+503 naming which; anything unexpected is logged with its traceback and returned as a
+bare 500 so no internals or secrets reach the client.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import KbError
@@ -51,6 +53,12 @@ def install_error_handlers(app: FastAPI) -> None:
         log.error("vector store unavailable: %s", exc)  # the URL stays in the log
         message = "the vector store does not answer; try again shortly (see /readyz)"
         return JSONResponse(error_body("vector_store_unavailable", message, request), status_code=503)
+
+    @app.exception_handler(OperationalError)
+    async def database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+        log.error("database unavailable in %s %s: %s", request.method, request.url.path, exc.orig)  # log only
+        message = "the database does not answer; try again shortly (see /readyz)"
+        return JSONResponse(error_body("database_unavailable", message, request), status_code=503)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

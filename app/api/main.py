@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
         nonlocal components
         components = components or Components(settings)
+        _ = components.db  # reach the shared database and migrate it (KB_DATABASE__MIGRATE_ON_START) first
         _ = components.rag  # load model, open stores, validate the active prompt
         api.state.components = components
         if settings.auth.enabled and settings.auth.first_admin_key:

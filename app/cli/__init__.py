@@ -7,6 +7,7 @@ from app.cli import (  # noqa: F401  (importing a module registers its commands)
     audit_cmds,
     backup_cmds,
     cache_cmds,
+    db_cmds,
     eval_cmds,
     ingest_cmds,
     key_cmds,

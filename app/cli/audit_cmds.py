@@ -1,7 +1,7 @@
 """kb audit: the answered requests recorded in the audit log, newest last.
 
-Reads ``data_dir/audit.sqlite3`` directly (no model, no store), so it is instant and
-safe to run next to a serving process: the log is WAL, readers never block the writer.
+Reads the audit table of the shared database (no model, no vector store), so it is instant
+and safe to run next to a serving process (SQLite in WAL mode: readers never block the writer).
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from rich.table import Table
 from rich.text import Text
 
 from app.audit import AuditLog
-from app.cli.common import cli, console, out, setup
+from app.cli.common import cli, console, database, out, setup
+from app.db.legacy import LEGACY_FILES
 from app.errors import KbError
+from app.settings import Settings
 from app.since import since_timestamp
 
 _QUESTION_CHARS = 60
@@ -57,6 +59,14 @@ def _table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _nothing_recorded(settings: Settings) -> bool:
+    """A fresh SQLite install with no database and no legacy log yet: say so rather than create files."""
+    if settings.database.url is not None or settings.default_database_file.exists():
+        return False
+    legacy = [n for n, tables in LEGACY_FILES.items() if any(t.name == "audit" for t in tables)]
+    return not any((settings.data_dir / n).exists() for n in legacy)
+
+
 @cli.command()
 def audit(
     since: Annotated[
@@ -73,16 +83,12 @@ def audit(
         console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
         raise typer.Exit(2) from exc
     settings = setup()
-    path = settings.audit_db
-    if not path.exists():
+    if _nothing_recorded(settings):
         state = "on" if settings.audit.enabled else "off (KB_AUDIT__ENABLED=false)"
-        console.print(f"no audit log yet at {path}; auditing is {state}")
+        console.print(f"no audit log yet in {settings.data_dir}; auditing is {state}")
         return
-    log = AuditLog(path)
-    try:
-        rows = log.rows(since_ts=since_ts, key_name=key, limit=limit)
-    finally:
-        log.close()
+    with database(settings) as engine:
+        rows = AuditLog(engine).rows(since_ts=since_ts, key_name=key, limit=limit)
     if as_json:
         for row in rows:
             out.print(json.dumps(row, ensure_ascii=False), markup=False, highlight=False, emoji=False)

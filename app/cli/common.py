@@ -8,10 +8,14 @@ as one line saying what to do, with a non-zero exit code (1: the command failed,
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import typer
 from rich.console import Console
+from sqlalchemy import Engine
 
+from app.db import open_database
 from app.errors import KbError
 from app.logging_setup import configure_logging
 from app.settings import Settings, get_settings
@@ -35,3 +39,16 @@ def setup() -> Settings:
 def fail(exc: KbError) -> typer.Exit:
     console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
     return typer.Exit(1)
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[Engine]:
+    """The shared SQL database for one command (migrated as on start), disposed at the end; errors exit 1."""
+    try:
+        engine = open_database(settings)
+    except KbError as exc:
+        raise fail(exc) from exc
+    try:
+        yield engine
+    finally:
+        engine.dispose()

@@ -1,4 +1,4 @@
-"""kb keys: create, list and revoke API keys (run on the server's machine, against its data dir).
+"""kb keys: create, list and revoke API keys, in the shared database the server uses (KB_DATABASE__URL).
 
 The plaintext key is printed once, at creation, on stdout only (so it can be piped
 into a secret store); the database keeps its sha256.
@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from app.auth import ROLES, KeyStore
-from app.cli.common import cli, console, fail, out, setup
+from app.cli.common import cli, console, database, fail, out, setup
 from app.errors import KbError
 
 keys_cli = typer.Typer(help="API keys: who may ask, with which role and collections.", no_args_is_help=True)
@@ -36,13 +36,11 @@ def create(
 ) -> None:
     """Create a key and print it once: store it now, it cannot be shown again."""
     settings = setup()
-    store = KeyStore(settings.keys_db)
-    try:
-        issued = store.create(name, role, [c for c in collections.split(",") if c.strip()])
-    except KbError as exc:
-        raise fail(exc) from exc
-    finally:
-        store.close()
+    with database(settings) as engine:
+        try:
+            issued = KeyStore(engine).create(name, role, [c for c in collections.split(",") if c.strip()])
+        except KbError as exc:
+            raise fail(exc) from exc
     if as_json:
         out.print_json(json.dumps({"token": issued.token, **issued.key.__dict__}))
         return
@@ -59,11 +57,8 @@ def list_keys(
 ) -> None:
     """Keys with their role and collections (never the keys themselves)."""
     settings = setup()
-    store = KeyStore(settings.keys_db)
-    try:
-        keys = store.all(include_revoked=all_keys)
-    finally:
-        store.close()
+    with database(settings) as engine:
+        keys = KeyStore(engine).all(include_revoked=all_keys)
     if as_json:
         for key in keys:
             out.print(json.dumps(key.__dict__), markup=False, highlight=False)
@@ -83,11 +78,9 @@ def revoke(
 ) -> None:
     """Revoke keys: the next request with them gets 401."""
     settings = setup()
-    store = KeyStore(settings.keys_db)
-    try:
-        revoked = store.revoke(key)
-    except KbError as exc:
-        raise fail(exc) from exc
-    finally:
-        store.close()
+    with database(settings) as engine:
+        try:
+            revoked = KeyStore(engine).revoke(key)
+        except KbError as exc:
+            raise fail(exc) from exc
     out.print(f"revoked {len(revoked)} key(s): {', '.join(f'{k.id} ({k.name})' for k in revoked)}")

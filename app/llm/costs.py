@@ -6,7 +6,8 @@ code and cost 0. Wrapped round the cache with ``only_cached=True`` it writes one
 per cache hit (cost 0, cached=1) and nothing else, since misses were already logged
 by the attempt that answered. The sum of the ledger is therefore what was spent.
 Prices come from one table (Settings, USD per million tokens); an unknown model is
-logged with cost NULL and a warning, never a crash.
+logged with cost NULL and a warning, never a crash. The ledger is the ``usage`` table of
+the shared SQL database (``app.db``), so every replica's calls add up in one place.
 """
 
 from __future__ import annotations
@@ -18,36 +19,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine, select
+
 from app import metrics
+from app.db import engine_for
+from app.db.engine import retry_on_disconnect
+from app.db.schema import usage
 from app.errors import KbError
 from app.llm.base import ChatModel, ChatRequest, Completion, StreamEvent, Usage
-from app.llm.sqlite_util import SqliteDb
 
 log = logging.getLogger(__name__)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS usage (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
-    request_id TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    model TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    cost_usd REAL,
-    latency_ms REAL NOT NULL,
-    cached INTEGER NOT NULL,
-    streamed INTEGER NOT NULL DEFAULT 0,
-    status TEXT NOT NULL,
-    error TEXT,
-    collection TEXT,
-    "key" TEXT
-);
-CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts);
-"""
-# Columns added after the first release: ledgers created before them gain them on open.
-_ADDED_COLUMNS = {"collection": "TEXT", "key": "TEXT"}
 
 
 @dataclass(frozen=True)
@@ -72,31 +53,28 @@ def cost_usd(model: str, usage: Usage, prices: Mapping[str, Price]) -> float | N
 
 
 class UsageLedger:
-    def __init__(self, path: str | Path):
-        self._db = SqliteDb(path, _SCHEMA)
-        self._migrate()
+    """The ledger table of the shared database. ``record`` is one INSERT on a pooled connection (no
+    BEGIN/COMMIT round trips on PostgreSQL, see ``app.db.engine``): it runs on every model call and cache hit."""
 
-    def _migrate(self) -> None:
-        with self._db.tx() as conn:
-            present = {r["name"] for r in conn.execute("PRAGMA table_info(usage)")}
-            for column, kind in _ADDED_COLUMNS.items():
-                if column not in present:
-                    log.info("usage ledger: adding column %s", column)
-                    conn.execute(f'ALTER TABLE usage ADD COLUMN "{column}" {kind}')
+    def __init__(self, db: Engine | str | Path):
+        self._engine, self._owned = engine_for(db)
+        self._insert = usage.insert()
 
     def record(self, **row: Any) -> None:
-        columns = ", ".join(f'"{c}"' for c in row)
-        marks = ", ".join("?" for _ in row)
-        with self._db.tx() as conn:
-            conn.execute(f"INSERT INTO usage ({columns}) VALUES ({marks})", tuple(row.values()))
+        retry_on_disconnect(lambda: self._write(row), "usage ledger")
+
+    def _write(self, row: dict[str, Any]) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(self._insert, row)
 
     def rows(self, since_ts: float = 0.0) -> list[dict[str, Any]]:
-        with self._db.tx() as conn:
-            cur = conn.execute("SELECT * FROM usage WHERE ts >= ? ORDER BY id", (since_ts,))
-            return [dict(r) for r in cur.fetchall()]
+        query = select(usage).where(usage.c.ts >= since_ts).order_by(usage.c.id)
+        with self._engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
 
     def close(self) -> None:
-        self._db.close()
+        if self._owned:
+            self._engine.dispose()
 
 
 class CostLoggedChatModel:

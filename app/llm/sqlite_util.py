@@ -1,10 +1,11 @@
-"""A thread-safe SQLite connection for the small embedded stores (cache, ledger).
+"""A thread-safe SQLite connection for the small per-data-dir stores (the response cache).
 
 WAL with ``synchronous=NORMAL``: a commit no longer waits for an fsync (it is the
 difference between ~0.1 ms and several ms per ledger row on a busy disk, paid on
 every model call and cache hit). The database stays consistent on a crash; at
 worst the last few rows before a power loss are lost, acceptable for a cache and
-a usage ledger.
+a usage ledger. (The ledger, keys, audit log and conversations moved to the shared SQL
+database, ``app.db``, which sets the same pragmas on its connections.)
 """
 
 from __future__ import annotations

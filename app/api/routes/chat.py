@@ -18,6 +18,7 @@ from fastapi.responses import StreamingResponse
 
 from app.api.deps import CurrentPrincipal, audit, components, resolve_collections
 from app.api.errors import error_body
+from app.api.responses import model_response
 from app.api.schemas import ChatBody, ChatResponse, error_responses
 from app.auth import Principal
 from app.errors import KbError
@@ -85,7 +86,7 @@ def chat(body: ChatBody, request: Request, who: CurrentPrincipal) -> Any:
     answer = parts.rag.answer(body.question, names, **options)
     conversation_id = body.conversation_id or parts.conversations.start(who.key_id)
     _remember(request, who, conversation_id, body.question, answer)
-    return ChatResponse.model_validate(answer.as_dict())
+    return model_response(ChatResponse.model_validate(answer.as_dict()))  # validated here: no second thread hop
 
 
 def _stream(

@@ -27,6 +27,7 @@ from fastapi.responses import StreamingResponse
 from app.api.deps import CurrentPrincipal, audit, components, readable_collections, resolve_collections
 from app.api.errors import error_body
 from app.api.openai_schemas import ChatCompletion, ChatCompletionBody, ModelList
+from app.api.responses import model_response
 from app.api.schemas import error_responses
 from app.auth import Principal
 from app.errors import InvalidRequestError, KbError
@@ -130,12 +131,13 @@ def chat_completions(body: ChatCompletionBody, request: Request, who: CurrentPri
         return StreamingResponse(stream, media_type="text/event-stream")
     answer = rag.answer(question, names, **options)
     audit(request, who, question, answer)
-    return {
+    completion = {
         "id": f"chatcmpl-{rid}", "object": "chat.completion", "created": created, "model": body.model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.answer + references(answer)},
                      "finish_reason": "stop"}],
         "usage": _usage(answer), **_extensions(answer),
     }  # fmt: skip
+    return model_response(ChatCompletion.model_validate(completion))  # validated here: no second thread hop
 
 
 def _chunk(rid: str, model: str, created: int, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:

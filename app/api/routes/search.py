@@ -8,9 +8,10 @@ searched (none named: all of them); naming any other collection is a 403.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from app.api.deps import CurrentPrincipal, components, resolve_collections
+from app.api.responses import model_response
 from app.api.schemas import SearchBody, SearchResponse, error_responses
 from app.errors import InvalidRequestError
 from app.rag.retrieval import SearchFilters
@@ -23,7 +24,7 @@ _ERRORS = error_responses(401, 403, 404, 413, 422, 429)
 
 
 @router.post("/search", response_model=SearchResponse, responses=_ERRORS)  # type: ignore[arg-type]
-def search(body: SearchBody, request: Request, who: CurrentPrincipal) -> SearchResponse:
+def search(body: SearchBody, request: Request, who: CurrentPrincipal) -> Response:
     """Search the named collections (default: all the key may read); ``mode`` is hybrid, dense or lexical."""
     rag: RagService = components(request).rag
     requested = ([body.collection] if body.collection else []) + list(body.collections or [])
@@ -33,4 +34,4 @@ def search(body: SearchBody, request: Request, who: CurrentPrincipal) -> SearchR
     filters = SearchFilters(tuple(body.sources or ()), body.page_min, body.page_max, body.heading)
     mode = body.mode or rag.retriever.config.mode
     hits = rag.search(body.query, collections, top_k=body.top_k, mode=mode, filters=filters)
-    return SearchResponse.model_validate({"mode": mode, "results": [h.as_dict() for h in hits]})
+    return model_response(SearchResponse.model_validate({"mode": mode, "results": [h.as_dict() for h in hits]}))

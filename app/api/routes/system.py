@@ -21,9 +21,8 @@ def healthz() -> dict[str, str]:
 _OK_CHECKS: dict[str, dict[str, object]] = {
     "vector_store": {"status": "ok", "ms": 1.8},
     "cache": {"status": "ok", "ms": 0.4},
-    "ledger": {"status": "ok", "ms": 0.3},
+    "database": {"status": "ok", "ms": 0.4},
     "manifest": {"status": "ok", "ms": 0.3},
-    "keys": {"status": "ok", "ms": 0.3},
 }
 _READY_EXAMPLE = {"status": "ready", "checks": _OK_CHECKS}
 _NOT_READY_EXAMPLE = {
@@ -45,7 +44,7 @@ _NOT_READY_EXAMPLE = {
     },
 )
 def readyz(request: Request) -> JSONResponse:
-    """Readiness: the vector store, response cache and SQLite stores answer (no auth; a few ms)."""
+    """Readiness: the vector store, response cache, shared database and manifest answer (no auth; a few ms)."""
     results = run_checks(checks_for(request.app.state.components))
     failing = [r.name for r in results if not r.ok]
     body: dict[str, object] = {"status": "not_ready" if failing else "ready"}

@@ -1,0 +1,113 @@
+"""The shared tables, as SQLAlchemy Core ``Table`` objects the stores query with.
+
+The columns are those the per-store SQLite files had (``usage.sqlite3``, ``audit.sqlite3``,
+``keys.sqlite3``, ``conversations.sqlite3``), so reports, exports and the legacy import see
+the same rows. Types are chosen to mean the same on SQLite and PostgreSQL: ``Double`` for
+Unix times and money (float8; SQLite REAL), ``Text`` for strings, and ``Integer`` 0/1 for
+the flags that were 0/1 before (``cached``, ``grounded``), so ``sum(cached)`` and the usage
+report keep working unchanged. JSON lists stay JSON text (no JSONB): the stores encode and
+decode them, and nothing queries inside them.
+
+This module describes the *current* schema for the code; the database itself is built by
+the Alembic revisions in ``app/db/migrations/versions``, which never import it (a revision
+must keep meaning what it meant when it shipped). ``tests/test_db.py`` checks that the
+migrated database and this metadata agree.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Double, ForeignKey, Index, Integer, MetaData, Table, Text
+
+metadata = MetaData()
+
+# BIGINT ids on PostgreSQL (a ledger row per model call adds up); on SQLite an id must be
+# declared INTEGER to be the rowid, which AUTOINCREMENT then never reuses.
+_RowId = BigInteger().with_variant(Integer(), "sqlite")
+
+usage = Table(
+    "usage",
+    metadata,
+    Column("id", _RowId, primary_key=True, autoincrement=True),
+    Column("ts", Double, nullable=False),
+    Column("request_id", Text, nullable=False),
+    Column("provider", Text, nullable=False),
+    Column("model", Text, nullable=False),
+    Column("prompt", Text, nullable=False),
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("cost_usd", Double),
+    Column("latency_ms", Double, nullable=False),
+    Column("cached", Integer, nullable=False),
+    Column("streamed", Integer, nullable=False, server_default="0"),
+    Column("status", Text, nullable=False),
+    Column("error", Text),
+    Column("collection", Text),
+    Column("key", Text),
+    Index("usage_ts", "ts"),
+    sqlite_autoincrement=True,
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", _RowId, primary_key=True, autoincrement=True),
+    Column("ts", Double, nullable=False),
+    Column("request_id", Text, nullable=False),
+    Column("key_name", Text),
+    Column("collections", Text, nullable=False),  # JSON list
+    Column("question_sha256", Text, nullable=False),
+    Column("question", Text),
+    Column("standalone_question", Text),
+    Column("conversation_id", Text),
+    Column("prompt", Text, nullable=False),
+    Column("provider", Text, nullable=False),
+    Column("model", Text, nullable=False),
+    Column("answer", Text),
+    Column("retrieved", Text, nullable=False),  # JSON list of chunk ids
+    Column("cited", Text, nullable=False),  # JSON list of chunk ids
+    Column("grounded", Integer, nullable=False),
+    Column("cached", Integer, nullable=False),
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("cost_usd", Double),
+    Column("latency_ms", Double, nullable=False),
+    Index("audit_ts", "ts"),
+    Index("audit_key_ts", "key_name", "ts"),
+    Index("audit_request", "request_id"),
+    sqlite_autoincrement=True,
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("collections", Text, nullable=False),  # JSON list
+    Column("token_sha256", Text, nullable=False, unique=True),
+    Column("prefix", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("revoked_at", Double),
+    Index("api_keys_name", "name"),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("owner", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+turns = Table(
+    "turns",
+    metadata,
+    Column("conversation_id", Text, ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("question", Text, nullable=False),
+    Column("standalone", Text, nullable=False),
+    Column("answer", Text, nullable=False),
+    Column("request_id", Text, nullable=False),
+    Column("ts", Double, nullable=False),
+)
