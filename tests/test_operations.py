@@ -170,3 +170,56 @@ def test_shutdown_lets_an_in_flight_answer_finish(components_for: Any) -> None:
         assert "27 days" in response.json()["answer"]
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{url}/healthz")
+
+
+def _policy_text(n: int, paragraphs: int = 12) -> str:
+    """A distinct Markdown policy (no two share a paragraph, so every chunk is really embedded)."""
+    words = ("badge", "visitor", "escort", "locker", "parking", "desk", "laptop", "printer", "canteen",
+             "shuttle", "bicycle", "reception", "archive", "mailroom", "ladder", "kitchen")  # fmt: skip
+    body = []
+    for p in range(paragraphs):
+        sentence = " ".join(words[(n * 7 + p * 3 + i) % len(words)] for i in range(40))
+        body.append(f"## Rule {p}\n\nRule {n}.{p}: {sentence}. Ask facilities desk {n * 100 + p}.")
+    return f"# Office policy {n}\n\n" + "\n\n".join(body) + "\n"
+
+
+def test_shutdown_lets_a_running_ingestion_job_finish(components_for: Any) -> None:
+    """SIGTERM while an upload is being ingested: the job completes and is recorded, nothing is cut."""
+    components = components_for()
+    headers = _admin(components)
+    data_dir = components.settings.data_dir
+    files = [("files", (f"policy-{n}.md", _policy_text(n).encode())) for n in range(24)]
+    with running(components) as (url, server, thread):
+        accepted = httpx.post(f"{url}/admin/collections/office/documents", files=files, headers=headers, timeout=30)
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json()["id"]
+        deadline = time.monotonic() + 30
+        while (status := httpx.get(f"{url}/admin/jobs/{job_id}", headers=headers).json()["status"]) == "queued":
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.02)
+        assert status == "running", status  # too fast to test shutdown against: make the upload larger
+        shutdown_at = time.time()
+        server.should_exit = True  # what SIGTERM does
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+
+    import sqlite3
+
+    with sqlite3.connect(data_dir / "jobs.sqlite3") as conn:
+        status, finished_at, summary = conn.execute(
+            "SELECT status, finished_at, summary FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
+    conn.close()
+    assert status == "succeeded", (status, summary)
+    assert finished_at > shutdown_at  # it was still running when shutdown began, and was let finish
+    assert json.loads(summary)["added"] == 24
+    assert not (data_dir / "uploads" / job_id).exists()  # ingested, so its upload was cleaned up
+
+    after = Components(components.settings, embedder=components.embedder)
+    try:
+        documents = after.manifest.documents("office")
+        assert len(documents) == 24
+        chunk_ids = [cid for d in documents for cid in d.chunk_ids]
+        assert len(chunk_ids) == len(set(chunk_ids)) and after.store.count("office") == len(chunk_ids)
+    finally:
+        after.close()
