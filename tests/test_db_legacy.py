@@ -253,8 +253,18 @@ def test_a_first_release_ledger_without_the_later_columns_imports(tmp_path: Path
     conn.close()
     engine = open_database(Settings(_env_file=None, data_dir=data_dir))  # type: ignore[call-arg]
     try:
-        (row,) = UsageLedger(engine).rows()
+        ledger = UsageLedger(engine)
+        (row,) = ledger.rows()
         assert (row["request_id"], row["collection"], row["key"], row["streamed"]) == ("first", None, None, 0)
+        # New rows carry the columns later releases added, next to the imported one.
+        ledger.record(
+            ts=2.0, request_id="new", provider="openai", model="m", prompt="answer@v1", prompt_tokens=1,
+            completion_tokens=1, cost_usd=0.1, latency_ms=5.0, cached=0, streamed=0, status="ok", error=None,
+            collection="hr", key="key-1",
+        )  # fmt: skip
+        rows = [(r["request_id"], r["collection"], r["key"]) for r in ledger.rows()]
+        assert rows == [("first", None, None), ("new", "hr", "key-1")]
+        assert not (data_dir / "usage.sqlite3").exists() and (data_dir / "usage.sqlite3.imported").exists()
     finally:
         engine.dispose()
 

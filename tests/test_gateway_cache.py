@@ -3,7 +3,6 @@ the `kb cache clear` command, and the ledger's schema migration."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,6 @@ from app.bootstrap import Components
 from app.llm.base import ChatRequest, Completion, GenerationParams, Message, SourcePassage, Usage
 from app.llm.cache import CacheBackend, ResponseCache
 from app.llm.cache_redis import RedisResponseCache
-from app.llm.costs import UsageLedger
 from app.settings import CacheSettings, get_settings
 from tests.servers import redis_server
 
@@ -129,35 +127,3 @@ def test_kb_cache_clear(settings_factory, monkeypatch: pytest.MonkeyPatch, tmp_p
     assert "removed 1 cached responses" in result.output
     assert len(ResponseCache(settings.cache_db)) == 0
 
-
-def test_old_ledger_files_gain_the_new_columns(tmp_path: Path) -> None:
-    from app.db import open_database
-    from app.settings import Settings
-
-    path = tmp_path / "data" / "usage.sqlite3"  # a ledger file of the per-store SQLite era
-    path.parent.mkdir()
-    with sqlite3.connect(path) as conn:  # the first release's schema, with one row in it
-        conn.execute(
-            "CREATE TABLE usage (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, request_id TEXT NOT NULL, "
-            "provider TEXT NOT NULL, model TEXT NOT NULL, prompt TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, "
-            "completion_tokens INTEGER NOT NULL, cost_usd REAL, latency_ms REAL NOT NULL, cached INTEGER NOT NULL, "
-            "streamed INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL, error TEXT)"
-        )
-        conn.execute(
-            "INSERT INTO usage (ts, request_id, provider, model, prompt, prompt_tokens, completion_tokens, cost_usd, "
-            "latency_ms, cached, status) VALUES (1, 'old', 'openai', 'm', 'answer@v1', 1, 1, 0.1, 5, 0, 'ok')"
-        )
-    conn.close()
-    engine = open_database(Settings(_env_file=None, data_dir=tmp_path / "data"))  # type: ignore[call-arg]
-    ledger = UsageLedger(engine)  # the shared database, into which the old file was imported on open
-    row = dict(
-        ts=2.0, request_id="new", provider="openai", model="m", prompt="answer@v1", prompt_tokens=1,
-        completion_tokens=1, cost_usd=0.1, latency_ms=5.0, cached=0, streamed=0, status="ok", error=None,
-        collection="hr", key="key-1",
-    )  # fmt: skip
-    ledger.record(**row)
-    rows = ledger.rows()
-    assert [(r["request_id"], r["collection"], r["key"]) for r in rows] == [("old", None, None), ("new", "hr", "key-1")]
-    assert not path.exists() and path.with_name("usage.sqlite3.imported").exists()
-    ledger.close()
-    engine.dispose()
