@@ -126,4 +126,3 @@ def test_kb_cache_clear(settings_factory, monkeypatch: pytest.MonkeyPatch, tmp_p
     assert result.exit_code == 0, result.output
     assert "removed 1 cached responses" in result.output
     assert len(ResponseCache(settings.cache_db)) == 0
-
