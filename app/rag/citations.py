@@ -10,7 +10,7 @@ just the passage's first characters.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from app.text import split_sentences, terms
@@ -32,7 +32,9 @@ class Citation:
     text: str = ""  # the whole passage, for a reader who wants more than the snippet
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Every field is a scalar: a plain copy, not dataclasses.asdict's recursive deepcopy
+        # (~25 µs a citation, paid five times on every answer, cache hits included).
+        return dict(self.__dict__)
 
 
 def passage_label(n: int, hit: Hit) -> str:

@@ -7,6 +7,8 @@ be probed. Only the last few turns are read back (the condenser needs no more).
 Conversations and their turns are tables of the shared SQL database (``app.db``), so a
 follow-up may reach any replica. Appending a turn is one transaction: an UPDATE of the
 conversation (owner check and lock) and an INSERT numbering the turn ``MAX(seq) + 1``.
+Both statements are built once, with bound parameters: building them per call cost ~0.4 ms,
+four times what SQLite spends executing them, on every answered request.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, func, insert, literal, select, update
+from sqlalchemy import Double, Engine, Text, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.db import engine_for
@@ -48,19 +50,49 @@ class Turn:
 
 _APPEND_ATTEMPTS = 5
 
+# UPDATE first: it checks the owner and locks the conversation's row (PostgreSQL) or the
+# database (SQLite) until commit, so concurrent appends to one conversation queue up and each
+# INSERT numbers its turn after the committed ones.
+_TOUCH = (
+    update(conversations)
+    .where(conversations.c.id == bindparam("cid"), conversations.c.owner == bindparam("by"))
+    .values(updated_at=bindparam("now", type_=Double()))
+)
+_ADD_TURN = insert(turns).from_select(
+    ["conversation_id", "seq", "question", "standalone", "answer", "request_id", "ts"],
+    select(
+        bindparam("cid", type_=Text()), func.coalesce(func.max(turns.c.seq), 0) + 1,
+        bindparam("question", type_=Text()), bindparam("standalone", type_=Text()),
+        bindparam("answer", type_=Text()), bindparam("request_id", type_=Text()), bindparam("now", type_=Double()),
+    ).where(turns.c.conversation_id == bindparam("cid")),
+)  # fmt: skip
+
 
 class ConversationStore:
     def __init__(self, db: Engine | str | Path):
         self._engine, self._owned = engine_for(db)
         self._transactional = transactional(self._engine)
 
-    def start(self, owner: str) -> str:
+    def start(self, owner: str, first: tuple[Turn, str] | None = None) -> str:
+        """A new conversation of ``owner``'s; with ``first`` (a turn and its request id), already holding it.
+
+        Starting with the first turn is one transaction instead of two (every answer without a
+        ``conversation_id`` starts a conversation)."""
         conversation_id = uuid.uuid4().hex
         now = time.time()
-        with self._engine.begin() as conn:
+        row = {"id": conversation_id, "owner": owner, "created_at": now, "updated_at": now}
+        if first is None:
+            with self._engine.begin() as conn:
+                conn.execute(conversations.insert(), row)
+            return conversation_id
+        turn, request_id = first
+        with self._transactional.begin() as conn:
+            conn.execute(conversations.insert(), row)
             conn.execute(
-                conversations.insert(), {"id": conversation_id, "owner": owner, "created_at": now, "updated_at": now}
-            )
+                turns.insert(),
+                {"conversation_id": conversation_id, "seq": 1, "question": turn.question, "standalone": turn.resolved,
+                 "answer": turn.answer, "request_id": request_id, "ts": now},
+            )  # fmt: skip
         return conversation_id
 
     @staticmethod
@@ -90,31 +122,16 @@ class ConversationStore:
 
     def append(self, conversation_id: str, owner: str, turn: Turn, request_id: str) -> None:
         """Add a turn, numbered after the last one; raises if the id is unknown or not the caller's."""
-        now = time.time()
-        # The UPDATE comes first: it checks the owner and locks the conversation's row (PostgreSQL)
-        # or the database (SQLite) until commit, so concurrent appends to one conversation queue up
-        # and each INSERT numbers its turn after the committed ones.
-        touch = (
-            update(conversations)
-            .where(conversations.c.id == conversation_id, conversations.c.owner == owner)
-            .values(updated_at=now)
-        )
-        next_seq = (
-            select(
-                literal(conversation_id), func.coalesce(func.max(turns.c.seq), 0) + 1, literal(turn.question),
-                literal(turn.resolved), literal(turn.answer), literal(request_id), literal(now, turns.c.ts.type),
-            )
-            .where(turns.c.conversation_id == conversation_id)
-        )  # fmt: skip
-        add = insert(turns).from_select(
-            ["conversation_id", "seq", "question", "standalone", "answer", "request_id", "ts"], next_seq
-        )
+        params = {
+            "cid": conversation_id, "by": owner, "now": time.time(), "question": turn.question,
+            "standalone": turn.resolved, "answer": turn.answer, "request_id": request_id,
+        }  # fmt: skip
         for attempt in range(1, _APPEND_ATTEMPTS + 1):
             try:
                 with self._transactional.begin() as conn:
-                    if conn.execute(touch).rowcount == 0:
+                    if conn.execute(_TOUCH, params).rowcount == 0:
                         raise self._not_found(conversation_id)
-                    conn.execute(add)
+                    conn.execute(_ADD_TURN, params)
                 return
             except IntegrityError:  # only if a database lets two appends interleave after all
                 if attempt == _APPEND_ATTEMPTS:

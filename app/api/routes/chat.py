@@ -46,10 +46,15 @@ def sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-def _remember(request: Request, who: Principal, conversation_id: str, question: str, answer: Answer) -> None:
-    answer.conversation_id = conversation_id
+def _remember(request: Request, who: Principal, conversation_id: str | None, question: str, answer: Answer) -> None:
+    """Store the turn (in a new conversation when ``conversation_id`` is None) and audit the answer."""
+    store = components(request).conversations
     turn = Turn(question, answer.answer, answer.standalone_question)
-    components(request).conversations.append(conversation_id, who.key_id, turn, answer.request_id)
+    if conversation_id is None:
+        conversation_id = store.start(who.key_id, first=(turn, answer.request_id))
+    else:
+        store.append(conversation_id, who.key_id, turn, answer.request_id)
+    answer.conversation_id = conversation_id
     audit(request, who, question, answer)
 
 
@@ -84,8 +89,7 @@ def chat(body: ChatBody, request: Request, who: CurrentPrincipal) -> Any:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     answer = parts.rag.answer(body.question, names, **options)
-    conversation_id = body.conversation_id or parts.conversations.start(who.key_id)
-    _remember(request, who, conversation_id, body.question, answer)
+    _remember(request, who, body.conversation_id, body.question, answer)
     return model_response(ChatResponse.model_validate(answer.as_dict()))  # validated here: no second thread hop
 
 
