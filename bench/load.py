@@ -26,12 +26,14 @@ Any non-200 answer, transport error or timeout is an error; a 200 answer without
 server (chroma run), Redis, one shared data dir, two `kb serve` replicas (A with the admin
 API, B without, as docker-compose.yml does), the offline extractive provider, the response
 cache and the rate limiter on Redis (limit set high, so every request still goes through
-the shared limiter), the handbook ingested through A. --scenario issue8 runs both phases
+the shared limiter), the handbook ingested through A; with --postgres the shared SQL database (keys, ledger, audit
+log, conversations) is a throwaway PostgreSQL server (scripts/test-postgres.sh, as the tests
+use), else kb.sqlite3 in the data dir. --scenario issue8 runs both phases
 of the issue on it: 50 clients for 60 s, then a soak at 20 requests/s with ingestion every
 60 s (length: --soak-duration).
 
 Usage:
-  .venv/bin/python bench/load.py --spawn --scenario issue8 [--soak-duration 600]
+  .venv/bin/python bench/load.py --spawn --scenario issue8 [--soak-duration 600] [--postgres]
   .venv/bin/python bench/load.py --spawn --clients 50 --duration 60
   .venv/bin/python bench/load.py --url http://127.0.0.1:8000 --url http://127.0.0.1:8002 \\
       --key "$KEY" --rate 20 --duration 600 --ingest-every 60 --pids 1234,1240
@@ -413,8 +415,8 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def spawn(workdir: Path) -> Iterator[Cluster]:
-    """Chroma server + Redis + two `kb serve` replicas over one data dir; the handbook ingested through A."""
+def spawn(workdir: Path, postgres: bool = False) -> Iterator[Cluster]:
+    """Chroma + Redis (+ PostgreSQL) + two `kb serve` replicas over one data dir; the handbook ingested via A."""
     redis_bin = shutil.which("redis-server")
     if redis_bin is None:
         raise SystemExit("--spawn needs redis-server (Debian: apt-get install redis-server)")
@@ -428,7 +430,17 @@ def spawn(workdir: Path) -> Iterator[Cluster]:
         procs.append(proc)
         return proc
 
+    # Its own short directory: the server runs as the postgres OS user (as root), which must reach it,
+    # and the socket path (DIR/sock/.s.PGSQL.5432) must stay under 107 bytes.
+    pg_dir = Path(tempfile.mkdtemp(prefix="kb-pg.", dir="/tmp")) if postgres else workdir / "pg"
     try:
+        database_url = None
+        if postgres:
+            started = subprocess.run(["sh", str(ROOT / "scripts" / "test-postgres.sh"), "start", str(pg_dir)],
+                                     capture_output=True, text=True)  # fmt: skip
+            if started.returncode != 0:
+                raise SystemExit(f"--postgres: could not start PostgreSQL: {started.stderr.strip()}")
+            database_url = started.stdout.strip()
         chroma_port, redis_port = free_port(), free_port()
         chroma = start("chroma", [str(BIN / "chroma"), "run", "--path", str(workdir / "chroma-data"),
                                   "--host", "127.0.0.1", "--port", str(chroma_port)])  # fmt: skip
@@ -447,6 +459,8 @@ def spawn(workdir: Path) -> Iterator[Cluster]:
             "KB_LLM__PROVIDER": "extractive",
             "KB_LOG_LEVEL": "WARNING",
         })  # fmt: skip
+        if database_url:
+            env["KB_DATABASE__URL"] = database_url
         kb = [str(BIN / "kb")] if (BIN / "kb").exists() else [sys.executable, "-m", "app.cli"]
         created = subprocess.run([*kb, "keys", "create", "--name", "load", "--role", "admin", "--json"], env=env,
                                  cwd=ROOT, capture_output=True, text=True, check=True)  # fmt: skip
@@ -478,7 +492,7 @@ def spawn(workdir: Path) -> Iterator[Cluster]:
         if job["status"] != "succeeded":
             raise SystemExit(f"ingesting the handbook failed: {job}")
         print(f"spawned in {workdir}: chroma :{chroma_port}, redis :{redis_port}, replicas {urls} "
-              f"(A admin), handbook ingested: {job['summary']}")  # fmt: skip
+              f"(A admin), database {database_url or 'kb.sqlite3'}, handbook ingested: {job['summary']}")  # fmt: skip
         pids = {"replica A": replicas["A"].pid, "replica B": replicas["B"].pid,
                 "chroma": chroma.pid, "redis": redis_proc.pid}  # fmt: skip
         yield Cluster(urls, urls[0], key, pids)
@@ -493,6 +507,8 @@ def spawn(workdir: Path) -> Iterator[Cluster]:
                 proc.wait()
         for log in logs:
             log.close()
+        if postgres:
+            subprocess.run(["sh", str(ROOT / "scripts" / "test-postgres.sh"), "stop", str(pg_dir)], capture_output=True)
 
 
 # ---------------------------------------------------------------- main
@@ -515,6 +531,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--spawn", action="store_true", help="Start Chroma + Redis + two replicas here and load them.")
     p.add_argument("--workdir", type=Path, help="--spawn: where data and logs go (default: a new temp dir).")
     p.add_argument("--scenario", choices=["issue8"], help="issue8: 50 clients x 60 s, then the soak.")
+    p.add_argument("--postgres", action="store_true", help="--spawn: share a throwaway PostgreSQL, not kb.sqlite3.")
     p.add_argument("--soak-duration", type=float, default=600, help="--scenario issue8: soak seconds.")
     return p.parse_args(argv)
 
@@ -548,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("--spawn starts its own replicas: leave out --url")
         workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kb-load-"))
         workdir.mkdir(parents=True, exist_ok=True)
-        with spawn(workdir) as cluster:
+        with spawn(workdir, postgres=args.postgres) as cluster:
             ok = asyncio.run(run(cluster.urls, cluster.key, cluster.admin_url, phases, cluster.pids, args))
     else:
         if not args.url or not args.key:
