@@ -246,6 +246,13 @@ class DatabaseSettings(BaseModel):
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    keep_alive_s: int = Field(
+        75,
+        ge=1,
+        description="Seconds an idle client connection is kept open. Keep it above the idle timeout of whatever "
+        "pools connections in front of kb (load balancers: often 60 s; httpx: 5 s, uvicorn's own default): "
+        "otherwise a request sent as the server closes the connection fails with a reset.",
+    )
 
 
 class AdminSettings(BaseModel):

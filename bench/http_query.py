@@ -20,7 +20,9 @@ its response being sent (the server's own `kb_http_request_duration_seconds` his
 /metrics before and after each phase: auth, validation, thread-pool hops, the answer, the audit and
 conversation rows, serialization) and the answer pipeline's own `latency_ms` (rag.answer only).
 With --profile, where a query spends its time in-process (cProfile), and what each per-request
-database row costs.
+database row costs. Where `wrk` is installed (Debian: apt-get install wrk), the cache-hit phases
+run once more with it as the client: a C load generator costs the 2 shared cores far less than
+httpx, so its figures are closer to what the server itself adds.
 
 Usage: .venv/bin/python bench/http_query.py [--data-dir /tmp/kb-bench-http] [--requests 300]
        [--clients 20] [--profile]
@@ -184,7 +186,9 @@ def distinct(questions: list[str], n: int, offset: int) -> list[str]:
     return [pool[(offset + i) % len(pool)] for i in range(n)]
 
 
-async def measure(base: str, token: str, questions: list[str], n: int, clients: int) -> list[Recorder]:
+async def measure(
+    base: str, token: str, questions: list[str], n: int, clients: int
+) -> tuple[list[Recorder], list[str]]:
     limits = httpx.Limits(max_connections=clients + 5, max_keepalive_connections=clients + 5)
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120, limits=limits) as client:
@@ -217,7 +221,61 @@ async def measure(base: str, token: str, questions: list[str], n: int, clients: 
         phase = concurrent(client, hits_many, again, clients, cache=True, expect_cached=True)
         await timed(client, hits_many, "/chat", phase)
         print(f"  {len(grounded)} of {len(questions)} questions answered with citations (cacheable)")
-    return [floor, single, many, hits, hits_many]
+    return [floor, single, many, hits, hits_many], grounded
+
+
+# One wrk thread, rotating through the cached questions; each answer must be a 200 marked cached.
+_WRK_LUA = r"""
+local bodies, i, bad = {}, 0, 0
+for line in io.lines(os.getenv("KB_WRK_BODIES")) do bodies[#bodies + 1] = line end
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("KB_WRK_TOKEN")
+local threads = {}
+function setup(thread) threads[#threads + 1] = thread end
+function request()
+  i = i % #bodies + 1
+  return wrk.format(nil, "/chat", nil, bodies[i])
+end
+function response(status, headers, body)
+  if status ~= 200 or not body:find('"cached":true', 1, true) then bad = bad + 1 end
+end
+function done(summary, latency, requests)
+  local bad_total = 0
+  for _, t in ipairs(threads) do bad_total = bad_total + t:get("bad") end
+  local e = summary.errors
+  io.write(string.format("WRK %d %d %.2f %.2f %.2f %.2f %.2f\n", summary.requests,
+    bad_total + e.connect + e.read + e.write + e.timeout, latency:percentile(50) / 1000,
+    latency:percentile(95) / 1000, latency:percentile(99) / 1000, latency.max / 1000,
+    summary.requests / (summary.duration / 1e6)))
+end
+"""
+
+
+def wrk_cache_hits(base: str, token: str, grounded: list[str], clients: int, seconds: int = 10) -> list[str]:
+    """The cache-hit phases again with wrk as the client; rows for the results table ([] without wrk)."""
+    import json
+    import shutil
+    import tempfile
+
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        print("  (wrk not installed: no wrk rows; apt-get install wrk)")
+        return []
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        script, bodies = Path(tmp) / "hits.lua", Path(tmp) / "bodies.jsonl"
+        script.write_text(_WRK_LUA)
+        bodies.write_text("".join(json.dumps({"question": q, "collection": COLLECTION}) + "\n" for q in grounded))
+        env = {**os.environ, "KB_WRK_BODIES": str(bodies), "KB_WRK_TOKEN": token}
+        for n in (1, clients):
+            out = subprocess.run([wrk, "-t1", f"-c{n}", f"-d{seconds}s", "--timeout", "30s", "-s", str(script), base],
+                                 env=env, capture_output=True, text=True, check=True).stdout  # fmt: skip
+            fields = next(line.split()[1:] for line in out.splitlines() if line.startswith("WRK "))
+            count, errors, p50, p95, p99, top, rate = fields
+            name = f"{n} client{'s' if n > 1 else ''}, cache hits, wrk client ({seconds} s)"
+            rows.append(f"| {name} | {count} | {errors} | {p50} | {p95} | {p99} | {top} | {float(rate):.0f} | — | — |")
+    return rows
 
 
 def profile(data_dir: Path, questions: list[str], token: str) -> None:
@@ -310,7 +368,9 @@ def main() -> None:
     port = free_port()
     server = start_server(args.data_dir, port)
     try:
-        results = asyncio.run(measure(f"http://127.0.0.1:{port}", token, questions, args.requests, args.clients))
+        base = f"http://127.0.0.1:{port}"
+        results, grounded = asyncio.run(measure(base, token, questions, args.requests, args.clients))
+        wrk_rows = wrk_cache_hits(base, token, grounded, args.clients)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -320,6 +380,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for rec in results:
         print(rec.row())
+    for row in wrk_rows:
+        print(row)
     for rec in results:
         for error in rec.errors[:5]:
             print(f"  {rec.name}: {error}")

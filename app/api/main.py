@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI
 
@@ -29,6 +30,19 @@ from app.settings import Settings, get_settings, is_loopback
 from ingest.jobs import JobQueue
 
 log = logging.getLogger(__name__)
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """How ``kb serve`` runs uvicorn (the tests run it the same way).
+
+    ``log_config=None``: uvicorn's loggers propagate to our handler (KB_LOG_FORMAT, request ids).
+    ``timeout_keep_alive``: uvicorn's 5 s default equals httpx's pool expiry, so a pooled connection
+    could be reused just as the server closed it (seen as rare ReadErrors under load)."""
+    return {
+        "log_level": settings.log_level.lower(),
+        "log_config": None,
+        "timeout_keep_alive": settings.api.keep_alive_s,
+    }
 
 
 def create_app(settings: Settings | None = None, components: Components | None = None) -> FastAPI:

@@ -54,7 +54,7 @@ def serve(
     """Serve the chat API (OpenAPI docs at /docs)."""
     import uvicorn
 
-    from app.api.main import create_app
+    from app.api.main import create_app, server_options
 
     settings = setup()
     host = host or settings.api.host
@@ -80,5 +80,4 @@ def serve(
         app = create_app(settings)
     except KbError as exc:
         raise fail(exc) from exc
-    # log_config=None: uvicorn's loggers propagate to our handler (KB_LOG_FORMAT, request ids).
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), log_config=None)
+    uvicorn.run(app, host=host, port=port, **server_options(settings))
