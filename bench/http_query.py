@@ -226,7 +226,8 @@ async def measure(
 
 # One wrk thread, rotating through the cached questions; each answer must be a 200 marked cached.
 _WRK_LUA = r"""
-local bodies, i, bad = {}, 0, 0
+local bodies, i = {}, 0
+bad = 0  -- a global: done() reads it from each thread with thread:get
 for line in io.lines(os.getenv("KB_WRK_BODIES")) do bodies[#bodies + 1] = line end
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -269,8 +270,12 @@ def wrk_cache_hits(base: str, token: str, grounded: list[str], clients: int, sec
         bodies.write_text("".join(json.dumps({"question": q, "collection": COLLECTION}) + "\n" for q in grounded))
         env = {**os.environ, "KB_WRK_BODIES": str(bodies), "KB_WRK_TOKEN": token}
         for n in (1, clients):
-            out = subprocess.run([wrk, "-t1", f"-c{n}", f"-d{seconds}s", "--timeout", "30s", "-s", str(script), base],
-                                 env=env, capture_output=True, text=True, check=True).stdout  # fmt: skip
+            run = subprocess.run([wrk, "-t1", f"-c{n}", f"-d{seconds}s", "--timeout", "30s", "-s", str(script), base],
+                                 env=env, capture_output=True, text=True)  # fmt: skip
+            if run.returncode != 0 or "WRK " not in run.stdout:
+                print(f"  wrk failed ({run.returncode}): {(run.stderr or run.stdout).strip()[:500]}")
+                return rows
+            out = run.stdout
             fields = next(line.split()[1:] for line in out.splitlines() if line.startswith("WRK "))
             count, errors, p50, p95, p99, top, rate = fields
             name = f"{n} client{'s' if n > 1 else ''}, cache hits, wrk client ({seconds} s)"
