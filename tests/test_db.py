@@ -203,6 +203,11 @@ def test_the_migrated_schema_is_the_one_the_code_queries(engine: Engine) -> None
     assert diffs == []
 
 
+def test_the_shipped_head_constant_is_the_newest_revision() -> None:
+    """Starts skip Alembic when the database is at ``migrate.HEAD``: it must name the scripts' head."""
+    assert migrate.head_revision() == migrate.HEAD
+
+
 def test_upgrade_from_empty_is_idempotent(db_url: str, caplog: pytest.LogCaptureFixture) -> None:
     engine = make_engine(db_url)
     try:
