@@ -25,7 +25,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 import app as app_pkg
-from app.db.engine import safe_url
+from app.db.engine import safe_url, sqlite_file
 from app.errors import KbError
 
 log = logging.getLogger(__name__)
@@ -68,15 +68,6 @@ def database_note(database_url: str | None) -> str | None:
     )
 
 
-def _sqlite_database(database_url: str | None) -> Path | None:
-    if database_url is None:
-        return None
-    url = make_url(database_url)
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        return None
-    return Path(url.database)
-
-
 def backup_data_dir(data_dir: Path, dest: Path, database_url: str | None = None) -> list[BackedUp]:
     """Copy every ``*.sqlite3`` of ``data_dir`` (and ``uploads/``) into ``dest``, which must be new or empty.
 
@@ -92,7 +83,7 @@ def backup_data_dir(data_dir: Path, dest: Path, database_url: str | None = None)
     dest.mkdir(parents=True, exist_ok=True)
     done = []
     sources = sorted(data_dir.glob("*.sqlite3"))
-    shared = _sqlite_database(database_url)
+    shared = sqlite_file(database_url) if database_url else None
     if shared is not None and shared.exists() and shared.resolve() not in {p.resolve() for p in sources}:
         if any(p.name == shared.name for p in sources):
             raise BackupError(f"the database {shared} has the name of a data dir file: rename one of them")
@@ -110,9 +101,8 @@ def backup_data_dir(data_dir: Path, dest: Path, database_url: str | None = None)
         done.append(BackedUp("uploads/", size, 0.0))
     not_included = ["chroma (copy it while stopped)", "admin-key.txt (a secret)"]
     note = database_note(database_url)
-    if note is not None:
+    if note is not None:  # `kb backup` prints it too
         not_included.append(note)
-        log.warning("%s", note)
     summary = {
         "kb_version": app_pkg.__version__,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -60,11 +60,12 @@ def safe_url(url: str | URL) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def sqlite_file(engine: Engine) -> Path | None:
-    """The database file of a SQLite engine (None for PostgreSQL or an in-memory database)."""
-    if engine.dialect.name != "sqlite":
+def sqlite_file(target: Engine | str | URL) -> Path | None:
+    """The database file of a SQLite engine or URL (None for PostgreSQL or an in-memory database)."""
+    url = target.url if isinstance(target, Engine) else make_url(target)
+    if url.get_backend_name() != "sqlite":
         return None
-    database = engine.url.database
+    database = url.database
     return Path(database) if database and database != ":memory:" and not database.startswith("file:") else None
 
 
