@@ -20,8 +20,8 @@ from sqlalchemy.exc import OperationalError
 
 from app.cli.common import cli, console, fail, out, setup
 from app.db import migrate
-from app.db.engine import make_engine, safe_url, sqlite_file
-from app.errors import ConfigurationError, KbError
+from app.db.engine import make_engine, safe_url, sqlite_file, unreachable
+from app.errors import KbError
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,7 @@ def _engine(settings: Settings) -> Iterator[Engine]:
         try:
             yield engine
         except OperationalError as exc:
-            raise ConfigurationError(
-                f"cannot reach the database {safe_url(engine.url)}: {str(exc.orig).strip()}"
-            ) from exc
+            raise unreachable(engine.url, exc) from exc
         finally:
             engine.dispose()
     except KbError as exc:

@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from app.db.engine import make_engine, safe_url, sqlite_url
+from app.db.engine import make_engine, sqlite_url, unreachable
 from app.db.migrate import SchemaOutdatedError, ensure_current, upgrade
-from app.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -45,10 +44,7 @@ def open_database(settings: Settings, *, migrate: bool | None = None) -> Engine:
             ensure_current(engine)
     except OperationalError as exc:
         engine.dispose()
-        raise ConfigurationError(
-            f"cannot reach the database {safe_url(engine.url)}: {str(exc.orig).strip()}. Check KB_DATABASE__URL "
-            "and that the server runs"
-        ) from exc
+        raise unreachable(engine.url, exc) from exc
     except BaseException:
         engine.dispose()
         raise

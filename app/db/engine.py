@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app.errors import ConfigurationError
 
@@ -58,6 +58,14 @@ def normalize_url(url: str | URL) -> URL:
 def safe_url(url: str | URL) -> str:
     """The URL with its password masked, for logs and error messages."""
     return make_url(url).render_as_string(hide_password=True)
+
+
+def unreachable(url: str | URL, exc: OperationalError) -> ConfigurationError:
+    """The one-line error for a database that cannot be reached (the password masked)."""
+    return ConfigurationError(
+        f"cannot reach the database {safe_url(url)}: {str(exc.orig).strip()}. Check KB_DATABASE__URL "
+        "and that the server runs"
+    )
 
 
 def sqlite_file(target: Engine | str | URL) -> Path | None:
