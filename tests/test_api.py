@@ -64,6 +64,7 @@ def test_bad_requests_get_json_errors(client: httpx.Client, payload: dict, statu
 def test_malformed_json_is_a_clear_422(client: httpx.Client) -> None:
     r = client.post("/chat", content=b"{not json", headers={"content-type": "application/json"}, timeout=30)
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+    assert "the body is not valid JSON" in r.json()["error"]["message"], r.text
 
 
 def test_health_docs_and_collections(client: httpx.Client) -> None:

@@ -38,6 +38,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
         for err in exc.errors():
+            if err.get("type") == "json_invalid":  # its loc is a character offset, which reads as a field "0"
+                detail = (err.get("ctx") or {}).get("error", "")
+                problems.append(f"the body is not valid JSON ({detail}); send a JSON object" if detail else
+                                "the body is not valid JSON; send a JSON object")  # fmt: skip
+                continue
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
             problems.append(f"{where}: {err.get('msg', 'invalid')}")
         message = "invalid request: " + "; ".join(problems[:5])
