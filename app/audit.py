@@ -6,7 +6,8 @@ answered, from which chunks, with which prompt version). The question's sha256 i
 always kept, so a question can be traced ("was this asked, by which key?") even
 with ``store_text=False``, where neither the question nor the answer text is
 written. It is the ``audit`` table of the shared SQL database (``app.db``). Writes happen on
-the request path from the API's thread pool: each is one INSERT (``app.db.engine``).
+the request path from the API's thread pool: each is one INSERT (``app.db.engine``); a cache
+hit's row goes to the deferred writer instead (``app.db.writer``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.db import engine_for
 from app.db.engine import safe_url
 from app.db.schema import audit
+from app.db.writer import DeferredWriter, flush_pending
 from app.errors import KbError
 
 log = logging.getLogger(__name__)
@@ -73,15 +75,24 @@ class AuditRecord:
 class AuditLog:
     """Append-only log of answers; ``rows`` reads it back with JSON lists decoded and flags as booleans."""
 
-    def __init__(self, db: Engine | str | Path, *, store_text: bool = True, retention_days: int = 0):
+    def __init__(
+        self,
+        db: Engine | str | Path,
+        *,
+        store_text: bool = True,
+        retention_days: int = 0,
+        writer: DeferredWriter | None = None,
+    ):
         self.store_text = store_text
+        self.writer = writer  # for ``defer=True`` rows (cache hits)
         self.retention_s = retention_days * 86400.0
         self._engine, self._owned = engine_for(db)
         self._insert = audit.insert()
         self._next_prune = 0.0
         self._maybe_prune(time.time())
 
-    def record(self, rec: AuditRecord) -> None:
+    def record(self, rec: AuditRecord, *, defer: bool = False) -> None:
+        """One row; ``defer``: handed to the deferred writer (a cache hit's), committed after the response."""
         row: dict[str, Any] = {
             "ts": rec.ts,
             "request_id": rec.request_id,
@@ -104,6 +115,10 @@ class AuditLog:
             "cost_usd": rec.cost_usd,
             "latency_ms": rec.latency_ms,
         }
+        if defer and self.writer is not None:
+            self.writer.submit([(self._insert, row)])
+            self._maybe_prune(time.time())
+            return
         try:
             with self._engine.begin() as conn:
                 conn.execute(self._insert, row)
@@ -122,6 +137,7 @@ class AuditLog:
         query = query.order_by(audit.c.ts.desc(), audit.c.id.desc())
         if limit is not None:
             query = query.limit(max(limit, 0))
+        flush_pending(self._engine)
         with self._engine.connect() as conn:
             found = [dict(r) for r in conn.execute(query).mappings()]
         for row in found:

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from app.audit import AuditLog
 from app.auth import KeyStore
 from app.db import open_database
+from app.db.writer import DeferredWriter
 from app.errors import ConfigurationError
 from app.llm.base import ChatModel, GenerationParams
 from app.llm.cache import CacheBackend, ResponseCache
@@ -106,8 +107,14 @@ class Components:
         return open_database(self.settings)
 
     @cached_property
+    def writer(self) -> DeferredWriter | None:
+        """Commits cache hits' bookkeeping rows after the response, in batches (None when turned off)."""
+        linger_ms = self.settings.database.defer_writes_ms
+        return DeferredWriter(self.db, linger_s=linger_ms / 1000) if linger_ms > 0 else None
+
+    @cached_property
     def ledger(self) -> UsageLedger:
-        return UsageLedger(self.db)
+        return UsageLedger(self.db, writer=self.writer)
 
     @cached_property
     def cache(self) -> CacheBackend | None:
@@ -138,7 +145,7 @@ class Components:
         a = self.settings.audit
         if not a.enabled:
             return None
-        return AuditLog(self.db, store_text=a.store_text, retention_days=a.retention_days)
+        return AuditLog(self.db, store_text=a.store_text, retention_days=a.retention_days, writer=self.writer)
 
     @cached_property
     def answer_cache(self) -> AnswerCache | None:
@@ -147,11 +154,11 @@ class Components:
 
     @cached_property
     def keys(self) -> KeyStore:
-        return KeyStore(self.db)
+        return KeyStore(self.db, cache_s=self.settings.auth.key_cache_s)
 
     @cached_property
     def conversations(self) -> ConversationStore:
-        return ConversationStore(self.db)
+        return ConversationStore(self.db, writer=self.writer)
 
     @cached_property
     def rag(self) -> RagService:
@@ -193,7 +200,9 @@ class Components:
         return self.ingest_pipeline.ingest([folder], collection).as_dict()
 
     def close(self) -> None:
-        stores = ("ledger", "cache", "manifest", "embedding_cache", "lexical", "keys", "conversations", "audit")
+        stores = (
+            "writer", "ledger", "cache", "manifest", "embedding_cache", "lexical", "keys", "conversations", "audit",
+        )  # fmt: skip
         for name in stores:
             obj = self.__dict__.pop(name, None)  # reopened lazily if used again
             if obj is not None:

@@ -168,6 +168,13 @@ class AuthSettings(BaseModel):
     first_admin_key: bool = Field(
         True, description="On first start with no admin key, create one into data_dir/admin-key.txt (mode 0600)."
     )
+    key_cache_s: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="A server remembers a valid API key this long instead of looking it up on every request; a key "
+        "revoked by 'kb keys revoke' or another replica stops working within this time. 0: look up every request.",
+    )
 
 
 class CacheSettings(BaseModel):
@@ -235,6 +242,13 @@ class DatabaseSettings(BaseModel):
     )
     connect_timeout_s: float = Field(
         5.0, gt=0, description="Give up connecting to the database server after this many seconds (PostgreSQL)."
+    )
+    defer_writes_ms: float = Field(
+        20.0,
+        ge=0,
+        le=1000,
+        description="A cache hit's bookkeeping rows (conversation, audit, ledger; cost 0) are committed in batches "
+        "by a background writer, at most this long after the response (app/db/writer.py); 0: on the request thread.",
     )
 
     @field_validator("url")

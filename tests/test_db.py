@@ -325,6 +325,7 @@ def test_readyz_reports_the_database(handbook_components: Any, db_url: str) -> N
         token = handbook_components.keys.create("alice", "employee", ["handbook"]).token
         assert httpx.get(f"{url}/collections", headers={"Authorization": f"Bearer {token}"}).status_code == 200
         if handbook_components.db.dialect.name == "postgresql":
+            unseen = handbook_components.keys.create("bob", "employee", ["handbook"]).token  # never used before
             # The database goes away under a running replica: /readyz says so, naming only the check.
             database = handbook_components.db.url.database
             admin = make_engine(handbook_components.db.url.set(database="postgres"))
@@ -334,6 +335,9 @@ def test_readyz_reports_the_database(handbook_components: Any, db_url: str) -> N
             r = httpx.get(f"{url}/readyz")
             assert r.status_code == 503 and r.json()["failing"] == ["database"], r.text
             assert database not in r.text
-            r = httpx.get(f"{url}/collections", headers={"Authorization": f"Bearer {token}"})
+            # A key the server remembers (KB_AUTH__KEY_CACHE_S) still reads what needs no database;
+            # one it has not seen cannot be checked: a 503 naming the database, not a 500 or a 401.
+            assert httpx.get(f"{url}/collections", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+            r = httpx.get(f"{url}/collections", headers={"Authorization": f"Bearer {unseen}"})
             assert r.status_code == 503 and r.json()["error"]["code"] == "database_unavailable", r.text
             assert database not in r.text

@@ -37,6 +37,7 @@ pytestmark = pytest.mark.slow
 
 KB = Path(sys.executable).parent / "kb"
 QUESTION = {"question": "How many days of annual leave do I get?", "collection": "handbook"}
+KEY_MEMORY_S = 1.0  # how long a replica remembers a valid key
 RATE_LIMIT = 30  # requests per minute per key, counted in Redis for both replicas
 
 
@@ -140,6 +141,7 @@ def test_two_replicas_share_the_store_the_cache_the_limits_and_the_ledger(
             "KB_LIMITS__RATE_LIMIT_STORAGE": f"{redis_base}/1",
             "KB_LIMITS__REQUESTS_PER_MINUTE": str(RATE_LIMIT),
             "KB_LLM__PROVIDER": "extractive",
+            "KB_AUTH__KEY_CACHE_S": str(KEY_MEMORY_S),
         })  # fmt: skip
         if database_url is not None:
             env["KB_DATABASE__URL"] = database_url
@@ -201,12 +203,18 @@ def test_two_replicas_share_the_store_the_cache_the_limits_and_the_ledger(
             assert not (tmp_path / "shared-data" / "kb.sqlite3").exists()
 
         # Keys live in the shared database: one created while both replicas run works on both at
-        # once (no restart, no cache to expire), and once revoked it fails on both at once.
+        # once (no restart; unknown keys are never remembered), and once revoked it fails on both
+        # within the time a replica remembers a valid key (KB_AUTH__KEY_CACHE_S), and from then on.
         late = {"Authorization": f"Bearer {_key(env, 'late', 'employee', 'handbook')}"}
         for url in (a, b):
             r = httpx.get(f"{url}/collections", headers=late)
             assert r.status_code == 200 and [c["name"] for c in r.json()] == ["handbook"], r.text
         _kb(env, "keys", "revoke", "late")
+        revoked_at = time.monotonic()
+        for url in (a, b):
+            while httpx.get(f"{url}/collections", headers=late).status_code != 401:
+                assert time.monotonic() - revoked_at < KEY_MEMORY_S + 1.0, f"{url} still accepts a revoked key"
+                time.sleep(0.05)
         for url in (a, b):
             assert httpx.get(f"{url}/collections", headers=late).status_code == 401
 

@@ -8,6 +8,7 @@ the collection exists, so a key cannot probe for names it may not see.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -19,9 +20,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from limits import RateLimitItemPerMinute
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
+from starlette.concurrency import run_in_threadpool
 
 from app.audit import AuditRecord
-from app.auth import ANONYMOUS_ADMIN, Principal
+from app.auth import ANONYMOUS_ADMIN, KeyStore, Principal
 from app.bootstrap import Components
 from app.errors import AuthError, CollectionNotFoundError, ForbiddenError, KbError, RateLimitedError
 from app.rag.answer import Answer
@@ -41,6 +43,7 @@ class RateLimiter:
     def __init__(self, per_minute: int, storage_uri: str = "memory://"):
         self.item = RateLimitItemPerMinute(per_minute) if per_minute > 0 else None
         self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
+        self.in_memory = storage_uri.startswith("memory://")  # else Redis: a network call per hit
 
     def hit(self, key_id: str) -> None:
         if self.item is None or self.limiter.hit(self.item, "kb-api", key_id):
@@ -58,10 +61,32 @@ def components(request: Request) -> Components:
     return request.app.state.components  # type: ignore[no-any-return]
 
 
-def principal(
+_lookups: dict[tuple[int, str], asyncio.Future[Principal | None]] = {}
+
+
+async def authenticate(keys: KeyStore, token: str) -> Principal | None:
+    """The key's principal: remembered, else looked up on a worker thread, once for all the requests
+    that carry the same key meanwhile (when a busy key's memory expires, 20 clients would otherwise
+    queue 20 lookups on the thread pool)."""
+    found = keys.remembered(token)
+    if found is not None:
+        return found
+    slot = (id(keys), token)
+    lookup = _lookups.get(slot)
+    if lookup is None:
+        lookup = asyncio.ensure_future(run_in_threadpool(keys.authenticate, token))
+        _lookups[slot] = lookup
+        lookup.add_done_callback(lambda _: _lookups.pop(slot, None))
+    return await asyncio.shield(lookup)  # one caller's disconnect must not cancel the others' lookup
+
+
+async def principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:
-    """The caller, authenticated by its bearer key and counted against its rate limit."""
+    """The caller, authenticated by its bearer key and counted against its rate limit.
+
+    Async, so a key the store remembers (``KeyStore.remembered``) and an in-memory rate limit
+    cost no thread-pool round trip; a database lookup or a Redis limiter runs on a worker thread."""
     parts = components(request)
     if not parts.settings.auth.enabled:
         who = ANONYMOUS_ADMIN
@@ -71,12 +96,16 @@ def principal(
             code="missing_api_key",
         )
     else:
-        found = parts.keys.authenticate(credentials.credentials)
+        found = await authenticate(parts.keys, credentials.credentials)
         if found is None:
             raise AuthError("invalid or revoked API key", code="invalid_api_key")
         who = found
     request.state.principal = who
-    request.app.state.rate_limiter.hit(who.key_id)
+    limiter: RateLimiter = request.app.state.rate_limiter
+    if limiter.in_memory:
+        limiter.hit(who.key_id)
+    else:
+        await run_in_threadpool(limiter.hit, who.key_id)
     return who
 
 
@@ -113,7 +142,8 @@ def resolve_collections(who: Principal, requested: Sequence[str], parts: Compone
 
 
 def audit(request: Request, who: Principal, question: str, answer: Answer) -> None:
-    """One audit row per answered request. A failed write is logged, not raised: the answer is already paid for."""
+    """One audit row per answered request (a cache hit's deferred). A failed write is logged, not raised: the
+    answer is already paid for."""
     log_ = components(request).audit
     if log_ is None:
         return
@@ -127,6 +157,6 @@ def audit(request: Request, who: Principal, question: str, answer: Answer) -> No
         latency_ms=answer.latency_ms,
     )  # fmt: skip
     try:
-        log_.record(record)
+        log_.record(record, defer=answer.cached)
     except KbError as exc:
         log.error("request %s: audit row not written (%s): %s", answer.request_id, exc.code, exc.message)

@@ -6,6 +6,7 @@ first request, so the first employee does not wait for it).
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -65,6 +66,10 @@ def create_app(settings: Settings | None = None, components: Components | None =
             jobs = JobQueue(settings.data_dir, components.ingest_folder)
             jobs.start()
             api.state.jobs = jobs
+        # Everything loaded so far (model, indexes, stores: ~0.5 M objects) lives as long as the process;
+        # frozen, a full garbage collection skips it instead of stalling a request for ~300 ms.
+        gc.collect()
+        gc.freeze()
         log.info("kb API ready on data dir %s (admin API %s)", settings.data_dir.resolve(), admin_state)
         try:
             yield

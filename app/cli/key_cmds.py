@@ -76,7 +76,7 @@ def list_keys(
 def revoke(
     key: Annotated[str, typer.Argument(help="Key id, or a name (revokes every active key with that name).")],
 ) -> None:
-    """Revoke keys: the next request with them gets 401."""
+    """Revoke keys: requests with them get 401 (a running server within KB_AUTH__KEY_CACHE_S, default 5 s)."""
     settings = setup()
     with database(settings) as engine:
         try:
@@ -84,3 +84,5 @@ def revoke(
         except KbError as exc:
             raise fail(exc) from exc
     out.print(f"revoked {len(revoked)} key(s): {', '.join(f'{k.id} ({k.name})' for k in revoked)}")
+    if settings.auth.key_cache_s > 0:
+        out.print(f"running servers refuse them within {settings.auth.key_cache_s:g} s (KB_AUTH__KEY_CACHE_S)")

@@ -25,6 +25,7 @@ from app import metrics
 from app.db import engine_for
 from app.db.engine import retry_on_disconnect
 from app.db.schema import usage
+from app.db.writer import DeferredWriter, flush_pending
 from app.errors import KbError
 from app.llm.base import ChatModel, ChatRequest, Completion, StreamEvent, Usage
 
@@ -56,11 +57,16 @@ class UsageLedger:
     """The ledger table of the shared database. ``record`` is one INSERT on a pooled connection (no
     BEGIN/COMMIT round trips on PostgreSQL, see ``app.db.engine``): it runs on every model call and cache hit."""
 
-    def __init__(self, db: Engine | str | Path):
+    def __init__(self, db: Engine | str | Path, *, writer: DeferredWriter | None = None):
         self._engine, self._owned = engine_for(db)
         self._insert = usage.insert()
+        self.writer = writer  # for ``defer=True`` rows (cache hits); None: every row is written at once
 
-    def record(self, **row: Any) -> None:
+    def record(self, *, defer: bool = False, **row: Any) -> None:
+        """One row; ``defer``: a cache hit's (cost 0), written by the deferred writer after the response."""
+        if defer and self.writer is not None:
+            self.writer.submit([(self._insert, row)])
+            return
         retry_on_disconnect(lambda: self._write(row), "usage ledger")
 
     def _write(self, row: dict[str, Any]) -> None:
@@ -68,7 +74,8 @@ class UsageLedger:
             conn.execute(self._insert, row)
 
     def rows(self, since_ts: float = 0.0) -> list[dict[str, Any]]:
-        query = select(usage).where(usage.c.ts >= since_ts).order_by(usage.c.id)
+        query = select(usage).where(usage.c.ts >= since_ts).order_by(usage.c.ts, usage.c.id)  # deferred rows land late
+        flush_pending(self._engine)
         with self._engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
@@ -141,6 +148,7 @@ class CostLoggedChatModel:
             error=code,
             collection=request.collection,
             key=request.key,
+            defer=bool(completion and completion.cached),  # a cache hit costs nothing: written after the response
         )
         if not self.only_cached:
             self._observe(provider, model, latency_s, completion, code)

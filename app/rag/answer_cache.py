@@ -100,7 +100,7 @@ def revive(
             ts=time.time(), request_id=request_id, provider=answer.provider, model=answer.model, prompt=answer.prompt,
             prompt_tokens=answer.usage["prompt_tokens"], completion_tokens=answer.usage["completion_tokens"],
             cost_usd=0.0, latency_ms=answer.latency_ms, cached=1, streamed=0, status="ok", error=None,
-            collection=",".join(collections), key=principal,
+            collection=",".join(collections), key=principal, defer=True,
         )  # fmt: skip
     log.info("answered request %s from the answer cache in %.1f ms", request_id, answer.latency_ms)
     return answer

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from app.db import engine_for
 from app.db.engine import transactional
 from app.db.schema import conversations, turns
+from app.db.writer import DeferredWriter, Row, flush_pending
 from app.errors import KbError
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ class Turn:
 
 
 _APPEND_ATTEMPTS = 5
+_NEW = conversations.insert()
+_FIRST_TURN = turns.insert()
+_OWNER = select(conversations.c.owner).where(conversations.c.id == bindparam("cid"))
 
 # UPDATE first: it checks the owner and locks the conversation's row (PostgreSQL) or the
 # database (SQLite) until commit, so concurrent appends to one conversation queue up and each
@@ -69,30 +73,33 @@ _ADD_TURN = insert(turns).from_select(
 
 
 class ConversationStore:
-    def __init__(self, db: Engine | str | Path):
+    def __init__(self, db: Engine | str | Path, *, writer: DeferredWriter | None = None):
         self._engine, self._owned = engine_for(db)
         self._transactional = transactional(self._engine)
+        self.writer = writer  # for ``defer=True`` starts (a cache hit's conversation)
 
-    def start(self, owner: str, first: tuple[Turn, str] | None = None) -> str:
+    def start(self, owner: str, first: tuple[Turn, str] | None = None, *, defer: bool = False) -> str:
         """A new conversation of ``owner``'s; with ``first`` (a turn and its request id), already holding it.
 
         Starting with the first turn is one transaction instead of two (every answer without a
-        ``conversation_id`` starts a conversation)."""
+        ``conversation_id`` starts a conversation). ``defer``: the deferred writer commits both rows
+        after the response (a lookup of the id flushes it first, see ``_check_owner``)."""
         conversation_id = uuid.uuid4().hex
         now = time.time()
-        row = {"id": conversation_id, "owner": owner, "created_at": now, "updated_at": now}
-        if first is None:
-            with self._engine.begin() as conn:
-                conn.execute(conversations.insert(), row)
-            return conversation_id
-        turn, request_id = first
-        with self._transactional.begin() as conn:
-            conn.execute(conversations.insert(), row)
-            conn.execute(
-                turns.insert(),
-                {"conversation_id": conversation_id, "seq": 1, "question": turn.question, "standalone": turn.resolved,
-                 "answer": turn.answer, "request_id": request_id, "ts": now},
+        rows: list[Row] = [(_NEW, {"id": conversation_id, "owner": owner, "created_at": now, "updated_at": now})]
+        if first is not None:
+            turn, request_id = first
+            rows.append(
+                (_FIRST_TURN, {"conversation_id": conversation_id, "seq": 1, "question": turn.question,
+                               "standalone": turn.resolved, "answer": turn.answer, "request_id": request_id,
+                               "ts": now})
             )  # fmt: skip
+        if defer and self.writer is not None:
+            self.writer.submit(rows)
+            return conversation_id
+        with (self._transactional if len(rows) > 1 else self._engine).begin() as conn:
+            for statement, params in rows:
+                conn.execute(statement, params)
         return conversation_id
 
     @staticmethod
@@ -101,10 +108,23 @@ class ConversationStore:
             f"no conversation {conversation_id!r} for this API key; omit conversation_id to start a new one"
         )
 
-    def _check_owner(self, conversation_id: str, owner: str) -> None:
+    def _owner(self, conversation_id: str) -> str | None:
         with self._engine.connect() as conn:
-            found = conn.execute(select(conversations.c.owner).where(conversations.c.id == conversation_id)).first()
-        if found is None or found[0] != owner:
+            found = conn.execute(_OWNER, {"cid": conversation_id}).first()
+        return None if found is None else str(found[0])
+
+    def _check_owner(self, conversation_id: str, owner: str) -> None:
+        """Raises unless the conversation is ``owner``'s. An id not (yet) in the database may be a
+        conversation whose rows a deferred writer still holds: this process's are flushed at once;
+        another replica's are waited for once (two of its lingers) before the 404."""
+        found = self._owner(conversation_id)
+        if found is None:
+            flush_pending(self._engine)
+            found = self._owner(conversation_id)
+        if found is None and self.writer is not None:
+            time.sleep(2 * self.writer.linger_s)
+            found = self._owner(conversation_id)
+        if found != owner:
             raise self._not_found(conversation_id)
 
     def history(self, conversation_id: str, owner: str, *, last: int = 6) -> list[Turn]:

@@ -96,14 +96,20 @@ class RagService:
             raise InvalidRequestError(f"top_k must be between 1 and {self.config.max_top_k}", code="top_k_out_of_range")
         return question, k
 
-    def _collections(self, collections: str | Sequence[str]) -> list[str]:
+    def _collections(self, collections: str | Sequence[str], *, local_only: bool = False) -> list[str] | None:
+        """The named collections, each checked to exist. ``local_only``: None instead of asking the
+        store about a collection the manifest does not know (the store may be a server)."""
         names = list(dict.fromkeys([collections] if isinstance(collections, str) else collections))
         if not names:
             raise InvalidRequestError("name at least one collection", code="collection_missing")
         # Collections with live documents in the manifest exist (a cheap local read); ask the store for the rest.
         known = {c for c, count, _ in self.manifest.version(names) if count} if self.manifest is not None else set()
         for name in names:
-            if name not in known and not self.store.exists(name):
+            if name in known:
+                continue
+            if local_only:
+                return None
+            if not self.store.exists(name):
                 raise CollectionNotFoundError(
                     f"collection {name!r} does not exist; ingest documents into it first "
                     f"(kb ingest PATH --collection {name!r})"
@@ -136,6 +142,7 @@ class RagService:
         if mode is not None and mode not in MODES:
             raise InvalidRequestError(f"mode must be one of {', '.join(MODES)}", code="mode_invalid")
         names = self._collections(collections)
+        assert names is not None
         query, k = self._validate(query, top_k)
         return self.retriever.search(query, names, k, mode=mode, filters=filters)
 
@@ -164,10 +171,43 @@ class RagService:
         principal: str | None = None,
     ) -> Plan:
         """Validate, condense a follow-up, retrieve and render: all that precedes the model call."""
+        plan = self._plan(question, collections, top_k, prompt, request_id, use_cache, history, principal, False)
+        assert plan is not None
+        return plan
+
+    def cached_answer(self, question: str, collections: str | Sequence[str], **options: Any) -> Answer | None:
+        """The answer cache's answer to a new question (no ``history``), or None: then call ``answer``.
+
+        Touches only memory and the local manifest, never the vector store, the model or the
+        database (the cache hit's ledger row is deferred), so the API may call it on its event loop.
+        """
+        if options.get("history") or self.answer_cache is None:
+            return None
+        plan = self._plan(
+            question, collections, options.get("top_k"), options.get("prompt"), options.get("request_id"),
+            options.get("use_cache", True), (), options.get("principal"), True,
+        )  # fmt: skip
+        return None if plan is None else self._from_cache(plan)
+
+    def _plan(
+        self,
+        question: str,
+        collections: str | Sequence[str],
+        top_k: int | None,
+        prompt: str | None,
+        request_id: str | None,
+        use_cache: bool,
+        history: Sequence[Turn],
+        principal: str | None,
+        cached_only: bool,
+    ) -> Plan | None:
+        """``plan``; with ``cached_only``, None unless the answer cache has the answer."""
         started = time.perf_counter()
         request_id = request_id or uuid.uuid4().hex
         question, k = self._validate(question, top_k)
-        names = self._collections(collections)
+        names = self._collections(collections, local_only=cached_only)
+        if names is None:
+            return None
         prompt_file = self._prompt(self._choose(prompt, request_id))
         scope = tuple(sorted(names))
         condensed = self.condenser.condense(question, history, request_id=request_id, scope=scope, key=principal)
@@ -180,6 +220,8 @@ class RagService:
                 plan = Plan(request_id, started, question, condensed.question, names, prompt_file.id, [], None, 0.0)
                 plan.cached, plan.principal = cached, principal
                 return plan
+        if cached_only:
+            return None
         found = self.retriever.search(condensed.question, names, k)
         hits = self._pack([h.as_hit() for h in found])
         best = max((h.evidence for h in found[: len(hits)]), default=0.0)
