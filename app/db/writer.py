@@ -107,7 +107,10 @@ class DeferredWriter:
                 self._cond.wait_for(lambda: self._urgent or self._closed, self.linger_s)
                 self._urgent = False
                 batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-            self._write(batch)
+            try:
+                self._write(batch)
+            except Exception:  # a bug must not stop the thread: every later flush would wait in vain
+                log.exception("deferred writer: %d rows not written", len(batch))
             with self._cond:
                 self._written += len(batch)
                 self._cond.notify_all()

@@ -158,20 +158,10 @@ class RagService:
             used += cost
         return packed
 
-    def plan(
-        self,
-        question: str,
-        collections: str | Sequence[str],
-        *,
-        top_k: int | None = None,
-        prompt: str | None = None,
-        request_id: str | None = None,
-        use_cache: bool = True,
-        history: Sequence[Turn] = (),
-        principal: str | None = None,
-    ) -> Plan:
-        """Validate, condense a follow-up, retrieve and render: all that precedes the model call."""
-        plan = self._plan(question, collections, top_k, prompt, request_id, use_cache, history, principal, False)
+    def plan(self, question: str, collections: str | Sequence[str], **options: Any) -> Plan:
+        """Validate, condense a follow-up, retrieve and render: all that precedes the model call.
+        Options: ``top_k``, ``prompt``, ``request_id``, ``use_cache``, ``history``, ``principal``."""
+        plan = self._plan(question, collections, **options)
         assert plan is not None
         return plan
 
@@ -183,23 +173,21 @@ class RagService:
         """
         if options.get("history") or self.answer_cache is None:
             return None
-        plan = self._plan(
-            question, collections, options.get("top_k"), options.get("prompt"), options.get("request_id"),
-            options.get("use_cache", True), (), options.get("principal"), True,
-        )  # fmt: skip
+        plan = self._plan(question, collections, **options, cached_only=True)
         return None if plan is None else self._from_cache(plan)
 
     def _plan(
         self,
         question: str,
         collections: str | Sequence[str],
-        top_k: int | None,
-        prompt: str | None,
-        request_id: str | None,
-        use_cache: bool,
-        history: Sequence[Turn],
-        principal: str | None,
-        cached_only: bool,
+        *,
+        top_k: int | None = None,
+        prompt: str | None = None,
+        request_id: str | None = None,
+        use_cache: bool = True,
+        history: Sequence[Turn] = (),
+        principal: str | None = None,
+        cached_only: bool = False,
     ) -> Plan | None:
         """``plan``; with ``cached_only``, None unless the answer cache has the answer."""
         started = time.perf_counter()
