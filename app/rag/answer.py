@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.llm.base import ChatRequest
-from app.rag.citations import Citation
+from app.llm.base import ChatModel, ChatRequest, Completion
+from app.llm.providers.extractive import REFUSAL
+from app.rag.citations import Citation, build_citations
 from vectorstore.store import Hit
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,3 +54,37 @@ class Plan:
     cache_key: str | None = None  # where the finished answer goes in the answer cache
     cached: Answer | None = None  # an answer cache hit: no retrieval, no model call
     principal: str | None = None
+
+
+def finish(plan: Plan, completion: Completion | None, model_: ChatModel) -> Answer:
+    """The Answer for a plan's completion, or the refusal when the plan had no evidence (no model call:
+    ``model_`` names who would have answered)."""
+    if completion is None:
+        text, citations, cached, grounded = REFUSAL, [], False, False
+        provider, model = model_.provider, model_.model
+        usage: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
+    else:
+        text, cached, provider, model = completion.text, completion.cached, completion.provider, completion.model
+        citations = build_citations(completion.text, plan.hits)
+        grounded = bool(citations)
+        usage = {
+            "prompt_tokens": completion.usage.prompt_tokens,
+            "completion_tokens": completion.usage.completion_tokens,
+            "cost_usd": completion.cost_usd,
+        }
+    latency_ms = round((time.perf_counter() - plan.started) * 1000, 1)
+    retrieved = [
+        {"chunk_id": h.id, "collection": h.metadata.get("collection"), "source": h.metadata.get("source"),
+         "page": h.metadata.get("page")}
+        for h in plan.hits
+    ]  # fmt: skip
+    log.info(
+        "answered request %s from %s with %s/%s (%d hits, %d cited, cached=%s, grounded=%s) in %.0f ms",
+        plan.request_id, plan.collections, provider, model, len(retrieved), len(citations), cached, grounded,
+        latency_ms,
+    )  # fmt: skip
+    return Answer(
+        answer=text, citations=citations, prompt=plan.prompt_id, provider=provider, model=model, usage=usage,
+        cached=cached, grounded=grounded, request_id=plan.request_id, latency_ms=latency_ms,
+        collections=plan.collections, standalone_question=plan.standalone, retrieved=retrieved,
+    )  # fmt: skip

@@ -19,9 +19,9 @@ from app.llm.base import ChatModel, ChatRequest, Completion, GenerationParams, M
 from app.llm.costs import UsageLedger
 from app.llm.providers.extractive import REFUSAL
 from app.llm.tokens import count_tokens
-from app.rag.answer import Answer, Plan
+from app.rag.answer import Answer, Plan, finish
 from app.rag.answer_cache import AnswerCache, answer_key, revive
-from app.rag.citations import build_citations, passage_label
+from app.rag.citations import passage_label
 from app.rag.condense import Condenser
 from app.rag.conversation import Turn
 from app.rag.retrieval import MODES, Mode, RetrievalConfig, Retriever, SearchFilters, SearchHit
@@ -254,38 +254,6 @@ class RagService:
         assert plan.cached is not None
         return revive(plan.cached, plan.request_id, plan.started, self.hit_ledger, plan.collections, plan.principal)
 
-    def _answer(self, plan: Plan, completion: Completion | None) -> Answer:
-        """The Answer for a completion, or the refusal when the plan had no evidence (no model call)."""
-        if completion is None:
-            text, citations, cached, grounded = REFUSAL, [], False, False
-            provider, model = self.chat_model.provider, self.chat_model.model
-            usage: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
-        else:
-            text, cached, provider, model = completion.text, completion.cached, completion.provider, completion.model
-            citations = build_citations(completion.text, plan.hits)
-            grounded = bool(citations)
-            usage = {
-                "prompt_tokens": completion.usage.prompt_tokens,
-                "completion_tokens": completion.usage.completion_tokens,
-                "cost_usd": completion.cost_usd,
-            }
-        latency_ms = round((time.perf_counter() - plan.started) * 1000, 1)
-        retrieved = [
-            {"chunk_id": h.id, "collection": h.metadata.get("collection"), "source": h.metadata.get("source"),
-             "page": h.metadata.get("page")}
-            for h in plan.hits
-        ]  # fmt: skip
-        log.info(
-            "answered request %s from %s with %s/%s (%d hits, %d cited, cached=%s, grounded=%s) in %.0f ms",
-            plan.request_id, plan.collections, provider, model, len(retrieved), len(citations), cached, grounded,
-            latency_ms,
-        )  # fmt: skip
-        return Answer(
-            answer=text, citations=citations, prompt=plan.prompt_id, provider=provider, model=model, usage=usage,
-            cached=cached, grounded=grounded, request_id=plan.request_id, latency_ms=latency_ms,
-            collections=plan.collections, standalone_question=plan.standalone, retrieved=retrieved,
-        )  # fmt: skip
-
     def answer(self, question: str, collections: str | Sequence[str], **options: Any) -> Answer:
         """Answer from the named collections (one name or several); options as for ``plan`` (``history``
         makes the question a follow-up)."""
@@ -293,7 +261,7 @@ class RagService:
         if plan.cached is not None:
             return self._from_cache(plan)
         completion = self.chat_model.complete(plan.request) if plan.request is not None else None
-        answer = self._answer(plan, completion)
+        answer = finish(plan, completion, self.chat_model)
         self._remember(plan, answer, completion)
         return answer
 
@@ -314,7 +282,7 @@ class RagService:
             yield "done", answer
             return
         if plan.request is None:
-            answer = self._answer(plan, None)
+            answer = finish(plan, None, self.chat_model)
             self._remember(plan, answer, None)
             yield "token", REFUSAL
             yield "done", answer
@@ -327,6 +295,6 @@ class RagService:
                 completion = event.completion
         if completion is None:
             raise ProviderError("the provider's stream ended without a final answer")
-        answer = self._answer(plan, completion)
+        answer = finish(plan, completion, self.chat_model)
         self._remember(plan, answer, completion)
         yield "done", answer
