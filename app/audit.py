@@ -27,19 +27,12 @@ from app.db import engine_for
 from app.db.engine import safe_url
 from app.db.schema import audit
 from app.db.writer import DeferredWriter, flush_pending
-from app.errors import KbError
+from app.errors import AuditError
 
 log = logging.getLogger(__name__)
 
 _JSON_LISTS = ("collections", "retrieved", "cited")
 _PRUNE_EVERY_S = 3600.0
-
-
-class AuditError(KbError):
-    """The audit log could not be written (disk full, read-only file, corrupt database)."""
-
-    code = "audit_failed"
-    http_status = 500
 
 
 def question_sha256(question: str) -> str:

@@ -31,20 +31,13 @@ from sqlalchemy import Engine, bindparam, select, update
 from app.db import engine_for
 from app.db.engine import retry_on_disconnect
 from app.db.schema import api_keys
-from app.errors import KbError
+from app.errors import KeyManagementError
 
 log = logging.getLogger(__name__)
 
 Role = Literal["employee", "admin"]
 ROLES: tuple[str, ...] = ("employee", "admin")
 ALL = "*"
-
-
-class KeyManagementError(KbError):
-    """A key management command was used wrongly (unknown key, bad role)."""
-
-    code = "invalid_key_request"
-    http_status = 422
 
 
 @dataclass(frozen=True)

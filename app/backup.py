@@ -26,14 +26,9 @@ from sqlalchemy.engine import make_url
 
 import app as app_pkg
 from app.db.engine import safe_url, sqlite_file
-from app.errors import KbError
+from app.errors import BackupError
 
 log = logging.getLogger(__name__)
-
-
-class BackupError(KbError):
-    code = "backup_failed"
-    http_status = 500
 
 
 @dataclass(frozen=True)

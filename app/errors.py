@@ -1,6 +1,7 @@
 """One error type for the whole product.
 
-Library code raises a ``KbError`` subclass; the API maps it to
+Library code raises a ``KbError`` subclass (all of them are here: the codes a client can see, in
+one place); the API maps it to
 ``{"error": {"code", "message", "request_id"}}`` with ``http_status`` and the CLI
 prints ``message`` and exits non-zero. Messages are written for the person who
 sees them: say what went wrong and what to do, never include secrets.
@@ -112,3 +113,56 @@ class ForbiddenError(KbError):
 
     code = "forbidden"
     http_status = 403
+
+
+class KeyManagementError(KbError):
+    """A key management command was used wrongly (unknown key, bad role)."""
+
+    code = "invalid_key_request"
+    http_status = 422
+
+
+class BackupError(KbError):
+    code = "backup_failed"
+    http_status = 500
+
+
+class ConversationNotFoundError(KbError):
+    code = "conversation_not_found"
+    http_status = 404
+
+
+class JobNotFoundError(KbError):
+    code = "job_not_found"
+    http_status = 404
+
+
+class UploadTooLargeError(KbError):
+    code = "file_too_large"
+    http_status = 413
+
+
+class SchemaOutdatedError(KbError):
+    """The database schema is not the one this kb version needs (and it was told not to migrate)."""
+
+    code = "database_schema_outdated"
+    http_status = 503
+
+
+class AuditError(KbError):
+    """The audit log could not be written (disk full, read-only file, corrupt database)."""
+
+    code = "audit_failed"
+    http_status = 500
+
+
+class DocumentNotFoundError(KbError):
+    code = "document_not_found"
+    http_status = 404
+
+
+class EvalError(KbError):
+    """A suite, gate or results file is unusable, or a run cannot start."""
+
+    code = "eval_invalid"
+    http_status = 422

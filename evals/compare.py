@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.errors import EvalError
 from evals.scoring import METRICS, format_value
-from evals.suite import EvalError
 
 # Changes this small read as "same": the third decimal of a share, 10 % of a latency, any cost change.
 SAME_SHARE = 0.0005

@@ -23,8 +23,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from app.errors import EvalError
 from evals.scoring import METRIC_KEYS, format_value
-from evals.suite import EvalError
 
 GATES_DIR = Path(__file__).parent / "gates"
 

@@ -20,13 +20,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.bootstrap import Components
-from app.errors import KbError
+from app.errors import EvalError, KbError
 from app.rag.conversation import Turn
 from app.rag.service import Answer
 from evals import metrics as m
 from evals.judge import Judge, is_generative
 from evals.scoring import Grounding, aggregate, score_case
-from evals.suite import Case, EvalError, Suite, VariantSpec
+from evals.suite import Case, Suite, VariantSpec
 from evals.workspace import release, variant_components, with_overrides
 
 log = logging.getLogger(__name__)

@@ -32,17 +32,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from app.errors import KbError
+from app.errors import EvalError
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 SUITES_DIR = Path(__file__).parent / "suites"
-
-
-class EvalError(KbError):
-    """A suite, gate or results file is unusable, or a run cannot start."""
-
-    code = "eval_invalid"
-    http_status = 422
 
 
 class _Strict(BaseModel):

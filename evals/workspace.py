@@ -17,9 +17,10 @@ import yaml
 from pydantic import ValidationError
 
 from app.bootstrap import Components
+from app.errors import EvalError
 from app.settings import Settings
 from evals.beir import write_beir_corpus
-from evals.suite import EvalError, Suite
+from evals.suite import Suite
 from vectorstore.embeddings import Embedder
 from vectorstore.onnx_backend import OnnxEmbedder
 

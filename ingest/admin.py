@@ -10,18 +10,13 @@ import datetime as dt
 import logging
 from typing import Any
 
-from app.errors import CollectionNotFoundError, KbError
+from app.errors import CollectionNotFoundError, DocumentNotFoundError
 from ingest.files import document_id
 from vectorstore.lexical import LexicalIndex
 from vectorstore.manifest import Manifest
 from vectorstore.store import CollectionMissing, VectorStore
 
 log = logging.getLogger(__name__)
-
-
-class DocumentNotFoundError(KbError):
-    code = "document_not_found"
-    http_status = 404
 
 
 def _missing(name: str) -> CollectionNotFoundError:

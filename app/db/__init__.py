@@ -23,7 +23,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from app.db.engine import make_engine, sqlite_url, unreachable
-from app.db.migrate import SchemaOutdatedError, ensure_current, upgrade
+from app.db.migrate import ensure_current, upgrade
+from app.errors import SchemaOutdatedError
 
 if TYPE_CHECKING:
     from app.settings import Settings

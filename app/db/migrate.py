@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, Engine, inspect, text
 
 from app.db.engine import safe_url, sqlite_file, transactional
-from app.errors import KbError
+from app.errors import SchemaOutdatedError
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -48,13 +48,6 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 HEAD = "0001"
 # pg_advisory_lock key: any constant bigint; other applications sharing the server pick others.
 _PG_LOCK_KEY = 0x6B62_0DB0_0001  # "kb", database, migrations
-
-
-class SchemaOutdatedError(KbError):
-    """The database schema is not the one this kb version needs (and it was told not to migrate)."""
-
-    code = "database_schema_outdated"
-    http_status = 503
 
 
 @dataclass(frozen=True)

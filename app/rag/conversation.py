@@ -26,14 +26,9 @@ from app.db import engine_for
 from app.db.engine import transactional
 from app.db.schema import conversations, turns
 from app.db.writer import DeferredWriter, Row, flush_pending
-from app.errors import KbError
+from app.errors import ConversationNotFoundError
 
 log = logging.getLogger(__name__)
-
-
-class ConversationNotFoundError(KbError):
-    code = "conversation_not_found"
-    http_status = 404
 
 
 @dataclass(frozen=True)

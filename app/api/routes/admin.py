@@ -14,7 +14,7 @@ from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from app.api.schemas import error_responses
-from app.errors import InvalidRequestError, KbError
+from app.errors import InvalidRequestError, JobNotFoundError, KbError, UploadTooLargeError
 from ingest.admin import delete_collection, delete_document, list_collections, list_documents
 from ingest.jobs import JobQueue
 from vectorstore.store import validate_collection_name
@@ -23,16 +23,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/admin", tags=["admin"])
 _ERRORS = error_responses(401, 403, 404, 413, 422, 429)
 _CHUNK = 1024 * 1024
-
-
-class JobNotFoundError(KbError):
-    code = "job_not_found"
-    http_status = 404
-
-
-class UploadTooLargeError(KbError):
-    code = "file_too_large"
-    http_status = 413
 
 
 def _safe_name(filename: str | None) -> str:
