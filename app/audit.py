@@ -110,14 +110,14 @@ class AuditLog:
         }
         if defer and self.writer is not None:
             self.writer.submit([(self._insert, row)])
-            self._maybe_prune(time.time())
-            return
-        try:
-            with self._engine.begin() as conn:
-                conn.execute(self._insert, row)
-        except SQLAlchemyError as exc:
-            where = safe_url(self._engine.url)
-            raise AuditError(f"could not write request {rec.request_id} to the audit log in {where}: {exc}") from exc
+        else:
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(self._insert, row)
+            except SQLAlchemyError as exc:
+                where = safe_url(self._engine.url)
+                message = f"could not write request {rec.request_id} to the audit log in {where}: {exc}"
+                raise AuditError(message) from exc
         self._maybe_prune(time.time())
 
     def rows(
