@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ from typer.testing import CliRunner
 from app.audit import AuditLog, AuditRecord, question_sha256
 from app.errors import InvalidRequestError
 from app.since import since_timestamp
+from tests.threads import run_together
 
 
 def _record(i: int = 0, **changes: object) -> AuditRecord:
@@ -104,20 +104,12 @@ def test_retention_deletes_old_rows_and_zero_keeps_them(tmp_path: Path) -> None:
 
 def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "audit.sqlite3")
-    errors: list[BaseException] = []
 
     def write(worker: int) -> None:
-        try:
-            for i in range(50):
-                log.record(_record(worker * 1000 + i))
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for i in range(50):
+            log.record(_record(worker * 1000 + i))
 
-    threads = [threading.Thread(target=write, args=(w,)) for w in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_together(write, range(8))
     assert errors == []
     ids = [r["request_id"] for r in log.rows()]
     assert len(ids) == 400 and len(set(ids)) == 400

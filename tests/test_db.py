@@ -7,7 +7,6 @@ Each PostgreSQL test gets a database of its own on the server ``make test`` star
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from app.llm.costs import UsageLedger
 from app.llm.usage_report import summarize
 from app.rag.conversation import ConversationNotFoundError, ConversationStore, Turn
 from app.settings import Settings, get_settings
+from tests.threads import run_together
 
 TABLES = {"usage", "audit", "api_keys", "conversations", "turns"}
 
@@ -174,21 +174,13 @@ def test_conversations_ownership_and_turns(engine: Engine) -> None:
             store.history(conversation, owner)
         with pytest.raises(ConversationNotFoundError):
             store.append(conversation, owner, Turn("q", "a"), "r")
+
     # Appends racing on one conversation each get their own turn number.
-    errors: list[BaseException] = []
-
     def append(worker: int) -> None:
-        try:
-            for i in range(6):
-                store.append(cid, "key-a", Turn(f"w{worker}-{i}", "a"), f"w{worker}")
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for i in range(6):
+            store.append(cid, "key-a", Turn(f"w{worker}-{i}", "a"), f"w{worker}")
 
-    threads = [threading.Thread(target=append, args=(w,)) for w in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_together(append, range(6))
     assert errors == []
     assert len(store.history(cid, "key-a", last=100)) == 8 + 36
 
@@ -229,22 +221,8 @@ def test_upgrade_from_empty_is_idempotent(db_url: str, caplog: pytest.LogCapture
 def test_two_replicas_migrating_an_empty_database_at_once(db_url: str) -> None:
     """Two processes' worth of engines race ``upgrade`` on one empty database: both succeed, once."""
     engines = [make_engine(db_url), make_engine(db_url)]
-    barrier = threading.Barrier(len(engines))
     results: list[str] = []
-    errors: list[BaseException] = []
-
-    def start(engine: Engine) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results.append(migrate.upgrade(engine))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start, args=(e,)) for e in engines]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    errors = run_together(lambda engine: results.append(migrate.upgrade(engine)), engines)
     try:
         assert errors == [] and results == [migrate.head_revision()] * 2
         assert migrate.current_revision(engines[0]) == migrate.head_revision()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from app.db.schema import audit, conversations, turns, usage
 from app.db.writer import DeferredWriter
 from app.settings import AuthSettings, DatabaseSettings, Settings
 from tests.servers import api_client
+from tests.threads import run_together
 
 QUESTION = "How many days of annual leave do I get?"
 
@@ -143,30 +143,23 @@ def test_concurrent_requests_share_one_key_lookup_when_its_memory_expires(compon
     def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         if "FROM api_keys" in statement:
             lookups.append(statement)
+            time.sleep(0.3)  # a slow database: every request of the burst arrives while the lookup runs
 
     engine = components.db
     event.listen(engine, "before_cursor_execute", count)
     with api_client(components, role="employee", collections=("handbook",)) as client:
         assert client.post("/chat", json={"question": QUESTION}).status_code == 200  # remembered from here
+        # Twelve clients with open connections (/healthz needs no key), so their requests arrive together.
+        clients = [httpx.Client(base_url=str(client.base_url), headers=dict(client.headers), timeout=60)
+                   for _ in range(12)]  # fmt: skip
+        assert all(c.get("/healthz").status_code == 200 for c in clients)
         time.sleep(1.1)
         lookups.clear()
-        start = threading.Barrier(12)
         statuses: list[int] = []
-        errors: list[BaseException] = []
-
-        def ask() -> None:
-            try:
-                with httpx.Client(base_url=str(client.base_url), headers=dict(client.headers), timeout=60) as mine:
-                    start.wait()
-                    statuses.append(mine.post("/chat", json={"question": QUESTION}).status_code)
-            except BaseException as exc:  # reported below, not lost in the thread
-                errors.append(exc)
-
-        threads = [threading.Thread(target=ask) for _ in range(12)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors = run_together(lambda c: statuses.append(c.post("/chat", json={"question": QUESTION}).status_code),
+                              clients)  # fmt: skip
+        for c in clients:
+            c.close()
         assert not errors and statuses == [200] * 12
         assert len(lookups) == 1, f"{len(lookups)} key lookups for 12 concurrent requests"
     event.remove(engine, "before_cursor_execute", count)
