@@ -1,6 +1,8 @@
 """The ONNX backends run the same model as sentence-transformers, offline, from local files."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +29,21 @@ def test_onnx_vectors_match_torch(backend: str, min_cos: float, tmp_path: Path, 
     assert (ours * ref).sum(axis=1).min() >= min_cos
     # retrieval order is what matters: each text is still nearest to itself
     assert list((ours @ ref.T).argmax(axis=1)) == [0, 1, 2, 3]
-    again = load_embedder("all-MiniLM-L6-v2", backend=backend, cache_dir=tmp_path)  # cached export is reused
-    assert np.allclose(np.array(again.embed_documents(TEXTS)), ours, atol=1e-6)
+    exported = sorted(tmp_path.rglob("model*.onnx"))
+    before = {p: p.stat().st_mtime_ns for p in exported}
+    # Another process (kb ask after kb ingest) must reuse the export, not make it again.
+    code = (
+        "import logging, sys, numpy as np; logging.basicConfig(level=logging.INFO, stream=sys.stdout); "
+        "from vectorstore.embeddings import load_embedder; "
+        "from pathlib import Path; "
+        f"e = load_embedder('all-MiniLM-L6-v2', backend={backend!r}, cache_dir=Path({str(tmp_path)!r})); "
+        f"print('VEC', e.embed_documents({TEXTS!r})[0][:4])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
+    assert "exporting" not in out, out  # the export logs "exporting ... to ONNX"
+    assert {p: p.stat().st_mtime_ns for p in sorted(tmp_path.rglob("model*.onnx"))} == before
+    vec = json.loads(out.split("VEC", 1)[1].strip())
+    assert np.allclose(vec, ours[0][:4], atol=1e-6)
 
 
 def test_models_the_onnx_backend_cannot_run_are_refused_clearly(tmp_path: Path) -> None:

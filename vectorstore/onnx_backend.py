@@ -33,13 +33,25 @@ class OnnxUnsupported(RuntimeError):
 
 
 def _fingerprint(model_dir: Path, quantize: bool) -> dict[str, Any]:
+    """What the cached export was made from, in the exact shape it has after a JSON round trip.
+
+    Lists, not tuples: the stamp is compared with what ``json.loads`` reads back, and a tuple
+    never equals a list (that mismatch once made every process export the model again).
+    """
     weights = [p for p in model_dir.glob("*.safetensors")] + [p for p in model_dir.glob("*.bin")]
     return {
         "model_dir": str(model_dir.resolve()),
-        "weights": sorted((p.name, p.stat().st_size) for p in weights),
+        "weights": sorted([p.name, p.stat().st_size] for p in weights),
         "quantize": quantize,
         "format": 2,
     }
+
+
+def _stamp_matches(stamp: Path, wanted: dict[str, Any]) -> bool:
+    try:
+        return bool(json.loads(stamp.read_text()) == json.loads(json.dumps(wanted)))
+    except (OSError, ValueError):
+        return False
 
 
 def _check_mean_pooling(model_dir: Path) -> int:
@@ -58,7 +70,7 @@ def export(model_dir: Path, out_dir: Path, *, quantize: bool) -> Path:
     target = out_dir / ("model_qint8.onnx" if quantize else "model.onnx")
     stamp = out_dir / "source.json"
     wanted = _fingerprint(model_dir, quantize)
-    if target.exists() and stamp.exists() and json.loads(stamp.read_text()) == wanted:
+    if target.exists() and _stamp_matches(stamp, wanted):
         return target
     log.info("exporting %s to ONNX%s (one-off, ~5 s)", model_dir.name, " int8" if quantize else "")
     import torch
@@ -104,9 +116,12 @@ def export(model_dir: Path, out_dir: Path, *, quantize: bool) -> Path:
                     logging.disable(logging.NOTSET)
         except Exception as exc:  # any exporter failure means: stay on torch
             raise OnnxUnsupported(f"ONNX export of {model_dir} failed: {exc}") from exc
+        # Every file lands by rename, so a process loading the export never reads a half-written one.
+        shutil.copy(model_dir / "tokenizer.json", Path(tmp) / "tokenizer.json")
+        os.replace(Path(tmp) / "tokenizer.json", out_dir / "tokenizer.json")
         os.replace(built, target)
-        shutil.copy(model_dir / "tokenizer.json", out_dir / "tokenizer.json")
-    stamp.write_text(json.dumps(wanted))
+        (Path(tmp) / "source.json").write_text(json.dumps(wanted))
+        os.replace(Path(tmp) / "source.json", stamp)
     return target
 
 
