@@ -166,3 +166,10 @@ class EvalError(KbError):
 
     code = "eval_invalid"
     http_status = 422
+
+
+class DocumentBusyError(KbError):
+    """Another ingestion is writing the document right now (its claim in the manifest)."""
+
+    code = "document_busy"
+    http_status = 409

@@ -10,11 +10,13 @@ import datetime as dt
 import logging
 from typing import Any
 
-from app.errors import CollectionNotFoundError, DocumentNotFoundError
+from app.errors import CollectionNotFoundError, DocumentBusyError, DocumentNotFoundError
 from ingest.files import document_id
+from ingest.repair import sweep_document
 from vectorstore.lexical import LexicalIndex
 from vectorstore.manifest import Manifest
 from vectorstore.store import CollectionMissing, VectorStore
+from vectorstore.writers import new_owner
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +56,21 @@ def delete_document(
     """Delete a document's chunks, then its manifest row; returns chunks deleted."""
     if not store.exists(collection):
         raise _missing(collection)
-    if manifest.get(collection, source) is None:
+    record = manifest.get(collection, source)
+    if record is None:
         raise DocumentNotFoundError(f"no document {source!r} in collection {collection!r} (see: kb documents list)")
-    ids = store.get_ids(collection, {"document_id": document_id(collection, source)})
-    store.delete(collection, ids)
-    if lexical is not None:
-        lexical.sweep_document(collection, document_id(collection, source))
-    manifest.remove(collection, source)
-    log.info("deleted document %r from %r (%d chunks)", source, collection, len(ids))
-    return len(ids)
+    owner = new_owner()  # an ingestion writing this document right now would rewrite it under our feet
+    if not manifest.claim(collection, source, record.document_id, record.doc_hash, owner, 60.0).held:
+        raise DocumentBusyError(
+            f"{source!r} in {collection!r} is being ingested right now; delete it when that ingestion has finished"
+        )
+    try:
+        deleted = sweep_document(store, lexical, collection, document_id(collection, source), ())
+        manifest.remove(collection, source)
+    finally:
+        manifest.release(collection, source, owner)
+    log.info("deleted document %r from %r (%d chunks)", source, collection, deleted)
+    return deleted
 
 
 def delete_collection(

@@ -7,6 +7,11 @@ call, then each document is switched live in the manifest and its previous
 version's chunks are deleted (see vectorstore/manifest.py for why this order is
 atomic for readers and converges after a crash). One bad file is reported with
 its reason and the batch goes on.
+
+Each document is claimed in the manifest before its chunks are written and released
+after its old version is swept (vectorstore/writers.py): a concurrent ingestion of the
+same document waits for the claim instead of deleting this one's chunks. An unchanged
+document whose chunks are missing from either index is written again.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ from app.errors import IngestError, InvalidCollectionNameError
 from ingest.chunking import Chunk, Chunker
 from ingest.files import document_id, iter_files
 from ingest.loaders import LOADERS, load
+from ingest.repair import sweep_abandoned, sweep_document, sweep_orphans
 from vectorstore.lexical import LexicalIndex
 from vectorstore.manifest import DocumentRecord, Manifest
 from vectorstore.store import VectorStore, validate_collection_name
+from vectorstore.writers import Claim, Heartbeat, LeaseLost, new_owner, wait_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -74,6 +81,7 @@ class _Pending:
     title: str
     chunks: list[Chunk]
     previous: DocumentRecord | None
+    repair: bool = False  # unchanged, but chunks are missing from the store: write them again
 
 
 @dataclass
@@ -107,6 +115,7 @@ class IngestPipeline:
         max_file_bytes: int = 50 * 1024 * 1024,
         batch_chunks: int = 256,
         lexical: LexicalIndex | None = None,
+        claim_ttl_s: float = 60.0,
     ):
         self.store = store
         self.embedder = embedder
@@ -115,6 +124,9 @@ class IngestPipeline:
         self.max_file_bytes = max_file_bytes
         self.batch_chunks = batch_chunks
         self.lexical = lexical  # BM25 side of hybrid search: written and swept with the vector store
+        self.claim_ttl_s = claim_ttl_s  # a crashed writer's claims free up after this (renewed while alive)
+        self._owner = ""
+        self._deferred: list[_Pending] = []
 
     def ingest(
         self, paths: Iterable[Path], collection: str, *, prune: bool = False, progress: Progress | None = None
@@ -129,17 +141,10 @@ class IngestPipeline:
         run_id = self.manifest.start_run(collection)
         if progress:
             progress.start(len(files))
-        queue: list[_Pending] = []
-        # Parse the next files in a worker thread while this one embeds (torch releases the GIL).
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-parse") as pool:
-            examined = _prefetch(pool, files, lambda f: self._examine(f[0], f[1], collection), ahead=16)
-            for outcome in examined:
-                self._record(outcome, collection, report, queue)
-                if outcome.kind != "queued" and progress:
-                    progress.file_done(outcome.source, outcome.kind, 0)
-                if sum(len(p.chunks) for p in queue) >= self.batch_chunks:
-                    self._flush(collection, queue, report, progress)
-        self._flush(collection, queue, report, progress)
+        sweep_abandoned(self.store, self.manifest, self.lexical, collection)
+        self._owner, self._deferred = new_owner(), []
+        with Heartbeat(self.manifest, self._owner, self.claim_ttl_s):
+            self._ingest_files(files, collection, report, progress)
         if prune:
             self._prune(collection, {source for _, source in files}, report)
         report.seconds = round(time.perf_counter() - started, 3)
@@ -151,6 +156,38 @@ class IngestPipeline:
             len(report.failed), report.chunks_embedded, report.seconds,
         )  # fmt: skip
         return report
+
+    def _ingest_files(
+        self, files: list[tuple[Path, str]], collection: str, report: IngestReport, progress: Progress | None
+    ) -> None:
+        queue: list[_Pending] = []
+        # Parse the next files in a worker thread while this one embeds (torch releases the GIL).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-parse") as pool:
+            examined = _prefetch(pool, files, lambda f: self._examine(f[0], f[1], collection), ahead=16)
+            for outcome in examined:
+                self._record(outcome, collection, report, queue)
+                if outcome.kind != "queued" and progress:
+                    progress.file_done(outcome.source, outcome.kind, 0)
+                if sum(len(p.chunks) for p in queue) >= self.batch_chunks:
+                    self._flush(collection, queue, report, progress)
+        self._flush(collection, queue, report, progress)
+        # Documents another writer was busy with: wait for each (holding no claim meanwhile, so two
+        # runs waiting on each other's documents cannot deadlock), then write ours over theirs.
+        for pending in self._deferred:
+            log.info("waiting for another ingestion of %s in %r to finish", pending.source, collection)
+            claim = wait_for(lambda p=pending: self._claim(collection, p))  # type: ignore[misc]
+            if self._settle(collection, pending, claim.live_hash, claim.abandoned_hash):
+                report.unchanged += 1
+                if progress:
+                    progress.file_done(pending.source, "unchanged", 0)
+                continue
+            self._flush(collection, [pending], report, progress, claimed=True)
+        self._deferred = []
+
+    def _claim(self, collection: str, pending: _Pending) -> Claim:
+        return self.manifest.claim(
+            collection, pending.source, pending.doc_id, pending.doc_hash, self._owner, self.claim_ttl_s
+        )
 
     def _examine(self, path: Path, source: str, collection: str) -> _Outcome:
         """Decide what a file needs and do the parsing; touches no shared state but reads the manifest."""
@@ -166,8 +203,12 @@ class IngestPipeline:
             data = path.read_bytes()
             doc_hash = hashlib.sha256(data).hexdigest()
             previous = self.manifest.get(collection, source)
+            repair = False
             if previous is not None and previous.doc_hash == doc_hash:
-                return _Outcome(source, "unchanged", previous=previous)
+                if self._complete(collection, previous):
+                    return _Outcome(source, "unchanged", previous=previous)
+                log.warning("%s in %r is missing chunks in the store: writing it again", source, collection)
+                repair = True
             doc_id = document_id(collection, source)
             loaded = load(path, data)
             chunks = self.chunker.chunk(doc_id, loaded.sections)
@@ -180,8 +221,15 @@ class IngestPipeline:
         except Exception as exc:  # a parser bug on one odd file must not end the batch
             log.exception("unexpected error parsing %s", source)
             return _Outcome(source, "failed", f"{source} could not be parsed ({type(exc).__name__}: {exc})")
-        pending = _Pending(source, doc_id, doc_hash, size, loaded.title, chunks, previous)
+        pending = _Pending(source, doc_id, doc_hash, size, loaded.title, chunks, previous, repair)
         return _Outcome(source, "queued", pending=pending)
+
+    def _complete(self, collection: str, record: DocumentRecord) -> bool:
+        """Every chunk the manifest lists for the live version is in both indexes (a by-id lookup)."""
+        ids = list(record.chunk_ids)
+        if len(self.store.existing_ids(collection, ids)) != len(ids):
+            return False
+        return self.lexical is None or len(self.lexical.texts(collection, ids)) == len(ids)
 
     def _record(self, outcome: _Outcome, collection: str, report: IngestReport, queue: list[_Pending]) -> None:
         if outcome.kind == "skipped":
@@ -192,15 +240,74 @@ class IngestPipeline:
         elif outcome.kind == "unchanged":
             previous = outcome.previous
             if previous is not None and not previous.clean:  # a crash came before the old version was deleted
-                self._sweep(collection, previous.document_id, set(previous.chunk_ids))
-                self.manifest.mark_clean(collection, outcome.source)
+                claim = self.manifest.claim(
+                    collection, previous.source, previous.document_id, previous.doc_hash, self._owner, self.claim_ttl_s
+                )
+                if claim.held and claim.live_hash == previous.doc_hash:  # else: the writer holding it sweeps
+                    self._sweep(collection, previous.document_id, set(previous.chunk_ids))
+                    self.manifest.release(collection, outcome.source, self._owner, clean=True)
+                elif claim.held:
+                    self.manifest.release(collection, outcome.source, self._owner)
             report.unchanged += 1
         elif outcome.pending is not None:
             queue.append(outcome.pending)
 
-    def _flush(self, collection: str, queue: list[_Pending], report: IngestReport, progress: Progress | None) -> None:
+    def _flush(
+        self,
+        collection: str,
+        queue: list[_Pending],
+        report: IngestReport,
+        progress: Progress | None,
+        *,
+        claimed: bool = False,
+    ) -> None:
+        if not claimed:
+            queue[:] = self._claim_queue(collection, queue, report, progress)
         if not queue:
             return
+        try:
+            self._write(collection, queue, report, progress)
+        except BaseException:
+            for pending in queue:  # what was written is swept by the next run (the claim names it)
+                self.manifest.abandon(collection, pending.source, self._owner)
+            raise
+        finally:
+            queue.clear()
+
+    def _claim_queue(
+        self, collection: str, queue: list[_Pending], report: IngestReport, progress: Progress | None
+    ) -> list[_Pending]:
+        """Claim each queued document; busy ones wait for the end of the run, settled ones count as unchanged."""
+        claimed: list[_Pending] = []
+        for pending in queue:
+            claim = self._claim(collection, pending)
+            if not claim.held:
+                self._deferred.append(pending)
+            elif self._settle(collection, pending, claim.live_hash, claim.abandoned_hash):
+                report.unchanged += 1
+                if progress:
+                    progress.file_done(pending.source, "unchanged", 0)
+            else:
+                claimed.append(pending)
+        return claimed
+
+    def _settle(self, collection: str, pending: _Pending, live_hash: str | None, abandoned: str | None) -> bool:
+        """Under the claim: sweep what a dead writer left, and say whether our version is live already."""
+        current = self.manifest.get(collection, pending.source)
+        if abandoned is not None:
+            self._sweep(collection, pending.doc_id, set(current.chunk_ids) if current else set())
+        pending.previous = current
+        if current is None or live_hash != pending.doc_hash or pending.repair:
+            return False
+        if not self._complete(collection, current):  # another writer switched it live, then lost chunks
+            pending.repair = True
+            return False
+        if not current.clean:
+            self._sweep(collection, pending.doc_id, set(current.chunk_ids))
+        self.manifest.release(collection, pending.source, self._owner, clean=True)
+        return True
+
+    def _write(self, collection: str, queue: list[_Pending], report: IngestReport, progress: Progress | None) -> None:
         chunks = [c for p in queue for c in p.chunks]
         sent_before = getattr(self.embedder, "embedded", None)
         vectors = self.embedder.embed_documents([c.embedding_text() for c in chunks])
@@ -224,38 +331,40 @@ class IngestPipeline:
                 collection, pending.source, pending.doc_id, pending.doc_hash, ids, pending.size, pending.title,
                 time.time(),
             )  # fmt: skip
-            self.manifest.switch(record)  # readers see the new version from here on
+            try:
+                self.manifest.switch(record, self._owner)  # readers see the new version from here on
+            except LeaseLost as exc:  # we stalled past the claim's expiry: the writer that took over wins
+                log.warning("not switching %s in %r live: %s", pending.source, collection, exc)
+                report.failed.append({"source": pending.source, "error": f"another ingestion took over ({exc})"})
+                continue
             self._sweep(collection, pending.doc_id, set(ids))
-            self.manifest.mark_clean(collection, pending.source)
+            self.manifest.release(collection, pending.source, self._owner, clean=True)
             if pending.previous is None:
                 report.added += 1
             else:
                 report.updated += 1
             if progress:
                 progress.file_done(pending.source, "updated" if pending.previous else "added", len(ids))
-        queue.clear()
 
     def _sweep(self, collection: str, doc_id: str, keep: set[str]) -> None:
         """Delete every chunk of the document that is not in the live set (old versions, crash leftovers)."""
-        stale = sorted(set(self.store.get_ids(collection, {"document_id": doc_id})) - keep)
-        self.store.delete(collection, stale)
-        if self.lexical is not None:
-            self.lexical.sweep_document(collection, doc_id, keep)
+        sweep_document(self.store, self.lexical, collection, doc_id, keep)
 
     def _prune(self, collection: str, present: set[str], report: IngestReport) -> None:
-        """Remove documents whose files are gone, and chunks no manifest row vouches for."""
+        """Remove documents whose files are gone, and chunks no manifest row or writer vouches for."""
         for record in self.manifest.documents(collection):
-            if record.source not in present:
-                self._sweep(collection, record.document_id, set())
-                self.manifest.remove(collection, record.source)
-                report.deleted += 1
-        live = {r.document_id for r in self.manifest.documents(collection)}
-        orphans = [
-            cid for cid, m in self.store.get_metadatas(collection, {}).items() if m.get("document_id") not in live
-        ]
-        self.store.delete(collection, orphans)
-        if self.lexical is not None:
-            self.lexical.retain_documents(collection, live)
+            if record.source in present:
+                continue
+            claim = self.manifest.claim(
+                collection, record.source, record.document_id, record.doc_hash, self._owner, self.claim_ttl_s
+            )
+            if not claim.held:  # another run is writing it right now: its file exists somewhere
+                continue
+            self._sweep(collection, record.document_id, set())
+            self.manifest.remove(collection, record.source)
+            self.manifest.release(collection, record.source, self._owner)
+            report.deleted += 1
+        sweep_orphans(self.store, self.manifest, self.lexical, collection)
 
     @staticmethod
     def _metadata(chunk: Chunk, collection: str, pending: _Pending) -> dict[str, Any]:

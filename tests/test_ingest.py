@@ -29,6 +29,25 @@ def test_reingest_is_idempotent(handbook_components: Components) -> None:
     assert _all_chunks(handbook_components, "handbook") == before
 
 
+@pytest.mark.parametrize("lost_from", ["chroma", "bm25"])
+def test_an_unchanged_document_missing_chunks_is_written_again(handbook_components: Components, lost_from: str) -> None:
+    """Chunks lost after a document went live (a lost race, a restored backup) heal on the next run."""
+    components = handbook_components
+    record = components.manifest.get("handbook", "oncall.md")
+    assert record is not None
+    lost = list(record.chunk_ids[:2])
+    if lost_from == "chroma":
+        components.store.delete("handbook", lost)
+    else:
+        components.lexical.delete_ids("handbook", lost)
+    report = components.ingest_pipeline.ingest([EXAMPLES], "handbook")
+    assert (report.updated, report.unchanged, report.failed) == (1, 3, [])
+    assert components.store.existing_ids("handbook", list(record.chunk_ids)) == set(record.chunk_ids)
+    assert set(components.lexical.texts("handbook", list(record.chunk_ids))) == set(record.chunk_ids)
+    again = components.ingest_pipeline.ingest([EXAMPLES], "handbook")
+    assert (again.updated, again.unchanged) == (0, 4)
+
+
 def test_changed_file_replaces_its_chunks_without_leftovers(handbook_components: Components, tmp_path: Path) -> None:
     folder = tmp_path / "docs"
     shutil.copytree(EXAMPLES, folder)

@@ -150,6 +150,22 @@ class LexicalIndex:
         clause = "document_id = ?" + (f" AND chunk_id NOT IN ({marks})" if keep else "")
         return self._delete_where(collection, clause, [document_id, *keep])
 
+    def delete_ids(self, collection: str, ids: Sequence[str]) -> int:
+        deleted = 0
+        for start in range(0, len(ids), 500):
+            part = list(ids[start : start + 500])
+            deleted += self._delete_where(collection, f"chunk_id IN ({','.join('?' * len(part))})", part)
+        return deleted
+
+    def versions(self, collection: str) -> dict[str, tuple[str, str]]:
+        """chunk id → (document id, doc_hash): which version each indexed chunk belongs to."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT chunk_id, document_id, json_extract(metadata, '$.doc_hash') FROM chunks WHERE collection = ?",
+                (collection,),
+            ).fetchall()
+        return {r[0]: (r[1], r[2]) for r in rows}
+
     def retain_documents(self, collection: str, document_ids: Iterable[str]) -> int:
         """Delete chunks of every document not listed (the lexical side of pruning orphans)."""
         live = set(document_ids)

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from vectorstore.writers import Claim, LeaseLost, owner_alive
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     collection TEXT NOT NULL,
@@ -36,6 +38,15 @@ CREATE TABLE IF NOT EXISTS documents (
     PRIMARY KEY (collection, source)
 );
 CREATE INDEX IF NOT EXISTS documents_id ON documents (collection, document_id);
+CREATE TABLE IF NOT EXISTS writers (  -- one writer per document: see vectorstore/writers.py
+    collection TEXT NOT NULL,
+    source TEXT NOT NULL,
+    document_id TEXT NOT NULL,
+    doc_hash TEXT NOT NULL,     -- the version being written (not live until switched)
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (collection, source)
+);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     collection TEXT NOT NULL,
@@ -45,6 +56,16 @@ CREATE TABLE IF NOT EXISTS runs (
     summary TEXT
 );
 """
+
+
+@dataclass(frozen=True)
+class WriterRow:
+    collection: str
+    source: str
+    document_id: str
+    doc_hash: str
+    owner: str
+    expires_at: float
 
 
 @dataclass(frozen=True)
@@ -74,6 +95,8 @@ class Manifest:
             self._conn.executescript(_SCHEMA)
         self._versions: dict[str, tuple[int, float]] = {}  # version() results until the file changes
         self._versions_seen: tuple[int, int] = (-1, -1)
+        self._dead: dict[str, tuple[str, ...]] = {}  # dead_hashes() results, same lifetime
+        self._dead_seen: tuple[int, int] = (-1, -1)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -143,9 +166,19 @@ class Manifest:
             result[row["collection"]] = (docs + 1, chunks + len(json.loads(row["chunk_ids"])))
         return result
 
-    def switch(self, record: DocumentRecord) -> None:
-        """Make ``record`` the live version of its document (the atomic step of an update)."""
+    def switch(self, record: DocumentRecord, owner: str | None = None) -> None:
+        """Make ``record`` the live version of its document (the atomic step of an update).
+
+        With ``owner``, only while that writer still holds the document's claim (LeaseLost otherwise):
+        a writer whose claim expired must not overwrite the version of the writer that took over.
+        """
         with self._tx() as conn:
+            if owner is not None:
+                row = conn.execute(
+                    "SELECT owner FROM writers WHERE collection = ? AND source = ?", (record.collection, record.source)
+                ).fetchone()
+                if row is None or row[0] != owner:
+                    raise LeaseLost(f"the claim on {record.source!r} was lost to {row[0] if row else 'nobody'}")
             conn.execute(
                 "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
                 (
@@ -158,6 +191,87 @@ class Manifest:
         """The previous version's chunks are gone: nothing left to sweep for this document."""
         with self._tx() as conn:
             conn.execute("UPDATE documents SET clean = 1 WHERE collection = ? AND source = ?", (collection, source))
+
+    # --- writers: one per document (vectorstore/writers.py) -------------------------------------------
+
+    def claim(self, collection: str, source: str, document_id: str, doc_hash: str, owner: str, ttl_s: float) -> Claim:
+        """Take the document for writing ``doc_hash`` unless another live writer holds it."""
+        now = time.time()
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT doc_hash, owner, expires_at FROM writers WHERE collection = ? AND source = ?",
+                (collection, source),
+            ).fetchone()
+            if row is not None and row["owner"] != owner and owner_alive(row["owner"], row["expires_at"], now):
+                return Claim(held=False)
+            live = conn.execute(
+                "SELECT doc_hash FROM documents WHERE collection = ? AND source = ?", (collection, source)
+            ).fetchone()
+            live_hash = live[0] if live else None
+            abandoned = None
+            if row is not None and row["owner"] != owner and row["doc_hash"] != live_hash:
+                abandoned = row["doc_hash"]
+            conn.execute(
+                "INSERT OR REPLACE INTO writers VALUES (?, ?, ?, ?, ?, ?)",
+                (collection, source, document_id, doc_hash, owner, now + ttl_s),
+            )
+        return Claim(held=True, live_hash=live_hash, abandoned_hash=abandoned)
+
+    def renew(self, owner: str, ttl_s: float) -> int:
+        with self._tx() as conn:
+            return conn.execute(
+                "UPDATE writers SET expires_at = ? WHERE owner = ?", (time.time() + ttl_s, owner)
+            ).rowcount
+
+    def release(self, collection: str, source: str, owner: str, *, clean: bool = False) -> None:
+        """Give the document back; ``clean``: its previous version's chunks are gone too."""
+        with self._tx() as conn:
+            if clean:
+                conn.execute("UPDATE documents SET clean = 1 WHERE collection = ? AND source = ?", (collection, source))
+            conn.execute(
+                "DELETE FROM writers WHERE collection = ? AND source = ? AND owner = ?", (collection, source, owner)
+            )
+
+    def abandon(self, collection: str, source: str, owner: str) -> None:
+        """Give up a claim after a failure: expired, it names the chunks the next sweep removes."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE writers SET expires_at = 0 WHERE collection = ? AND source = ? AND owner = ?",
+                (collection, source, owner),
+            )
+
+    def writers(self, collection: str | None = None) -> list[WriterRow]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM writers WHERE ? IS NULL OR collection = ? ORDER BY collection, source",
+                (collection, collection),
+            ).fetchall()
+        return [WriterRow(*tuple(r)) for r in rows]
+
+    def abandoned(self, collection: str | None = None) -> list[WriterRow]:
+        """Claims whose writer is gone (crashed, killed): their versions never went live."""
+        now = time.time()
+        return [w for w in self.writers(collection) if not owner_alive(w.owner, w.expires_at, now)]
+
+    def dead_hashes(self, collection: str) -> tuple[str, ...]:
+        """Versions with chunks in the store that readers must not see: being written, or abandoned.
+
+        Retrieval excludes them inside Chroma's and BM25's own filters, so thousands of chunks of a
+        half-written document cannot fill the candidate lists. Usually empty (no filter at all).
+        """
+        with self._lock:
+            seen = (int(self._conn.execute("PRAGMA data_version").fetchone()[0]), self._conn.total_changes)
+            if seen != self._dead_seen:
+                self._dead, self._dead_seen = {}, seen
+            if collection not in self._dead:
+                rows = self._conn.execute(
+                    "SELECT DISTINCT w.doc_hash FROM writers w LEFT JOIN documents d "
+                    "ON d.collection = w.collection AND d.source = w.source "
+                    "WHERE w.collection = ? AND (d.doc_hash IS NULL OR d.doc_hash != w.doc_hash) ORDER BY 1",
+                    (collection,),
+                ).fetchall()
+                self._dead[collection] = tuple(r[0] for r in rows)
+            return self._dead[collection]
 
     def remove(self, collection: str, source: str) -> None:
         with self._tx() as conn:

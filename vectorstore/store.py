@@ -231,6 +231,20 @@ class VectorStore:
             return []
         return list(collection.get(where=where or None, include=[])["ids"])
 
+    def existing_ids(self, name: str, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are in the collection (a by-id lookup; none when the collection is missing)."""
+        if not ids:
+            return set()
+        try:
+            collection = self._get(name)
+        except CollectionMissing:
+            return set()
+        step = self._client.get_max_batch_size()
+        found: set[str] = set()
+        for start in range(0, len(ids), step):
+            found.update(collection.get(ids=list(ids[start : start + step]), include=[])["ids"])
+        return found
+
     def get_metadatas(self, name: str, where: Metadata | None) -> dict[str, Metadata]:
         try:
             collection = self._get(name)

@@ -29,6 +29,7 @@ from app.bootstrap import Components
 from app.errors import ConfigurationError
 from app.settings import Settings, get_settings, is_loopback
 from ingest.jobs import JobQueue
+from ingest.repair import sweep_abandoned
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,10 @@ def create_app(settings: Settings | None = None, components: Components | None =
             ensure_first_admin_key(components.keys, settings.admin_key_file)
         elif not settings.auth.enabled:
             log.warning("authentication is OFF (KB_AUTH__ENABLED=false): every caller is an admin; local use only")
+        try:  # chunks that ingestions killed with the last server never made live (ingest/repair.py)
+            sweep_abandoned(components.store, components.manifest, components.lexical)
+        except Exception:  # never a reason not to start: the next ingestion or `kb collections repair` sweeps
+            log.warning("could not sweep abandoned ingestion leftovers at start", exc_info=True)
         jobs = None
         if admin_enabled:
             jobs = JobQueue(settings.data_dir, components.ingest_folder)

@@ -15,8 +15,9 @@ from app.cli.common import cli, console, fail, out, setup
 from app.cli.progress import LogProgress, RichProgress
 from app.errors import KbError
 from ingest.admin import delete_collection, delete_document, list_collections, list_documents
+from ingest.repair import repair
 
-collections_cli = typer.Typer(help="List and delete collections.", no_args_is_help=True)
+collections_cli = typer.Typer(help="List, check and delete collections.", no_args_is_help=True)
 documents_cli = typer.Typer(help="List and delete the documents of a collection.", no_args_is_help=True)
 cli.add_typer(collections_cli, name="collections")
 cli.add_typer(documents_cli, name="documents")
@@ -81,6 +82,45 @@ def collections_list(as_json: Annotated[bool, typer.Option("--json")] = False) -
     """List collections with their document and chunk counts."""
     components = Components(setup())
     _print_rows(list_collections(components.store, components.manifest), ["name", "documents", "chunks"], as_json)
+
+
+@collections_cli.command("repair")
+def collections_repair(
+    names: Annotated[list[str] | None, typer.Argument(help="Collections to repair (default: all).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+) -> None:
+    """Sweep chunks no live document version vouches for, and list documents missing chunks.
+
+    Crashed or killed ingestions leave chunks that never went live; searches skip them, but
+    they take space and slow searches down. Safe to run while ingestions and the server are
+    running. Exit code 1 when a live document is missing chunks: re-run `kb ingest` on its
+    files to rewrite them (an unchanged file whose chunks are missing is written again).
+    """
+    components = Components(setup())
+    try:
+        known = [c["name"] for c in list_collections(components.store, components.manifest)]
+        unknown = [n for n in names or [] if n not in known]
+        if unknown:
+            console.print(f"[red]error[/red]: no collection {', '.join(map(repr, unknown))} (see: kb collections list)")
+            raise typer.Exit(2)
+        reports = [
+            repair(components.store, components.manifest, components.lexical, name).as_dict() for name in names or known
+        ]
+    except KbError as exc:
+        raise fail(exc) from exc
+    finally:
+        components.close()
+    if as_json:
+        out.print_json(json.dumps(reports))
+    for r in [] if as_json else reports:
+        swept = r["abandoned_chunks_swept"] + r["orphan_chunks_swept"]
+        out.print(f"{r['collection']}: swept {swept} chunks of versions that never went live")
+        for doc in r["incomplete"]:
+            out.print(
+                f"[red]incomplete[/red] {doc['source']}: {doc['missing']} of {doc['chunks']} chunks missing "
+                "(re-run kb ingest on its file)"
+            )
+    raise typer.Exit(1 if any(r["incomplete"] for r in reports) else 0)
 
 
 @collections_cli.command("delete")

@@ -19,9 +19,15 @@ class SearchFilters:
     page_min: int | None = None
     page_max: int | None = None
     heading: str | None = None
+    # Versions with chunks in the store that are not live (being written, or left by a crash): excluded
+    # inside each retriever so they cannot crowd live chunks out of the candidate lists. Set by the
+    # retriever from the manifest, not by callers.
+    exclude_hashes: tuple[str, ...] = ()
 
     def where(self) -> dict[str, Any] | None:
         clauses: list[dict[str, Any]] = []
+        if self.exclude_hashes:
+            clauses.append({"doc_hash": {"$nin": list(self.exclude_hashes)}})
         if self.sources:
             clauses.append({"source": {"$in": list(self.sources)}})
         if self.page_min is not None:
@@ -41,6 +47,7 @@ class SearchFilters:
             and (self.page_min is None or (page is not None and page >= self.page_min))
             and (self.page_max is None or (page is not None and page <= self.page_max))
             and (self.heading is None or meta.get("heading") == self.heading)
+            and (not self.exclude_hashes or meta.get("doc_hash") not in self.exclude_hashes)
         )
 
     def empty(self) -> bool:

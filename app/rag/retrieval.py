@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["hybrid", "dense", "lexical"]
 MODES: tuple[str, ...] = ("hybrid", "dense", "lexical")
+_DEEPEST = 20_000  # candidates per retriever when dead chunks keep filling the lists (before a repair)
 __all__ = ["MODES", "Mode", "RetrievalConfig", "Retriever", "SearchFilters", "SearchHit"]
 
 
@@ -126,11 +127,7 @@ class Retriever:
         lean = mode == "hybrid"
         for collection in collections:
             try:
-                if mode in ("hybrid", "dense"):
-                    self._dense(collection, qvec, cfg.candidates, filters, pool, lean=lean)
-                if mode in ("hybrid", "lexical"):
-                    self._lexical(collection, query, cfg.candidates, filters, pool, check=mode == "lexical", lean=lean)
-                self._live_only(collection, pool)
+                self._candidates(collection, query, qvec, mode, cfg.candidates, filters, pool, lean=lean)
                 if mode == "hybrid":
                     self._complete(collection, query, qvec, pool, cfg, top_k)
             except CollectionMissing as exc:
@@ -163,6 +160,42 @@ class Retriever:
         if lean:
             self._fill_texts(found)
         return found
+
+    def _candidates(
+        self,
+        collection: str,
+        query: str,
+        qvec: np.ndarray,
+        mode: Mode,
+        k: int,
+        filters: SearchFilters,
+        pool: dict[tuple[str, str], SearchHit],
+        *,
+        lean: bool,
+    ) -> None:
+        """Each retriever's live candidates. Versions being written or abandoned are excluded inside the
+        stores; should other dead chunks still fill a list (left by an older kb's crash, before
+        ``kb collections repair``), it is fetched again deeper rather than returning too little."""
+        dead = self.manifest.dead_hashes(collection) if self.manifest is not None else ()
+        if dead:
+            filters = replace(filters, exclude_hashes=filters.exclude_hashes + dead)
+        want = k
+        while True:
+            if mode in ("hybrid", "dense"):
+                self._dense(collection, qvec, k, filters, pool, lean=lean)
+            if mode in ("hybrid", "lexical"):
+                self._lexical(collection, query, k, filters, pool, check=mode == "lexical", lean=lean)
+            fetched = sum(1 for c, _ in pool if c == collection)
+            dropped = self._live_only(collection, pool)
+            if not dropped or fetched - dropped >= want or k >= _DEEPEST:
+                return
+            log.warning(
+                "%d of %d candidates in %r belong to no live version; searching deeper "
+                "(run `kb collections repair %s` to sweep them)", dropped, fetched, collection, collection,
+            )  # fmt: skip
+            for key in [key for key in pool if key[0] == collection]:
+                del pool[key]
+            k *= 8
 
     def _dense(
         self,
@@ -292,15 +325,19 @@ class Retriever:
         for rank, h in enumerate(ranked, start=1):
             h.dense_rank = rank
 
-    def _live_only(self, collection: str, pool: dict[tuple[str, str], SearchHit]) -> None:
-        """Keep chunks of each document's live version only (updates are atomic for readers)."""
+    def _live_only(self, collection: str, pool: dict[tuple[str, str], SearchHit]) -> int:
+        """Keep chunks of each document's live version only (updates are atomic for readers); returns
+        how many were dropped."""
         if self.manifest is None:
-            return
+            return 0
         mine = [h for (c, _), h in pool.items() if c == collection]
         live = self.manifest.live_hashes(collection, (str(h.metadata.get("document_id")) for h in mine))
+        dropped = 0
         for h in mine:
             if live.get(str(h.metadata.get("document_id"))) != h.metadata.get("doc_hash"):
                 del pool[(collection, h.id)]
+                dropped += 1
+        return dropped
 
     @staticmethod
     def _mmr(hits: list[SearchHit], top_k: int, lam: float, duplicate: float) -> list[SearchHit]:

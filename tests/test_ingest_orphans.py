@@ -1,0 +1,118 @@
+"""Chunks that never went live must not hide live documents, and are swept (issue #15, 2).
+
+A `kb ingest` killed (SIGKILL) after writing a large document's chunks and before switching
+it live used to leave them in Chroma for ever; a dense search whose candidates were all such
+chunks returned nothing, because they were filtered out only after retrieval.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.bootstrap import Components
+from app.settings import Settings
+from tests.servers import api_client
+
+ORPHAN_TEXT = "The parking garage opens at 7am and closes at 11pm for all staff on weekdays."
+LIVE_TEXT = "Parking: staff may use the garage from 7am; the gates close at 11pm."
+QUERY = "When does the parking garage open?"
+
+# Runs the real CLI, but the process kills itself (SIGKILL) the moment it would switch a version live:
+# a crash exactly between "chunks written" and "version live".
+KILL_AT_SWITCH = (
+    "import os, signal, sys; import vectorstore.manifest as m; "
+    "m.Manifest.switch = lambda self, record, owner=None: os.kill(os.getpid(), signal.SIGKILL); "
+    "sys.argv = ['kb', *sys.argv[1:]]; from app.cli import main; main()"
+)
+
+
+def run_kb(args: list[str], data: Path, *, crash: bool = False) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KB_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-c", KILL_AT_SWITCH, *args] if crash else [sys.executable, "-m", "app.cli", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def crashed(tmp_path: Path) -> Path:
+    """A data dir with one live document and ~330 chunks of a killed ingestion."""
+    data = tmp_path / "data"
+    live, big = tmp_path / "live", tmp_path / "big"
+    live.mkdir()
+    big.mkdir()
+    (live / "parking.md").write_text(f"# Parking\n\n{LIVE_TEXT}\n")
+    assert run_kb(["ingest", str(live), "-c", "facilities"], data).returncode == 0
+    # identical paragraphs: embedded once (the embedding cache), so the big document is quick to write
+    (big / "garage-manual.md").write_text("# Garage manual\n\n" + f"{ORPHAN_TEXT}\n\n" * 3000)
+    proc = run_kb(["ingest", str(big), "-c", "facilities"], data, crash=True)
+    assert proc.returncode == -9, proc.stderr
+    return data
+
+
+def chunk_count(data: Path) -> int:
+    components = Components(Settings(_env_file=None, data_dir=data))  # type: ignore[call-arg]
+    try:
+        return components.store.count("facilities")
+    finally:
+        components.close()
+
+
+@pytest.mark.slow
+def test_chunks_of_a_killed_ingestion_hide_no_live_document_and_are_swept(crashed: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    components = Components(Settings(_env_file=None, data_dir=crashed), embedder=embedder)  # type: ignore[call-arg]
+    try:
+        assert components.store.count("facilities") > 300  # the killed run's chunks are there
+        for mode in ("dense", "hybrid", "lexical"):
+            hits = components.retriever.search(QUERY, ["facilities"], 5, mode=mode)  # type: ignore[arg-type]
+            assert [h.metadata["source"] for h in hits] == ["parking.md"], mode
+        # the server's search says the same over HTTP
+        with api_client(components) as client:
+            found = client.post("/search", json={"query": QUERY, "collection": "facilities", "mode": "dense"})
+            assert found.status_code == 200, found.text
+            assert [h["source"] for h in found.json()["results"]] == ["parking.md"]
+    finally:
+        components.close()
+    # `kb collections repair` sweeps them, and says so
+    proc = run_kb(["collections", "repair", "facilities"], crashed)
+    assert proc.returncode == 0, proc.stderr
+    assert "swept" in proc.stdout and "facilities" in proc.stdout
+    assert chunk_count(crashed) == 1
+
+
+@pytest.mark.slow
+def test_the_next_ingestion_and_server_start_sweep_a_killed_runs_chunks(crashed: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "canteen.md").write_text("# Canteen\n\nThe canteen serves lunch from noon.\n")
+    assert run_kb(["ingest", str(other), "-c", "facilities"], crashed).returncode == 0
+    assert chunk_count(crashed) == 2  # parking + canteen; the killed run's chunks are gone
+
+
+@pytest.mark.slow
+def test_dead_chunks_no_claim_names_are_searched_past_and_repaired(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    """Leftovers of an older kb's crash (no claim records them): search looks deeper, repair sweeps them."""
+    data = tmp_path / "data"
+    components = Components(Settings(_env_file=None, data_dir=data), embedder=embedder)  # type: ignore[call-arg]
+    try:
+        live = tmp_path / "live"
+        live.mkdir()
+        (live / "parking.md").write_text(f"# Parking\n\n{LIVE_TEXT}\n")
+        components.ingest_pipeline.ingest([live], "facilities")
+        vector = embedder.embed_documents([ORPHAN_TEXT])[0]
+        ids = [f"lost-{i:05d}" for i in range(600)]
+        meta = {"collection": "facilities", "source": "lost.md", "document_id": "lostdoc", "doc_hash": "gone"}
+        components.store.upsert("facilities", ids, [vector] * 600, [ORPHAN_TEXT] * 600, [meta] * 600)
+        components.lexical.upsert("facilities", ids, [ORPHAN_TEXT] * 600, [meta] * 600)
+        for mode in ("dense", "hybrid", "lexical"):
+            hits = components.retriever.search(QUERY, ["facilities"], 5, mode=mode)  # type: ignore[arg-type]
+            assert [h.metadata["source"] for h in hits] == ["parking.md"], mode
+    finally:
+        components.close()
+    proc = run_kb(["collections", "repair"], data)
+    assert proc.returncode == 0, proc.stderr
+    assert "swept 600 chunks" in proc.stdout
+    assert chunk_count(data) == 1
