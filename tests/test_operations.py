@@ -245,3 +245,43 @@ def test_an_idle_connection_outlives_client_pools_expiry(components_for: Any) ->
                 assert reply.startswith(b"HTTP/1.1 200"), (attempt, reply[:200])
                 if attempt == 0:
                     time.sleep(6)  # idle past 5 s: uvicorn's default would have closed the connection
+
+
+def test_the_connection_survives_a_500(components_for: Any) -> None:
+    """After an unexpected error the same keep-alive connection still serves the next request.
+
+    Starlette's outermost handler re-raised after its 500 and the server dropped the connection, so a
+    pooled client's next request failed with a connection reset (5 tries in 10)."""
+    import socket
+
+    components = components_for()
+    api = create_app(components.settings, components=components)
+
+    def boom() -> None:
+        raise RuntimeError("a bug in a route")
+
+    api.add_api_route("/boom", boom)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, **server_options(components.settings)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            for _ in range(3):
+                sock.sendall(b"GET /boom HTTP/1.1\r\nHost: kb\r\n\r\n")
+                reply = sock.recv(65536)
+                assert reply.startswith(b"HTTP/1.1 500"), reply[:200]
+                head, _, body = reply.partition(b"\r\n\r\n")
+                assert b"connection: close" not in head.lower()
+                error = json.loads(body)["error"]
+                assert error["code"] == "internal_error" and error["request_id"]
+                assert "a bug in a route" not in body.decode()  # no internals reach the client
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: kb\r\n\r\n")
+                assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -7,6 +7,8 @@ millisecond per request (a third of an answer-cache hit) and can drop context va
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 import uuid
 
@@ -14,6 +16,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
 from app.logging_setup import request_id_var
+
+log = logging.getLogger("app.api.errors")
+
+
+def _internal_error_body(rid: str) -> bytes:
+    message = "internal error; the server log has details under this request id"
+    return json.dumps({"error": {"code": "internal_error", "message": message, "request_id": rid}}).encode()
+
+
+def _internal_error(rid: str) -> Message:
+    body = _internal_error_body(rid)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return {"type": "http.response.start", "status": 500, "headers": headers}
 
 
 class RequestContext:
@@ -31,10 +46,12 @@ class RequestContext:
         started = time.perf_counter()
         status = 500  # unless a response starts: an exception escaping here becomes a 500
 
+        started_response = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started_response = message["status"], True
                 headers = list(message.get("headers", []))
                 if not any(k.lower() == b"x-request-id" for k, _ in headers):
                     headers.append((b"x-request-id", rid.encode("latin-1")))
@@ -43,6 +60,14 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Answered here, not by Starlette's outermost handler: that one re-raises after its 500, and
+            # the server then drops the keep-alive connection, so a client's next request on it fails.
+            if started_response:
+                raise  # the response has begun (a stream): nothing can be sent any more
+            log.exception("unhandled error in %s %s", scope.get("method", ""), scope.get("path", ""))
+            await send_with_id(_internal_error(rid))
+            await send_with_id({"type": "http.response.body", "body": _internal_error_body(rid)})
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")  # the template, never the raw path (cardinality)
