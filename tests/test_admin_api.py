@@ -73,6 +73,26 @@ def test_upload_errors_are_specific(client: httpx.Client, handbook_components: C
     assert hidden.status_code == 422 and hidden.json()["error"]["code"] == "invalid_filename"
 
 
+def test_an_upload_name_of_300_characters_is_a_422_and_leaves_nothing(
+    client: httpx.Client, handbook_components: Components
+) -> None:
+    uploads = handbook_components.settings.data_dir / "uploads"
+    before = set(uploads.iterdir()) if uploads.exists() else set()
+    long = client.post("/admin/collections/x/documents", files=[("files", ("a" * 296 + ".txt", b"text"))])
+    assert long.status_code == 422, long.text
+    assert long.json()["error"]["code"] == "invalid_filename" and "300 characters" in long.json()["error"]["message"]
+    assert (set(uploads.iterdir()) if uploads.exists() else set()) == before  # no empty folder left behind
+
+
+def test_two_files_with_one_name_and_bidi_controls_in_names(client: httpx.Client) -> None:
+    twice = [("files", ("a.txt", b"first text")), ("files", ("a.txt", b"second text"))]
+    dup = client.post("/admin/collections/x/documents", files=twice)
+    assert dup.status_code == 422 and dup.json()["error"]["code"] == "duplicate_filename"
+    evil = client.post("/admin/collections/bidi/documents", files=[("files", ("evil\u202etxt.md", b"# E\n\nHello."))])
+    assert evil.status_code == 202, evil.text
+    assert evil.json()["files"] == ["eviltxt.md"]
+
+
 def test_admin_api_needs_an_admin_key_and_can_be_switched_off(handbook_components: Components) -> None:
     handbook_components.settings.api.host = "0.0.0.0"  # auth on: the admin API is served beyond loopback too
     with api_client(handbook_components, role="employee", collections=("handbook",)) as employee:

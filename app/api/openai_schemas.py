@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.schemas import CitationOut
+from app.api.schemas import CitationOut, RequestBody
 
 
 class OpenAIMessage(BaseModel):
@@ -21,7 +21,7 @@ class OpenAIMessage(BaseModel):
     content: str | list[dict[str, Any]] | None = Field(None, description="Text, or a list of text parts.")
 
 
-class ChatCompletionBody(BaseModel):
+class ChatCompletionBody(RequestBody):
     model_config = ConfigDict(
         extra="allow",
         json_schema_extra={

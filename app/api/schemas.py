@@ -4,10 +4,48 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
-class ChatBody(BaseModel):
+def _lone_surrogate(value: Any, where: str = "body") -> str | None:
+    """Where a lone UTF-16 surrogate (JSON "\\ud800") hides in a parsed body, if anywhere."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _lone_surrogate(item, f"{where}.{key}")
+        if found:
+            return found
+    return None
+
+
+class RequestBody(BaseModel):
+    """Every request body: unknown fields are refused (one policy for every endpoint but the OpenAI-compatible
+    one, whose clients send many optional fields), and text must be valid Unicode. JSON may carry a lone
+    surrogate ("\\ud800") that Python accepts but no encoder can write: it failed deep inside as a 500."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        where = _lone_surrogate(data)
+        if where:
+            field = where.removeprefix("body.") or "body"
+            raise ValueError(f"{field} contains a lone surrogate (invalid Unicode); send valid UTF-8 text")
+        return data
+
+
+class ChatBody(RequestBody):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -113,14 +151,15 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {c: {"model": ErrorResponse, "description": _ERROR_MEANINGS[c]} for c in codes}
 
 
-class SearchBody(BaseModel):
+class SearchBody(RequestBody):
     model_config = ConfigDict(
+        extra="forbid",
         json_schema_extra={
             "examples": [
                 {"query": "meal allowance", "collection": "handbook", "top_k": 3},
                 {"query": "notice period", "collections": ["hr", "legal"], "mode": "lexical", "page_min": 2},
             ]
-        }
+        },
     )
 
     query: str = Field(..., min_length=1, description="What to search for.", examples=["meal allowance"])

@@ -31,6 +31,7 @@ from vectorstore.manifest import Manifest
 from vectorstore.store import Hit, VectorStore
 
 log = logging.getLogger(__name__)
+ANSWER_VARIABLES = {"question", "sources"}  # what an answer prompt is rendered with
 # A document must not close the prompt's <sources> fence and speak outside it: its tags are escaped.
 _FENCE = re.compile(r"<\s*/?\s*sources\s*>", re.IGNORECASE)  # also "< /sources>", "</ SOURCES >"
 
@@ -119,9 +120,17 @@ class RagService:
     def _choose(self, requested: str | None, request_id: str) -> str:
         """The answer prompt for this request: the one it names, else the A/B split's pick, else the default."""
         try:
-            return self.selector.choose("answer", self.config.default_prompt, request_id, requested=requested)
+            chosen = self.selector.choose("answer", self.config.default_prompt, request_id, requested=requested)
+            variables = set(self.prompts.get(chosen).variables)
         except PromptLookupError as exc:
             raise PromptNotFoundError(str(exc)) from exc
+        if variables != ANSWER_VARIABLES:  # judge@v1, condense@v1: real prompts, but they cannot answer
+            raise InvalidRequestError(
+                f"prompt {chosen!r} is not an answer prompt (it takes {sorted(variables)}, an answer prompt takes "
+                f"{sorted(ANSWER_VARIABLES)}); name one such as {self.config.default_prompt!r} (see: kb prompts list)",
+                code="prompt_not_answer",
+            )
+        return chosen
 
     def _prompt(self, ref: str | None) -> Prompt:
         try:

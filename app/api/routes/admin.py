@@ -7,6 +7,7 @@ dependency); ``KB_ADMIN__ENABLED=false`` removes the whole surface.
 from __future__ import annotations
 
 import logging
+import unicodedata
 from pathlib import PurePath
 from typing import Annotated, Any
 
@@ -25,10 +26,24 @@ _ERRORS = error_responses(401, 403, 404, 413, 422, 429)
 _CHUNK = 1024 * 1024
 
 
+_MAX_NAME_BYTES = 200  # file systems allow 255 bytes; leave room for the upload folder's own naming
+
+
 def _safe_name(filename: str | None) -> str:
-    name = PurePath((filename or "").replace("\\", "/")).name.strip()
+    """The file's own name, as listings and citations will show it.
+
+    Control and format characters are dropped: a right-to-left override in "evil\\u202etxt.md" would
+    otherwise show as "evildm.txt" in every listing and citation.
+    """
+    raw = unicodedata.normalize("NFC", (filename or "").replace("\\", "/"))
+    name = "".join(ch for ch in PurePath(raw).name if unicodedata.category(ch) not in ("Cc", "Cf")).strip()
     if not name or name in {".", ".."} or name.startswith("."):
         raise InvalidRequestError(f"upload has no usable file name ({filename!r})", code="invalid_filename")
+    if len(name.encode("utf-8")) > _MAX_NAME_BYTES:
+        raise InvalidRequestError(
+            f"file name {name[:40]!r}... is {len(name)} characters; rename the file to at most {_MAX_NAME_BYTES} bytes",
+            code="invalid_filename",
+        )
     return name
 
 
@@ -49,6 +64,11 @@ async def upload_documents(
     try:
         for upload in files:
             name = _safe_name(upload.filename)
+            if name in names:  # the second would silently replace the first
+                raise InvalidRequestError(
+                    f"two files in this upload are named {name!r}; rename one or upload them separately",
+                    code="duplicate_filename",
+                )
             size = 0
             with (folder / name).open("wb") as target:
                 while chunk := await upload.read(_CHUNK):
@@ -59,7 +79,11 @@ async def upload_documents(
                         )
                     target.write(chunk)
             names.append(name)
-    except KbError:
+    except OSError as exc:  # the data dir is full or read-only: nothing of this upload is kept
+        jobs.discard(job_id)
+        log.error("cannot store an upload for job %s: %s", job_id, exc)
+        raise KbError(f"the server cannot store the upload ({exc.strerror or exc})", code="upload_not_stored") from exc
+    except BaseException:
         jobs.discard(job_id)
         raise
     job = jobs.submit(job_id, collection, names)
