@@ -31,6 +31,7 @@ from app.rag.retrieval import RetrievalConfig, Retriever
 from app.rag.service import RagConfig, RagService
 from app.settings import Settings
 from ingest.chunking import Chunker
+from ingest.limits import FileLimits
 from ingest.pipeline import IngestPipeline
 from prompts.registry import PromptRegistry
 from prompts.selection import PromptSelector
@@ -183,7 +184,7 @@ class Components:
 
     @cached_property
     def ingest_pipeline(self) -> IngestPipeline:
-        c = self.settings.chunking
+        c, lim = self.settings.chunking, self.settings.limits
         chunker = Chunker(c.chunk_tokens, c.overlap_tokens, c.encoding)
         return IngestPipeline(
             self.store,
@@ -193,6 +194,13 @@ class Components:
             max_file_bytes=int(self.settings.limits.max_file_mb * 1024 * 1024),
             batch_chunks=self.settings.embedding.batch_size * 8,
             lexical=self.lexical,
+            limits=FileLimits(
+                max_pages=lim.max_pages_per_file,
+                max_text_chars=int(lim.max_text_mb_per_file * 1_000_000),
+                max_chunks=lim.max_chunks_per_file,
+                max_unzipped_bytes=int(lim.max_unzipped_mb * 1024 * 1024),
+                max_compression_ratio=lim.max_compression_ratio,
+            ),
         )
 
     def ingest_folder(self, folder: Path, collection: str) -> dict[str, Any]:

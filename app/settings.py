@@ -147,6 +147,17 @@ class PromptSettings(BaseModel):
 class LimitSettings(BaseModel):
     max_question_chars: int = Field(2000, ge=10, description="Longer questions are rejected (413).")
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are not ingested.")
+    max_pages_per_file: int = Field(5_000, ge=1, description="PDFs with more pages are not ingested.")
+    max_text_mb_per_file: float = Field(
+        20.0, gt=0, description="Files with more text (millions of characters; raw bytes for text formats) are refused."
+    )
+    max_chunks_per_file: int = Field(50_000, ge=1, description="Files that would make more chunks are refused.")
+    max_unzipped_mb: float = Field(
+        100.0, gt=0, description="DOCX files whose parts would expand beyond this are refused (zip bombs)."
+    )
+    max_compression_ratio: float = Field(
+        100.0, gt=1, description="DOCX parts compressed more than this (e.g. 100:1) are refused (zip bombs)."
+    )
     max_body_kb: int = Field(
         256, ge=1, description="Larger request bodies are rejected (413); admin uploads use max_file_mb instead."
     )

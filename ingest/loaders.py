@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.errors import IngestError
+from ingest.limits import FileLimits, check_chunks, check_pages, check_text_size, check_zip
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def _decode(data: bytes, path: Path) -> str:
         raise IngestError(f"{path.name} is not valid UTF-8 text (byte {exc.start}); re-save it as UTF-8") from exc
 
 
-def load_pdf(data: bytes, path: Path) -> LoadedDocument:
+def load_pdf(data: bytes, path: Path, limits: FileLimits = FileLimits()) -> LoadedDocument:
     import io
 
     from pypdf import PdfReader
@@ -73,6 +74,7 @@ def load_pdf(data: bytes, path: Path) -> LoadedDocument:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
             raise IngestError(f"{path.name} is an encrypted PDF; remove the password and retry")
+        check_pages(len(reader.pages), path.name, limits)
         sections = []
         for number, page in enumerate(reader.pages, start=1):
             text = (page.extract_text() or "").strip()
@@ -94,7 +96,7 @@ def load_pdf(data: bytes, path: Path) -> LoadedDocument:
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 
 
-def load_markdown(data: bytes, path: Path) -> LoadedDocument:
+def load_markdown(data: bytes, path: Path, limits: FileLimits = FileLimits()) -> LoadedDocument:
     text = _decode(data, path)
     collector = _Sections()
     in_fence = False
@@ -114,7 +116,7 @@ def load_markdown(data: bytes, path: Path) -> LoadedDocument:
 _BLOCK_TAGS = ["p", "li", "td", "th", "pre", "blockquote", "dd", "dt", "figcaption", "footer"]
 
 
-def load_html(data: bytes, path: Path) -> LoadedDocument:
+def load_html(data: bytes, path: Path, limits: FileLimits = FileLimits()) -> LoadedDocument:
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(_decode(data, path), "html.parser")
@@ -141,7 +143,7 @@ def _looks_like_heading(line: str) -> bool:
     return 0 < len(line) <= 60 and not line.endswith((".", ",", ";", ":", "!", "?"))
 
 
-def load_text(data: bytes, path: Path) -> LoadedDocument:
+def load_text(data: bytes, path: Path, limits: FileLimits = FileLimits()) -> LoadedDocument:
     """Plain text: blank-line separated blocks; a short unpunctuated first line is the block's heading."""
     text = _decode(data, path).strip()
     if "\x00" in text:
@@ -160,7 +162,7 @@ def load_text(data: bytes, path: Path) -> LoadedDocument:
     return LoadedDocument(title=title, sections=sections)
 
 
-def load_docx(data: bytes, path: Path) -> LoadedDocument:
+def load_docx(data: bytes, path: Path, limits: FileLimits = FileLimits()) -> LoadedDocument:
     """Word documents: paragraphs under their heading path; tables as ' | '-joined rows."""
     import io
     import zipfile
@@ -170,6 +172,7 @@ def load_docx(data: bytes, path: Path) -> LoadedDocument:
     from docx.table import Table
     from docx.text.paragraph import Paragraph
 
+    check_zip(data, path.name, limits)  # before python-docx inflates a single member
     try:
         document = docx.Document(io.BytesIO(data))
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
@@ -203,7 +206,7 @@ def _docx_heading_level(style: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-LOADERS: dict[str, Callable[[bytes, Path], LoadedDocument]] = {
+LOADERS: dict[str, Callable[[bytes, Path, FileLimits], LoadedDocument]] = {
     ".docx": load_docx,
     ".pdf": load_pdf,
     ".md": load_markdown,
@@ -215,13 +218,20 @@ LOADERS: dict[str, Callable[[bytes, Path], LoadedDocument]] = {
 }
 
 
-def load(path: Path, data: bytes) -> LoadedDocument:
+_TEXT_FORMATS = {".md", ".markdown", ".html", ".htm", ".txt", ".text"}
+
+
+def load(path: Path, data: bytes, limits: FileLimits = FileLimits()) -> LoadedDocument:
     loader = LOADERS.get(path.suffix.lower())
     if loader is None:
         raise IngestError(f"{path.name}: unsupported file type {path.suffix or '(none)'}")
     if not data:
         raise IngestError(f"{path.name} is empty (0 bytes)")
-    doc = loader(data, path)
+    if path.suffix.lower() in _TEXT_FORMATS:  # parsing is what costs: refuse before it (1 byte ≥ 1 character)
+        check_text_size(len(data), path.name, limits, unit="bytes")
+    doc = loader(data, path, limits)
     if not any(s.text.strip() for s in doc.sections):
         raise IngestError(f"{path.name} contains no text")
+    check_text_size(sum(len(s.text) for s in doc.sections), path.name, limits)
+    check_chunks(len(doc.sections), path.name, limits)  # every section makes at least one chunk
     return doc

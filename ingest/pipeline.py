@@ -29,6 +29,7 @@ from typing import Any, Protocol, TypeVar
 from app.errors import IngestError, InvalidCollectionNameError
 from ingest.chunking import Chunk, Chunker
 from ingest.files import document_id, iter_files
+from ingest.limits import FileLimits, check_chunks
 from ingest.loaders import LOADERS, load
 from ingest.repair import sweep_abandoned, sweep_document, sweep_orphans
 from vectorstore.lexical import LexicalIndex
@@ -116,6 +117,7 @@ class IngestPipeline:
         batch_chunks: int = 256,
         lexical: LexicalIndex | None = None,
         claim_ttl_s: float = 60.0,
+        limits: FileLimits | None = None,
     ):
         self.store = store
         self.embedder = embedder
@@ -125,6 +127,7 @@ class IngestPipeline:
         self.batch_chunks = batch_chunks
         self.lexical = lexical  # BM25 side of hybrid search: written and swept with the vector store
         self.claim_ttl_s = claim_ttl_s  # a crashed writer's claims free up after this (renewed while alive)
+        self.limits = limits or FileLimits()
         self._owner = ""
         self._deferred: list[_Pending] = []
 
@@ -210,8 +213,9 @@ class IngestPipeline:
                 log.warning("%s in %r is missing chunks in the store: writing it again", source, collection)
                 repair = True
             doc_id = document_id(collection, source)
-            loaded = load(path, data)
+            loaded = load(path, data, self.limits)
             chunks = self.chunker.chunk(doc_id, loaded.sections)
+            check_chunks(len(chunks), source, self.limits)
             if not chunks:
                 raise IngestError(f"{source} produced no text chunks")
         except IngestError as exc:
