@@ -32,7 +32,7 @@ from app.rag.service import RagConfig, RagService
 from app.settings import Settings
 from ingest.chunking import Chunker
 from ingest.limits import FileLimits
-from ingest.pipeline import IngestPipeline
+from ingest.pipeline import IngestPipeline, Progress
 from prompts.registry import PromptRegistry
 from prompts.selection import PromptSelector
 from vectorstore.embedding_cache import CachedEmbedder, EmbeddingCache
@@ -203,9 +203,9 @@ class Components:
             ),
         )
 
-    def ingest_folder(self, folder: Path, collection: str) -> dict[str, Any]:
+    def ingest_folder(self, folder: Path, collection: str, progress: Progress | None = None) -> dict[str, Any]:
         """Ingest one folder (an admin upload) and return the JSON summary."""
-        return self.ingest_pipeline.ingest([folder], collection).as_dict()
+        return self.ingest_pipeline.ingest([folder], collection, progress=progress).as_dict()
 
     def close(self) -> None:
         stores = (

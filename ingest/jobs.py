@@ -3,8 +3,12 @@
 An upload is written to ``<data>/uploads/<job id>/`` and its job row committed
 before the API answers 202, so an accepted job survives a crash or restart: on
 start, jobs left ``running`` are queued again (ingestion is idempotent, so redoing
-part of one is harmless). One worker thread runs jobs in order, off the request
-path, so chat keeps answering while documents are ingested.
+part of one is harmless), but not for ever: a job interrupted ``MAX_ATTEMPTS`` times
+(one that kills the server, say) fails instead of re-running at every start. One
+worker thread runs jobs in order, off the request path, so chat keeps answering
+while documents are ingested. A running job reports its progress in its row, and
+checks there whether someone (``DELETE /admin/jobs/{id}``, ``kb jobs cancel``, from
+any process) asked to cancel it.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     collection TEXT NOT NULL,
     files TEXT NOT NULL,
-    status TEXT NOT NULL,          -- queued | running | succeeded | failed
+    status TEXT NOT NULL,          -- queued | running | succeeded | failed | cancelled
     summary TEXT,
     error TEXT,
     created_at REAL NOT NULL,
@@ -36,6 +40,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at REAL
 );
 """
+# Columns added after the first release: added to an existing file on open.
+_ADDED_COLUMNS = {
+    "progress": "TEXT",
+    "attempts": "INTEGER NOT NULL DEFAULT 0",
+    "cancel_requested": "INTEGER NOT NULL DEFAULT 0",
+}
+MAX_ATTEMPTS = 3
+_PROGRESS_EVERY_S = 0.5
+
+
+class JobCancelled(Exception):
+    """Raised inside a running ingestion when its job was asked to stop."""
 
 
 @dataclass(frozen=True)
@@ -49,16 +65,50 @@ class Job:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    progress: dict[str, Any] | None = None
+    attempts: int = 0
+    cancel_requested: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-IngestFn = Callable[[Path, str], dict[str, Any]]
+IngestFn = Callable[..., dict[str, Any]]  # (folder, collection, progress=JobProgress) -> summary
+
+
+class JobProgress:
+    """The pipeline's Progress for a job: counts into the job row (at most every 0.5 s), and the cancel check."""
+
+    def __init__(self, queue: JobQueue, job_id: str):
+        self._queue, self._job_id = queue, job_id
+        self.files_total = self.files_done = self.chunks_written = 0
+        self._last = 0.0
+
+    def start(self, total_files: int) -> None:
+        self.files_total = total_files
+        self._report(force=True)
+
+    def file_done(self, source: str, outcome: str, chunks: int) -> None:
+        self.files_done += 1
+        self._report()
+
+    def embedded(self, chunks: int) -> None:
+        self.chunks_written += chunks
+        self._report()
+
+    def _report(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < _PROGRESS_EVERY_S:
+            return
+        self._last = now
+        progress = {"files_total": self.files_total, "files_done": self.files_done, "chunks": self.chunks_written}
+        if self._queue.report_progress(self._job_id, progress):
+            raise JobCancelled(self._job_id)
 
 
 class JobQueue:
-    def __init__(self, data_dir: Path, ingest: IngestFn):
+    def __init__(self, data_dir: Path, ingest: IngestFn | None, *, recover: bool = True):
+        """``recover``: re-queue jobs a dead server left running (only the server does; ``kb jobs`` does not)."""
         self.uploads = data_dir / "uploads"
         self.uploads.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(str(data_dir / "jobs.sqlite3"), check_same_thread=False, timeout=30)
@@ -70,10 +120,31 @@ class JobQueue:
         with self._lock, self._conn:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.executescript(_SCHEMA)
+            have = {r[1] for r in self._conn.execute("PRAGMA table_info(jobs)")}
+            for column, decl in _ADDED_COLUMNS.items():
+                if column not in have:
+                    self._conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {decl}")
+        if recover:
+            self._recover()
+        self._thread = threading.Thread(target=self._run, name="kb-ingest-worker", daemon=True)
+
+    def _recover(self) -> None:
+        with self._lock, self._conn:
+            given_up = self._conn.execute(
+                "UPDATE jobs SET status = 'failed', finished_at = ?, error = ? "
+                "WHERE status = 'running' AND attempts >= ?",
+                (
+                    time.time(),
+                    f"interrupted {MAX_ATTEMPTS} times (the server stopped while ingesting it); not retried again: "
+                    "check the server log for what stopped it, then upload the files again",
+                    MAX_ATTEMPTS,
+                ),
+            ).rowcount
             requeued = self._conn.execute("UPDATE jobs SET status = 'queued' WHERE status = 'running'").rowcount
         if requeued:
             log.warning("re-queued %d ingestion job(s) interrupted by a restart", requeued)
-        self._thread = threading.Thread(target=self._run, name="kb-ingest-worker", daemon=True)
+        if given_up:
+            log.error("gave up %d ingestion job(s) interrupted %d times", given_up, MAX_ATTEMPTS)
 
     def start(self) -> None:
         self._thread.start()
@@ -114,11 +185,42 @@ class JobQueue:
             row = self._conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             return None
+        return self._job(row)
+
+    @staticmethod
+    def _job(row: sqlite3.Row) -> Job:
         return Job(
             row["id"], row["collection"], json.loads(row["files"]), row["status"],
             json.loads(row["summary"]) if row["summary"] else None, row["error"],
             row["created_at"], row["started_at"], row["finished_at"],
+            json.loads(row["progress"]) if row["progress"] else None, row["attempts"], bool(row["cancel_requested"]),
         )  # fmt: skip
+
+    def list(self, limit: int = 50) -> list[Job]:
+        with self._lock:
+            rows = self._conn.execute("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+        return [self._job(r) for r in rows]
+
+    def cancel(self, job_id: str) -> Job | None:
+        """A queued job is cancelled at once; a running one stops at its next progress report (within seconds)."""
+        with self._lock, self._conn:
+            self._conn.execute(
+                "UPDATE jobs SET status = 'cancelled', finished_at = ?, error = 'cancelled before it started' "
+                "WHERE id = ? AND status = 'queued'",
+                (time.time(), job_id),
+            )
+            self._conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'", (job_id,))
+        job = self.get(job_id)
+        if job is not None and job.status == "cancelled":
+            self.discard(job_id)
+        return job
+
+    def report_progress(self, job_id: str, progress: dict[str, Any]) -> bool:
+        """Store the job's progress; True when it was asked to cancel."""
+        with self._lock, self._conn:
+            self._conn.execute("UPDATE jobs SET progress = ? WHERE id = ?", (json.dumps(progress), job_id))
+            row = self._conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return bool(row and row[0])
 
     def _next(self) -> tuple[str, str] | None:
         with self._lock, self._conn:
@@ -127,7 +229,10 @@ class JobQueue:
             ).fetchone()
             if row is None:
                 return None
-            self._conn.execute("UPDATE jobs SET status = 'running', started_at = ? WHERE id = ?", (time.time(), row[0]))
+            self._conn.execute(
+                "UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1 WHERE id = ?",
+                (time.time(), row[0]),
+            )
             return row[0], row[1]
 
     def _finish(self, job_id: str, status: str, summary: dict[str, Any] | None, error: str | None) -> None:
@@ -145,7 +250,13 @@ class JobQueue:
                 job_id, collection = job
                 log.info("ingestion job %s into %r started", job_id, collection)
                 try:
-                    summary = self._ingest(self.uploads / job_id, collection)
+                    assert self._ingest is not None, "a JobQueue without an ingest function cannot run jobs"
+                    summary = self._ingest(self.uploads / job_id, collection, progress=JobProgress(self, job_id))
+                except JobCancelled:
+                    log.warning("ingestion job %s cancelled", job_id)
+                    self._finish(job_id, "cancelled", None, "cancelled while running; documents already written stay")
+                    self.discard(job_id)
+                    continue
                 except Exception as exc:  # a job must never kill the worker
                     log.exception("ingestion job %s failed", job_id)
                     self._finish(job_id, "failed", None, str(exc) or type(exc).__name__)

@@ -166,13 +166,17 @@ class IngestPipeline:
         queue: list[_Pending] = []
         # Parse the next files in a worker thread while this one embeds (torch releases the GIL).
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-parse") as pool:
-            examined = _prefetch(pool, files, lambda f: self._examine(f[0], f[1], collection), ahead=16)
-            for outcome in examined:
-                self._record(outcome, collection, report, queue)
-                if outcome.kind != "queued" and progress:
-                    progress.file_done(outcome.source, outcome.kind, 0)
-                if sum(len(p.chunks) for p in queue) >= self.batch_chunks:
-                    self._flush(collection, queue, report, progress)
+            try:
+                examined = _prefetch(pool, files, lambda f: self._examine(f[0], f[1], collection), ahead=16)
+                for outcome in examined:
+                    self._record(outcome, collection, report, queue)
+                    if outcome.kind != "queued" and progress:
+                        progress.file_done(outcome.source, outcome.kind, 0)
+                    if sum(len(p.chunks) for p in queue) >= self.batch_chunks:
+                        self._flush(collection, queue, report, progress)
+            except BaseException:  # cancelled or failed: do not parse the files still queued
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
         self._flush(collection, queue, report, progress)
         # Documents another writer was busy with: wait for each (holding no claim meanwhile, so two
         # runs waiting on each other's documents cannot deadlock), then write ours over theirs.

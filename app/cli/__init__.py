@@ -10,6 +10,7 @@ from app.cli import (  # noqa: F401  (importing a module registers its commands)
     db_cmds,
     eval_cmds,
     ingest_cmds,
+    job_cmds,
     key_cmds,
     prompt_cmds,
     search_cmds,

@@ -91,10 +91,27 @@ async def upload_documents(
     return JSONResponse(job.as_dict(), status_code=202, headers={"Location": f"/admin/jobs/{job_id}"})
 
 
+@router.get("/jobs", responses=_ERRORS)
+def list_jobs(request: Request) -> list[dict[str, Any]]:
+    """The 50 newest ingestion jobs, newest first, with their status and progress."""
+    return [job.as_dict() for job in request.app.state.jobs.list()]
+
+
 @router.get("/jobs/{job_id}", responses=_ERRORS)
 def get_job(job_id: str, request: Request) -> dict[str, Any]:
-    """Status (queued, running, succeeded, failed) and, when done, the ingestion summary."""
+    """Status (queued, running, succeeded, failed, cancelled), progress (files done of total, chunks written)
+    and, when done, the ingestion summary."""
     job = request.app.state.jobs.get(job_id)
+    if job is None:
+        raise JobNotFoundError(f"no ingestion job {job_id!r}")
+    return dict(job.as_dict())
+
+
+@router.delete("/jobs/{job_id}", responses=_ERRORS)
+def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
+    """Cancel a job: a queued one at once, a running one within a second or so (documents it has already
+    written stay; ingest again or delete them). Poll GET /admin/jobs/{job_id} for status 'cancelled'."""
+    job = request.app.state.jobs.cancel(job_id)
     if job is None:
         raise JobNotFoundError(f"no ingestion job {job_id!r}")
     return dict(job.as_dict())
