@@ -24,6 +24,7 @@ from app.llm.base import ChatModel, GenerationParams
 from app.llm.cache import CacheBackend, ResponseCache
 from app.llm.costs import UsageLedger
 from app.llm.registry import build_chat_model
+from app.llm.tokens import get_encoding
 from app.rag.answer_cache import AnswerCache
 from app.rag.condense import Condenser
 from app.rag.conversation import ConversationStore
@@ -175,6 +176,7 @@ class Components:
             params=GenerationParams(temperature=s.llm.temperature, max_tokens=s.llm.max_tokens),
         )
         self.prompts.get(config.default_prompt)  # fail at start-up, not on the first request
+        get_encoding()  # load the token counter now: on first use it writes a cache file, which a full disk refuses
         condenser = Condenser(self.chat_model, self.prompts, s.prompts.condense)
         return RagService(
             self.store, self.embedder, self.chat_model, self.prompts, config, manifest=self.manifest,

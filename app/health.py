@@ -4,8 +4,10 @@ Liveness (``/healthz``) only says the process runs; a load balancer needs to kno
 the things a request touches answer: the vector store, the response cache, the shared SQL
 database (keys, ledger, audit log, conversations) and the manifest. Each check is a cheap
 read (a heartbeat, a PING, ``SELECT 1``, one query on a fresh read-only SQLite connection)
-so ``/readyz`` costs milliseconds and never creates or locks a file. A check returns a
-short detail or raises; ``run_checks`` times them and never raises.
+so ``/readyz`` costs milliseconds and locks no file; the one write is a probe file in the
+data dir, because a store that answers reads but cannot be written (a full disk, a read-only
+mount) must not look ready. A check returns a short detail or raises; ``run_checks`` times
+them and never raises.
 """
 
 from __future__ import annotations
@@ -73,6 +75,29 @@ def vector_store_check(components: Components) -> Check:
     return check
 
 
+def writable_check(components: Components) -> Check:
+    """The data dir (manifest, BM25 index, jobs, embedded Chroma) takes a write, and the vector store's last
+    write did not fail (which is all a Chroma server tells us without writing to it)."""
+
+    def check() -> str:
+        folders = [components.settings.data_dir]
+        if components.settings.vectorstore.mode == "embedded":
+            folders.append(components.settings.chroma_dir)
+        for folder in folders:
+            if folder.exists():
+                probe = folder / f".kb-write-probe-{os.getpid()}"
+                try:
+                    probe.write_bytes(b"ok")
+                finally:
+                    probe.unlink(missing_ok=True)
+        error = components.store.write_error
+        if error:
+            raise OSError(error)
+        return "writable"
+
+    return check
+
+
 def cache_check(components: Components) -> Check:
     def check() -> str:
         cache = components.cache
@@ -113,6 +138,7 @@ def checks_for(components: Components) -> dict[str, Check]:
     """Every dependency a request may touch, by the name /readyz reports."""
     return {
         "vector_store": vector_store_check(components),
+        "writable": writable_check(components),
         "cache": cache_check(components),
         "database": database_check(components),
         "manifest": sqlite_check(components.settings.data_dir / "manifest.sqlite3"),

@@ -78,7 +78,7 @@ def test_a_job_that_keeps_stopping_the_server_is_not_retried_for_ever(tmp_path: 
     (folder / "a.md").write_text("# A\n\ntext")
     queue.submit(job_id, "crashy", ["a.md"])
     queue.stop()
-    for attempt in range(1, MAX_ATTEMPTS + 1):
+    for _ in range(MAX_ATTEMPTS):
         restarted = JobQueue(data, None)  # each start re-queues it, and the worker picks it up again ...
         assert restarted.get(job_id).status == "queued"  # type: ignore[union-attr]
         assert restarted._next() == (job_id, "crashy")

@@ -45,6 +45,18 @@ class StoreUnavailable(ConnectionError):
     """The Chroma server cannot be reached (or refused our credentials)."""
 
 
+class StoreNotWritable(OSError):
+    """The store answers reads but refuses writes (read-only files, a full disk, an I/O error)."""
+
+
+# How Chroma (SQLite underneath, embedded or in the server) words a store that cannot be written.
+_UNWRITABLE = re.compile(
+    r"readonly|read-only|disk I/O error|disk is full|No space left|Permission denied|File too large|"
+    r"\(code: (8|10|13|778|1032)\)",
+    re.IGNORECASE,
+)
+
+
 @dataclass(frozen=True)
 class Hit:
     id: str
@@ -94,6 +106,7 @@ class VectorStore:
         self._client = client
         self.location = location  # for logs and readiness checks: a path or a URL, never a secret
         self._handles: dict[str, Collection] = {}  # for the query path: a lookup costs milliseconds
+        self.write_error: str | None = None  # the last write's failure, until a write succeeds (readiness)
 
     def _read(self, name: str, fn: Callable[[Collection], T]) -> T:
         """Run a read on a cached collection handle; refetch once if the collection was replaced."""
@@ -165,6 +178,21 @@ class VectorStore:
         except httpx.TransportError as exc:
             raise StoreUnavailable(f"vector store at {self.location} does not answer: {exc}") from exc
 
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write the store refuses becomes StoreNotWritable naming the cause, and readiness fails until one works."""
+        try:
+            with self._reachable():
+                yield
+        except (StoreUnavailable, CollectionMissing):
+            raise
+        except Exception as exc:
+            if not _UNWRITABLE.search(str(exc)):
+                raise
+            self.write_error = f"the vector store at {self.location} cannot be written: {exc}"
+            raise StoreNotWritable(self.write_error) from exc
+        self.write_error = None
+
     def _get(self, name: str) -> Collection:
         with self._reachable():
             try:
@@ -216,12 +244,13 @@ class VectorStore:
         step = self._client.get_max_batch_size()
         for start in range(0, len(ids), step):
             end = start + step
-            collection.upsert(
-                ids=list(ids[start:end]),
-                embeddings=[list(e) for e in embeddings[start:end]],  # type: ignore[arg-type]
-                documents=list(texts[start:end]),
-                metadatas=list(metadatas[start:end]),
-            )
+            with self._writing():
+                collection.upsert(
+                    ids=list(ids[start:end]),
+                    embeddings=[list(e) for e in embeddings[start:end]],  # type: ignore[arg-type]
+                    documents=list(texts[start:end]),
+                    metadatas=list(metadatas[start:end]),
+                )
 
     def get_ids(self, name: str, where: Metadata | None) -> list[str]:
         """Chunk ids matching a metadata filter (empty when the collection is missing)."""
@@ -260,7 +289,8 @@ class VectorStore:
         collection = self._get(name)
         step = self._client.get_max_batch_size()
         for start in range(0, len(ids), step):
-            collection.delete(ids=list(ids[start : start + step]))
+            with self._writing():
+                collection.delete(ids=list(ids[start : start + step]))
 
     def delete_collection(self, name: str) -> None:
         self._handles.pop(name, None)

@@ -9,6 +9,7 @@ bare 500 so no internals or secrets reach the client.
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,7 +18,9 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import KbError
-from vectorstore.store import StoreUnavailable
+from vectorstore.store import StoreNotWritable, StoreUnavailable
+
+_UNWRITABLE_SQLITE = ("readonly", "disk i/o error", "disk is full", "unable to open database file")
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +62,27 @@ def install_error_handlers(app: FastAPI) -> None:
         message = "the vector store does not answer; try again shortly (see /readyz)"
         return JSONResponse(error_body("vector_store_unavailable", message, request), status_code=503)
 
+    @app.exception_handler(StoreNotWritable)
+    async def store_not_writable(request: Request, exc: StoreNotWritable) -> JSONResponse:
+        log.error("%s", exc)
+        message = f"{exc}; the disk may be full or read-only (see /readyz)"
+        return JSONResponse(error_body("storage_not_writable", message, request), status_code=503)
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def data_file_not_writable(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+        """The manifest, BM25 index or job files (SQLite in the data dir) refused a write."""
+        if not any(word in str(exc).lower() for word in _UNWRITABLE_SQLITE):
+            return await unexpected(request, exc)
+        log.error("data file not writable in %s %s: %s", request.method, request.url.path, exc)
+        message = f"kb cannot write its data files ({exc}); the disk may be full or read-only (see /readyz)"
+        return JSONResponse(error_body("storage_not_writable", message, request), status_code=503)
+
     @app.exception_handler(OperationalError)
     async def database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+        if any(word in str(exc.orig).lower() for word in _UNWRITABLE_SQLITE):  # SQLite: a full or read-only disk
+            log.error("database not writable in %s %s: %s", request.method, request.url.path, exc.orig)
+            message = f"kb cannot write its database ({exc.orig}); the disk may be full or read-only (see /readyz)"
+            return JSONResponse(error_body("storage_not_writable", message, request), status_code=503)
         log.error("database unavailable in %s %s: %s", request.method, request.url.path, exc.orig)  # log only
         message = "the database does not answer; try again shortly (see /readyz)"
         return JSONResponse(error_body("database_unavailable", message, request), status_code=503)
