@@ -7,6 +7,7 @@ sentence splitter that undoes PDF line wrapping.
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 
 _STOPWORDS = frozenset(
@@ -143,3 +144,14 @@ def split_sentences(text: str) -> list[str]:
             elif not _looks_like_heading(sentence):
                 sentences.append(sentence)
     return sentences
+
+
+def escape_fence(text: str, fence: re.Pattern[str]) -> str:
+    """Escape the tags that would open or close a prompt's fence (``<sources>``) inside untrusted text.
+
+    NFKC first: a model reads the fullwidth ``＜/sources＞`` as the tag it looks like, so look-alikes
+    must not pass the escaping (the text the model sees is the normalised one).
+    """
+    return fence.sub(
+        lambda m: m.group(0).replace("<", "&lt;").replace(">", "&gt;"), unicodedata.normalize("NFKC", text)
+    )

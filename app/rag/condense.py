@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from app.errors import KbError
 from app.llm.base import ChatModel, ChatRequest, GenerationParams, Message
 from app.rag.conversation import Turn
-from app.text import terms
+from app.text import escape_fence, terms
 from prompts.registry import PromptRegistry
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class Condenser:
         for turn in history:
             lines.append(f"User: {turn.question}")
             lines.append(f"Assistant: {turn.answer[:_ANSWER_CHARS]}")
-        history_text = _FENCE.sub(lambda m: m.group(0).replace("<", "&lt;").replace(">", "&gt;"), "\n".join(lines))
+        history_text = escape_fence("\n".join(lines), _FENCE)
         rendered = self.prompt.render(history=history_text, question=question)
         hints = self.prompt.model_hints
         request = ChatRequest(

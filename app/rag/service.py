@@ -25,6 +25,7 @@ from app.rag.citations import passage_label
 from app.rag.condense import Condenser
 from app.rag.conversation import Turn
 from app.rag.retrieval import MODES, Mode, RetrievalConfig, Retriever, SearchFilters, SearchHit
+from app.text import escape_fence
 from prompts.registry import Prompt, PromptLookupError, PromptRegistry
 from prompts.selection import PromptSelector
 from vectorstore.manifest import Manifest
@@ -229,7 +230,7 @@ class RagService:
                      self.config.min_evidence)  # fmt: skip
             return plan
         sources = "\n\n".join(passage_label(i, h) for i, h in enumerate(hits, start=1)) or "(no sources found)"
-        sources = _FENCE.sub(lambda m: m.group(0).replace("<", "&lt;").replace(">", "&gt;"), sources)
+        sources = escape_fence(sources, _FENCE)
         rendered = prompt_file.render(question=condensed.question, sources=sources)
         plan.request = ChatRequest(
             messages=(Message("system", rendered.system), Message("user", rendered.user)),
