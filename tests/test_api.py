@@ -1,5 +1,6 @@
 """The real FastAPI app over HTTP (uvicorn on 127.0.0.1), with the sample handbook ingested."""
 
+import re
 from collections.abc import Iterator
 
 import httpx
@@ -39,6 +40,9 @@ def test_request_id_from_the_client_is_kept(client: httpx.Client) -> None:
         timeout=60,
     )
     assert r.json()["request_id"] == "trace-abc"
+    # an id that is not a plain token (spaces, quotes, log-line look-alikes) is replaced by one of ours
+    odd = client.get("/healthz", headers={"X-Request-ID": 'x" level=ERROR msg="forged'})
+    assert re.fullmatch(r"[0-9a-f]{32}", odd.headers["x-request-id"])
 
 
 @pytest.mark.parametrize(

@@ -176,6 +176,18 @@ def test_kb_audit_prints_rows_as_a_table_or_json_lines(
     marked_up = kb.invoke(cli, ["audit", "--since", "3h"])
     assert "[n]" in marked_up.stdout  # user text is printed, not read as rich markup
 
+    # a client may send one X-Request-ID twice: each row still has its own id, shown in the table too
+    engine = open_database(get_settings())
+    log = AuditLog(engine)
+    log.record(_record(7, ts=now - 30))
+    log.record(_record(7, ts=now - 20))
+    log.close()
+    engine.dispose()
+    twice = [json.loads(line) for line in kb.invoke(cli, ["audit", "--since", "1m", "--json"]).stdout.splitlines()]
+    assert [r["request_id"] for r in twice] == ["req-7", "req-7"] and twice[0]["id"] != twice[1]["id"]
+    shown = kb.invoke(cli, ["audit", "--since", "1m"]).stdout
+    assert all(f" {r['id']} " in shown for r in twice)
+
     bad = kb.invoke(cli, ["audit", "--since", "last tuesday"])
     assert bad.exit_code == 2 and "invalid_since" in bad.stderr
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 
@@ -18,6 +19,7 @@ from app import metrics
 from app.logging_setup import request_id_var
 
 log = logging.getLogger("app.api.errors")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 def _internal_error_body(rid: str) -> bytes:
@@ -40,7 +42,8 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
-        rid = (given or uuid.uuid4().hex)[:64]
+        # A client's id is kept only as a plain token: it goes into every log line and audit row.
+        rid = given if _CLIENT_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid  # request.state.request_id
         token = request_id_var.set(rid)  # every log line of this request carries it
         started = time.perf_counter()

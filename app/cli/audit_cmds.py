@@ -37,11 +37,12 @@ def _question(row: dict[str, Any]) -> str:
 
 
 def _table(rows: list[dict[str, Any]]) -> Table:
-    table = Table("time (UTC)", "request", "key", "collections", "question", "prompt", "model", "grounded",
+    table = Table("#", "time (UTC)", "request", "key", "collections", "question", "prompt", "model", "grounded",
                   "cached", "chunks", "tokens", "cost USD", "ms")  # fmt: skip
     for r in rows:
         cost = "" if r["cost_usd"] is None else f"{r['cost_usd']:.6f}"
         table.add_row(
+            str(r["id"]),  # the row's own id: a client may send the same X-Request-ID twice
             _when(r["ts"]),
             r["request_id"][:12],
             Text(r["key_name"] or ""),  # user-supplied text: never read as rich markup
