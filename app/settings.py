@@ -6,6 +6,7 @@ else receives the values it needs as arguments. ``.env.example`` documents each 
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -351,3 +352,20 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()  # type: ignore[call-arg]  # fields come from the environment
+
+
+def private_files(settings: Settings) -> None:
+    """Make what this process creates readable by its owner only, and close an existing data dir.
+
+    The data dir holds the documents (uploads), their text (Chroma, the BM25 index) and audit rows with
+    questions and answers: no other account on the host should read them. Called by the entry points
+    (each ``kb`` command, the API's start-up), never by library code.
+    """
+    os.umask(0o077)
+    data_dir = settings.data_dir
+    try:
+        if data_dir.is_dir() and data_dir.stat().st_uid == os.getuid() and data_dir.stat().st_mode & 0o077:
+            data_dir.chmod(0o700)
+            logging.getLogger(__name__).warning("data dir %s was open to other accounts: now owner-only", data_dir)
+    except OSError:  # not ours to change: the files we create are still owner-only
+        pass

@@ -50,6 +50,14 @@ def test_ingest_then_ask_offline(tmp_path: Path) -> None:
     usage = run_kb(["usage", "--json"], data)
     assert json.loads(usage.stdout)[0]["calls"] == 1
 
+    # kb.sqlite3 holds audit rows with answers: the data dir and everything in it are the owner's alone
+    exposed = [
+        f"{p.relative_to(data)} {oct(p.stat().st_mode & 0o777)}"
+        for p in [data, *data.rglob("*")]
+        if p.stat().st_mode & 0o077 and not p.is_symlink()
+    ]
+    assert exposed == []
+
 
 @pytest.mark.slow
 def test_exit_codes_say_what_happened(tmp_path: Path) -> None:

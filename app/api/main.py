@@ -27,7 +27,7 @@ from app.api.routes import web as web_route
 from app.auth import ensure_first_admin_key
 from app.bootstrap import Components
 from app.errors import ConfigurationError
-from app.settings import Settings, get_settings, is_loopback
+from app.settings import Settings, get_settings, is_loopback, private_files
 from ingest.jobs import JobQueue
 from ingest.repair import sweep_abandoned
 
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
     @asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
         nonlocal components
+        private_files(settings)  # before anything is created under the data dir
         components = components or Components(settings)
         _ = components.db  # reach the shared database and migrate it (KB_DATABASE__MIGRATE_ON_START) first
         _ = components.rag  # load model, open stores, validate the active prompt

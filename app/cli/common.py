@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from app.db import open_database
 from app.errors import KbError
 from app.logging_setup import configure_logging
-from app.settings import Settings, get_settings
+from app.settings import Settings, get_settings, private_files
 
 cli = typer.Typer(
     help="kb: answers questions from your company's documents, with sources. "
@@ -33,6 +33,7 @@ out = Console(soft_wrap=True)
 def setup() -> Settings:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)  # KB_LOG_FORMAT=text|json
+    private_files(settings)
     return settings
 
 
