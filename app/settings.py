@@ -165,6 +165,12 @@ class LimitSettings(BaseModel):
     requests_per_minute: int = Field(
         120, ge=0, description="Per API key, over a moving one-minute window; beyond it 429 + Retry-After. 0: off."
     )
+    failed_auth_per_minute: int = Field(
+        20,
+        ge=0,
+        description="Per client address: after this many requests with a wrong key in a minute, the address gets "
+        "429 whatever key it sends, until the minute has passed. 0: off.",
+    )
     rate_limit_storage: str = Field(
         "memory://",
         description="Where request counts live: memory:// (per process) or redis://host:6379/1 (shared by replicas).",

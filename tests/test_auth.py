@@ -93,6 +93,20 @@ def test_rate_limit_per_key_with_retry_after(handbook_components: Components) ->
         assert bob.get("/collections").status_code == 200  # per key, not global
 
 
+def test_guessing_keys_is_throttled_per_address(handbook_components: Components) -> None:
+    handbook_components.settings.limits.failed_auth_per_minute = 5
+    with api_client(handbook_components, role="employee", collections=("handbook",)) as alice:
+        token = alice.headers["Authorization"]
+        codes = [
+            alice.get("/collections", headers={"Authorization": f"Bearer kb-guess-{i}"}).status_code for i in range(7)
+        ]
+        assert codes == [401] * 5 + [429] * 2
+        # from that address even the right key waits now: a right guess cannot be confirmed
+        blocked = alice.get("/collections", headers={"Authorization": token})
+        assert blocked.status_code == 429 and "failed authentications" in blocked.json()["error"]["message"]
+        assert 1 <= int(blocked.headers["retry-after"]) <= 60
+
+
 def test_request_size_limits(handbook_components: Components) -> None:
     handbook_components.settings.limits.max_body_kb = 4
     with api_client(handbook_components, role="employee", collections=("handbook",)) as client:

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -40,21 +40,41 @@ bearer = HTTPBearer(
 class RateLimiter:
     """A moving one-minute window per API key (the ``limits`` library; memory or Redis storage)."""
 
-    def __init__(self, per_minute: int, storage_uri: str = "memory://"):
+    def __init__(self, per_minute: int, storage_uri: str = "memory://", failed_auth_per_minute: int = 0):
         self.item = RateLimitItemPerMinute(per_minute) if per_minute > 0 else None
+        self.failures = RateLimitItemPerMinute(failed_auth_per_minute) if failed_auth_per_minute > 0 else None
         self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
         self.in_memory = storage_uri.startswith("memory://")  # else Redis: a network call per hit
+
+    def _retry_after(self, item: RateLimitItemPerMinute, namespace: str, ident: str) -> int:
+        stats = self.limiter.get_window_stats(item, namespace, ident)
+        return max(1, math.ceil(stats.reset_time - time.time()))
 
     def hit(self, key_id: str) -> None:
         if self.item is None or self.limiter.hit(self.item, "kb-api", key_id):
             return
-        stats = self.limiter.get_window_stats(self.item, "kb-api", key_id)
-        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        retry_after = self._retry_after(self.item, "kb-api", key_id)
         raise RateLimitedError(
             f"rate limit of {self.item.amount} requests per minute for this API key reached; "
             f"retry after {retry_after} s",
             retry_after,
         )
+
+    def check_address(self, address: str) -> None:
+        """Refuse an address that failed authentication too often lately, whatever key it sends now
+        (guessing keys must not be free; a right guess must not be confirmable either)."""
+        if self.failures is None or self.limiter.test(self.failures, "kb-auth-failed", address):
+            return
+        retry_after = self._retry_after(self.failures, "kb-auth-failed", address)
+        raise RateLimitedError(
+            f"too many failed authentications from this address ({self.failures.amount} per minute); "
+            f"retry after {retry_after} s with a valid key",
+            retry_after,
+        )
+
+    def failed(self, address: str) -> None:
+        if self.failures is not None:
+            self.limiter.hit(self.failures, "kb-auth-failed", address)
 
 
 def components(request: Request) -> Components:
@@ -96,8 +116,12 @@ async def principal(
             code="missing_api_key",
         )
     else:
+        address = request.client.host if request.client else "unknown"
+        guard: RateLimiter = request.app.state.rate_limiter
+        await _limiter_call(guard, guard.check_address, address)
         found = await authenticate(parts.keys, credentials.credentials)
         if found is None:
+            await _limiter_call(guard, guard.failed, address)
             raise AuthError("invalid or revoked API key", code="invalid_api_key")
         who = found
     request.state.principal = who
@@ -107,6 +131,14 @@ async def principal(
     else:
         await run_in_threadpool(limiter.hit, who.key_id)
     return who
+
+
+async def _limiter_call(limiter: RateLimiter, fn: Any, arg: str) -> None:
+    """In-memory limits run on the event loop; Redis ones on a worker thread (a network call)."""
+    if limiter.in_memory:
+        fn(arg)
+    else:
+        await run_in_threadpool(fn, arg)
 
 
 def admin(who: Annotated[Principal, Depends(principal)]) -> Principal:

@@ -97,7 +97,11 @@ def create_app(settings: Settings | None = None, components: Components | None =
             f"authentication is off but the API would bind to {settings.api.host}: turning auth off is for "
             "local development only; set KB_AUTH__ENABLED=true or bind to 127.0.0.1"
         )
-    api.state.rate_limiter = RateLimiter(settings.limits.requests_per_minute, settings.limits.rate_limit_storage)
+    api.state.rate_limiter = RateLimiter(
+        settings.limits.requests_per_minute,
+        settings.limits.rate_limit_storage,
+        failed_auth_per_minute=settings.limits.failed_auth_per_minute,
+    )
     api.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_kb * 1024)
 
     api.add_middleware(RequestContext)  # outermost of ours: ids and metrics cover the body-size refusals too
