@@ -285,6 +285,15 @@ class ApiSettings(BaseModel):
         "pools connections in front of kb (load balancers: often 60 s; httpx: 5 s, uvicorn's own default): "
         "otherwise a request sent as the server closes the connection fails with a reset.",
     )
+    metrics: Literal["admin", "public", "off"] = Field(
+        "admin",
+        description="GET /metrics: 'admin' needs an admin key (Prometheus: authorization.credentials_file), "
+        "'public' answers anyone who can reach the port (a private network), 'off' removes it. The metrics "
+        "name routes, models, costs and error rates.",
+    )
+    docs: Literal["public", "off"] = Field(
+        "public", description="/docs, /redoc and /openapi.json (the API's description, no data): 'off' removes them."
+    )
 
 
 class AdminSettings(BaseModel):

@@ -84,3 +84,21 @@ def test_health_docs_and_collections(client: httpx.Client) -> None:
 def handbook_chunks(client: httpx.Client) -> int:
     rows = client.get("/collections").json()
     return next(r["chunks"] for r in rows if r["name"] == "handbook")
+
+
+def test_metrics_and_docs_exposure_are_settings(handbook_components: Components) -> None:
+    with api_client(handbook_components, role="employee", collections=("handbook",)) as employee:
+        assert httpx.get(f"{employee.base_url}/metrics").status_code == 401  # default: an admin key
+        assert employee.get("/metrics").status_code == 403
+        assert httpx.get(f"{employee.base_url}/docs").status_code == 200
+    with api_client(handbook_components) as admin:
+        assert admin.get("/metrics").status_code == 200 and "kb_http_requests_total" in admin.get("/metrics").text
+    handbook_components.settings.api.metrics = "public"
+    handbook_components.settings.api.docs = "off"
+    with api_client(handbook_components) as admin:
+        assert httpx.get(f"{admin.base_url}/metrics").status_code == 200
+        for path in ("docs", "redoc", "openapi.json"):
+            assert httpx.get(f"{admin.base_url}/{path}").status_code == 404
+    handbook_components.settings.api.metrics = "off"
+    with api_client(handbook_components) as admin:
+        assert admin.get("/metrics").status_code == 404

@@ -83,9 +83,9 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: f
         time.sleep(0.2)
 
 
-def _metric(url: str, name: str) -> float:
-    """A counter from the replica's own /metrics (0 when not yet incremented)."""
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
+def _metric(url: str, name: str, headers: dict[str, str]) -> float:
+    """A counter from the replica's own /metrics (0 when not yet incremented; an admin key reads them)."""
+    for line in httpx.get(f"{url}/metrics", headers=headers).text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     return 0.0
@@ -173,7 +173,7 @@ def test_two_replicas_share_the_store_the_cache_the_limits_and_the_ledger(
         first = from_b["citations"][0]
         assert (first["source"], first["page"]) == ("handbook.pdf", 2), from_b["citations"]
         assert f"[{first['n']}]" in from_b["answer"]
-        assert _metric(b, "kb_cache_misses_total") == 1  # B called the model and stored the completion in Redis
+        assert _metric(b, "kb_cache_misses_total", ops) == 1  # B called the model and stored the completion in Redis
         assert redis.Redis.from_url(f"{redis_base}/0").zcard("kb:cache:index") == 1
 
         # Each replica has an in-process answer cache (app/rag/answer_cache.py) in front of the shared
@@ -185,12 +185,12 @@ def test_two_replicas_share_the_store_the_cache_the_limits_and_the_ledger(
         from_a = r.json()
         assert from_a["cached"] is True, from_a
         assert from_a["answer"] == from_b["answer"] and _cited(from_a) == _cited(from_b)
-        assert (_metric(a, "kb_cache_hits_total"), _metric(a, "kb_answer_cache_hits_total")) == (1, 0)
-        assert _metric(a, "kb_cache_misses_total") == 0  # A made no model call of its own
+        assert (_metric(a, "kb_cache_hits_total", ops), _metric(a, "kb_answer_cache_hits_total", ops)) == (1, 0)
+        assert _metric(a, "kb_cache_misses_total", ops) == 0  # A made no model call of its own
         r = httpx.post(f"{a}/chat", json=QUESTION, headers=on_a, timeout=60)
         assert r.status_code == 200 and r.json()["cached"] is True, r.text
         assert r.json()["answer"] == from_b["answer"]
-        assert _metric(a, "kb_answer_cache_hits_total") == 1
+        assert _metric(a, "kb_answer_cache_hits_total", ops) == 1
 
         # The usage ledger is shared: A's report holds B's model call and A's two cache hits.
         usage = httpx.get(f"{a}/admin/usage", params={"by": "key"}, headers=ops).json()

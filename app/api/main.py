@@ -84,11 +84,15 @@ def create_app(settings: Settings | None = None, components: Components | None =
                 jobs.stop()  # lets a running ingestion job finish its current work first
             components.close()
 
+    docs = settings.api.docs == "public"
     api = FastAPI(
         title="kb",
         version=app_pkg.__version__,
         description="Answers employees' questions from the company's documents, with sources.",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     install_error_handlers(api)
     install_openapi(api)
@@ -117,6 +121,9 @@ def create_app(settings: Settings | None = None, components: Components | None =
         api.include_router(usage.router, dependencies=only_admins)
     api.include_router(system.router)
     api.include_router(search.router)
-    api.include_router(metrics_route.router)
+    if settings.api.metrics == "admin":
+        api.include_router(metrics_route.router, dependencies=[Depends(deps.admin)])
+    elif settings.api.metrics == "public":
+        api.include_router(metrics_route.router)
     web_route.install(api)  # the chat page at / and its files at /static
     return api

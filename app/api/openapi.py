@@ -31,6 +31,11 @@ _JOB = {
     "id": "b1946ac92492", "collection": "hr", "files": ["leave.pdf"], "status": "succeeded",
     "summary": {"added": 1, "updated": 0, "unchanged": 0, "failed": []}, "error": None,
     "created_at": 1795000000.0, "started_at": 1795000000.2, "finished_at": 1795000003.9,
+    "progress": {"files_total": 1, "files_done": 1, "chunks": 42}, "attempts": 1, "cancel_requested": False,
+}  # fmt: skip
+_CANCELLING = {
+    **_JOB, "status": "running", "summary": None, "finished_at": None, "cancel_requested": True,
+    "progress": {"files_total": 120, "files_done": 37, "chunks": 512},
 }  # fmt: skip
 
 RESPONSES: dict[tuple[str, str], Any] = {
@@ -99,6 +104,8 @@ RESPONSES: dict[tuple[str, str], Any] = {
         "finished_at": None,
     },
     ("get", "/admin/jobs/{job_id}"): _JOB,
+    ("get", "/admin/jobs"): [_CANCELLING, _JOB],
+    ("delete", "/admin/jobs/{job_id}"): _CANCELLING,
     ("get", "/admin/collections"): [{"name": "hr", "documents": 12, "chunks": 340}],
     ("get", "/admin/collections/{collection}/documents"): [
         {
