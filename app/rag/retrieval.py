@@ -174,28 +174,34 @@ class Retriever:
         lean: bool,
     ) -> None:
         """Each retriever's live candidates. Versions being written or abandoned are excluded inside the
-        stores; should other dead chunks still fill a list (left by an older kb's crash, before
-        ``kb collections repair``), it is fetched again deeper rather than returning too little."""
+        stores (usually none: no filter). When that leaves too few live candidates (HNSW search under a
+        filter can miss neighbours), or dead chunks no claim names fill a list (left by an older kb's
+        crash, before ``kb collections repair``), the lists are fetched again deeper, without the
+        exclusion, and filtered here: never fewer live candidates than the store holds, up to ``k``."""
         dead = self.manifest.dead_hashes(collection) if self.manifest is not None else ()
-        if dead:
-            filters = replace(filters, exclude_hashes=filters.exclude_hashes + dead)
+        excluding = bool(dead)
         want = k
         while True:
+            scoped = replace(filters, exclude_hashes=filters.exclude_hashes + dead) if excluding else filters
+            returned = 0
             if mode in ("hybrid", "dense"):
-                self._dense(collection, qvec, k, filters, pool, lean=lean)
+                returned = max(returned, self._dense(collection, qvec, k, scoped, pool, lean=lean))
             if mode in ("hybrid", "lexical"):
-                self._lexical(collection, query, k, filters, pool, check=mode == "lexical", lean=lean)
+                found = self._lexical(collection, query, k, scoped, pool, check=mode == "lexical", lean=lean)
+                returned = max(returned, found)
             fetched = sum(1 for c, _ in pool if c == collection)
             dropped = self._live_only(collection, pool)
-            if not dropped or fetched - dropped >= want or k >= _DEEPEST:
-                return
-            log.warning(
-                "%d of %d candidates in %r belong to no live version; searching deeper "
-                "(run `kb collections repair %s` to sweep them)", dropped, fetched, collection, collection,
-            )  # fmt: skip
+            if fetched - dropped >= want or k >= _DEEPEST or (returned < k and not excluding):
+                return  # enough, as deep as we go, or the store has nothing more
+            if dropped:
+                log.warning(
+                    "%d of %d candidates in %r belong to no live version; searching deeper "
+                    "(run `kb collections repair %s` to sweep them)", dropped, fetched, collection, collection,
+                )  # fmt: skip
             for key in [key for key in pool if key[0] == collection]:
                 del pool[key]
             k *= 8
+            excluding = False
 
     def _dense(
         self,
@@ -206,10 +212,11 @@ class Retriever:
         pool: dict[tuple[str, str], SearchHit],
         *,
         lean: bool = False,
-    ) -> None:
-        """The ``k`` nearest chunks. ``lean``: without Chroma's text and metadata, which cost it more than
-        the search (~3 of ~4 ms for 40 hits of 10k chunks); the metadata comes from the BM25 index's
-        copy (Chroma's for any chunk that index lacks), the texts later, for the returned hits only."""
+    ) -> int:
+        """The ``k`` nearest chunks (returns how many the store gave). ``lean``: without Chroma's text and
+        metadata, which cost it more than the search (~3 of ~4 ms for 40 hits of 10k chunks); the metadata
+        comes from the BM25 index's copy (Chroma's for any chunk that index lacks), the texts later, for the
+        returned hits only."""
         found = self.store.query(
             collection, qvec.tolist(), k, filters.where(), with_embeddings=True, with_records=not lean
         )
@@ -230,6 +237,7 @@ class Retriever:
                     hit.id, collection, texts.get(hit.id, hit.text), metadatas[hit.id], dense=hit.score,
                     dense_rank=rank, vector=hit.embedding,
                 )  # fmt: skip
+        return len(found)
 
     def _fill_texts(self, hits: list[SearchHit]) -> None:
         """Read the texts of the returned hits that lack one: from the BM25 index's table, else from Chroma."""
@@ -252,15 +260,18 @@ class Retriever:
         *,
         check: bool,
         lean: bool = False,
-    ) -> None:
+    ) -> int:
+        """The ``k`` best BM25 chunks (returns how many the index gave)."""
         assert self.lexical is not None
         if check and not self.store.exists(collection):  # in hybrid mode the dense query has checked
             raise CollectionMissing(collection)
         self._backfill(collection)
         accept = None if filters.empty() else filters.accept
-        for rank, hit in enumerate(self.lexical.search(collection, query, k, accept, with_text=not lean)):
+        hits = self.lexical.search(collection, query, k, accept, with_text=not lean)
+        for rank, hit in enumerate(hits):
             found = pool.setdefault((collection, hit.id), SearchHit(hit.id, collection, hit.text, hit.metadata))
             found.lexical, found.coverage, found.lexical_rank = hit.score, hit.coverage, rank + 1
+        return len(hits)
 
     def _backfill(self, collection: str) -> None:
         """Collections ingested before the BM25 index existed get it built once from the vector store."""
