@@ -39,6 +39,7 @@ from vectorstore.writers import Claim, Heartbeat, LeaseLost, new_owner, wait_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_VERIFY_BATCH = 256  # unchanged files checked together
 R = TypeVar("R")
 
 
@@ -92,6 +93,7 @@ class _Outcome:
     reason: str = ""
     pending: _Pending | None = None
     previous: DocumentRecord | None = None
+    path: Path | None = None  # unchanged files: to read again if their chunks turn out to be missing
 
 
 def _prefetch(pool: ThreadPoolExecutor, items: list[T], fn: Callable[[T], R], ahead: int) -> Iterator[R]:
@@ -130,6 +132,7 @@ class IngestPipeline:
         self.limits = limits or FileLimits()
         self._owner = ""
         self._deferred: list[_Pending] = []
+        self._unverified: list[_Outcome] = []  # unchanged files whose chunks are checked in bulk
 
     def ingest(
         self, paths: Iterable[Path], collection: str, *, prune: bool = False, progress: Progress | None = None
@@ -170,10 +173,13 @@ class IngestPipeline:
                 examined = _prefetch(pool, files, lambda f: self._examine(f[0], f[1], collection), ahead=16)
                 for outcome in examined:
                     self._record(outcome, collection, report, queue)
-                    if outcome.kind != "queued" and progress:
+                    if outcome.kind in ("skipped", "failed") and progress:
                         progress.file_done(outcome.source, outcome.kind, 0)
+                    if len(self._unverified) >= _VERIFY_BATCH:
+                        self._verify(collection, report, queue, progress)
                     if sum(len(p.chunks) for p in queue) >= self.batch_chunks:
                         self._flush(collection, queue, report, progress)
+                self._verify(collection, report, queue, progress)
             except BaseException:  # cancelled or failed: do not parse the files still queued
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
@@ -196,8 +202,10 @@ class IngestPipeline:
             collection, pending.source, pending.doc_id, pending.doc_hash, self._owner, self.claim_ttl_s
         )
 
-    def _examine(self, path: Path, source: str, collection: str) -> _Outcome:
-        """Decide what a file needs and do the parsing; touches no shared state but reads the manifest."""
+    def _examine(self, path: Path, source: str, collection: str, *, repair: bool = False) -> _Outcome:
+        """Decide what a file needs and do the parsing; touches no shared state but reads the manifest.
+
+        ``repair``: the file is unchanged but its chunks are missing from the store: parse it anyway."""
         if path.suffix.lower() not in LOADERS:
             return _Outcome(source, "skipped", f"unsupported type {path.suffix or '(none)'}")
         try:
@@ -210,12 +218,8 @@ class IngestPipeline:
             data = path.read_bytes()
             doc_hash = hashlib.sha256(data).hexdigest()
             previous = self.manifest.get(collection, source)
-            repair = False
-            if previous is not None and previous.doc_hash == doc_hash:
-                if self._complete(collection, previous):
-                    return _Outcome(source, "unchanged", previous=previous)
-                log.warning("%s in %r is missing chunks in the store: writing it again", source, collection)
-                repair = True
+            if previous is not None and previous.doc_hash == doc_hash and not repair:
+                return _Outcome(source, "unchanged", previous=previous, path=path)
             doc_id = document_id(collection, source)
             loaded = load(path, data, self.limits)
             chunks = self.chunker.chunk(doc_id, loaded.sections)
@@ -246,19 +250,44 @@ class IngestPipeline:
             log.warning("cannot ingest %s: %s", outcome.source, outcome.reason)
             report.failed.append({"source": outcome.source, "error": outcome.reason})
         elif outcome.kind == "unchanged":
-            previous = outcome.previous
-            if previous is not None and not previous.clean:  # a crash came before the old version was deleted
-                claim = self.manifest.claim(
-                    collection, previous.source, previous.document_id, previous.doc_hash, self._owner, self.claim_ttl_s
-                )
-                if claim.held and claim.live_hash == previous.doc_hash:  # else: the writer holding it sweeps
-                    self._sweep(collection, previous.document_id, set(previous.chunk_ids))
-                    self.manifest.release(collection, outcome.source, self._owner, clean=True)
-                elif claim.held:
-                    self.manifest.release(collection, outcome.source, self._owner)
-            report.unchanged += 1
+            self._unverified.append(outcome)
         elif outcome.pending is not None:
             queue.append(outcome.pending)
+
+    def _verify(self, collection: str, report: IngestReport, queue: list[_Pending], progress: Progress | None) -> None:
+        """Unchanged files, checked in bulk (two by-id lookups): is every chunk of the live version in both
+        indexes? One that lost chunks (a lost race, a restored backup) is parsed and written again."""
+        batch, self._unverified = self._unverified, []
+        records = [o.previous for o in batch if o.previous is not None]
+        ids = [cid for r in records for cid in r.chunk_ids]
+        in_store = self.store.existing_ids(collection, ids) if ids else set()
+        in_lexical = self.lexical.present(collection, ids) if self.lexical is not None and ids else in_store
+        for outcome in batch:
+            previous = outcome.previous
+            assert previous is not None and outcome.path is not None
+            if all(cid in in_store and cid in in_lexical for cid in previous.chunk_ids):
+                self._unchanged(collection, previous, report, progress)
+                continue
+            log.warning("%s in %r is missing chunks in the store: writing it again", outcome.source, collection)
+            self._record(
+                self._examine(outcome.path, outcome.source, collection, repair=True), collection, report, queue
+            )
+
+    def _unchanged(
+        self, collection: str, previous: DocumentRecord, report: IngestReport, progress: Progress | None
+    ) -> None:
+        if not previous.clean:  # a crash came before the old version was deleted
+            claim = self.manifest.claim(
+                collection, previous.source, previous.document_id, previous.doc_hash, self._owner, self.claim_ttl_s
+            )
+            if claim.held and claim.live_hash == previous.doc_hash:  # else: the writer holding it sweeps
+                self._sweep(collection, previous.document_id, set(previous.chunk_ids))
+                self.manifest.release(collection, previous.source, self._owner, clean=True)
+            elif claim.held:
+                self.manifest.release(collection, previous.source, self._owner)
+        report.unchanged += 1
+        if progress:
+            progress.file_done(previous.source, "unchanged", 0)
 
     def _flush(
         self,

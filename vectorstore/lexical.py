@@ -310,6 +310,19 @@ class LexicalIndex:
         found = ((cid, built.positions.get(cid)) for cid in ids)
         return {cid: dict(built.metadatas[pos]) for cid, pos in found if pos is not None}
 
+    def present(self, collection: str, ids: list[str]) -> set[str]:
+        """Which of ``ids`` the index holds (in batches: SQLite bounds the parameters of one statement)."""
+        found: set[str] = set()
+        for start in range(0, len(ids), 900):
+            part = ids[start : start + 900]
+            with self._lock:
+                rows = self._conn.execute(
+                    f"SELECT chunk_id FROM chunks WHERE collection = ? AND chunk_id IN ({','.join('?' * len(part))})",
+                    (collection, *part),
+                ).fetchall()
+            found.update(r[0] for r in rows)
+        return found
+
     def texts(self, collection: str, ids: list[str]) -> dict[str, str]:
         """Texts of the given chunks (absent ids are left out)."""
         if not ids:
