@@ -19,12 +19,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from app.errors import IngestError, InvalidCollectionNameError
 from ingest.chunking import Chunk, Chunker
@@ -32,79 +30,14 @@ from ingest.files import document_id, iter_files
 from ingest.limits import FileLimits, check_chunks
 from ingest.loaders import LOADERS, load
 from ingest.repair import sweep_abandoned, sweep_document, sweep_orphans
+from ingest.types import EmbedsDocuments, IngestReport, Outcome, Pending, Progress, prefetch
 from vectorstore.lexical import LexicalIndex
 from vectorstore.manifest import DocumentRecord, Manifest
 from vectorstore.store import VectorStore, validate_collection_name
 from vectorstore.writers import Claim, Heartbeat, LeaseLost, new_owner, wait_for
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 _VERIFY_BATCH = 256  # unchanged files checked together
-R = TypeVar("R")
-
-
-class EmbedsDocuments(Protocol):
-    def embed_documents(self, texts: list[str]) -> list[list[float]]: ...
-
-
-class Progress(Protocol):
-    """Where the pipeline reports progress (a rich bar on a terminal, log lines otherwise)."""
-
-    def start(self, total_files: int) -> None: ...
-
-    def file_done(self, source: str, outcome: str, chunks: int) -> None: ...
-
-    def embedded(self, chunks: int) -> None: ...
-
-
-@dataclass
-class IngestReport:
-    collection: str
-    added: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    failed: list[dict[str, str]] = field(default_factory=list)
-    chunks_embedded: int = 0
-    chunks_written: int = 0
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class _Pending:
-    source: str
-    doc_id: str
-    doc_hash: str
-    size: int
-    title: str
-    chunks: list[Chunk]
-    previous: DocumentRecord | None
-    repair: bool = False  # unchanged, but chunks are missing from the store: write them again
-
-
-@dataclass
-class _Outcome:
-    source: str
-    kind: str  # skipped | failed | unchanged | queued
-    reason: str = ""
-    pending: _Pending | None = None
-    previous: DocumentRecord | None = None
-    path: Path | None = None  # unchanged files: to read again if their chunks turn out to be missing
-
-
-def _prefetch(pool: ThreadPoolExecutor, items: list[T], fn: Callable[[T], R], ahead: int) -> Iterator[R]:
-    """``map`` with at most ``ahead`` results in flight, so memory stays bounded on big folders."""
-    pending: deque[Future[R]] = deque()
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= ahead:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
 
 
 class IngestPipeline:
@@ -131,8 +64,8 @@ class IngestPipeline:
         self.claim_ttl_s = claim_ttl_s  # a crashed writer's claims free up after this (renewed while alive)
         self.limits = limits or FileLimits()
         self._owner = ""
-        self._deferred: list[_Pending] = []
-        self._unverified: list[_Outcome] = []  # unchanged files whose chunks are checked in bulk
+        self._deferred: list[Pending] = []
+        self._unverified: list[Outcome] = []  # unchanged files whose chunks are checked in bulk
 
     def ingest(
         self, paths: Iterable[Path], collection: str, *, prune: bool = False, progress: Progress | None = None
@@ -166,11 +99,11 @@ class IngestPipeline:
     def _ingest_files(
         self, files: list[tuple[Path, str]], collection: str, report: IngestReport, progress: Progress | None
     ) -> None:
-        queue: list[_Pending] = []
+        queue: list[Pending] = []
         # Parse the next files in a worker thread while this one embeds (torch releases the GIL).
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-parse") as pool:
             try:
-                examined = _prefetch(pool, files, lambda f: self._examine(f[0], f[1], collection), ahead=16)
+                examined = prefetch(pool, files, lambda f: self._examine(f[0], f[1], collection), ahead=16)
                 for outcome in examined:
                     self._record(outcome, collection, report, queue)
                     if outcome.kind in ("skipped", "failed") and progress:
@@ -197,17 +130,17 @@ class IngestPipeline:
             self._flush(collection, [pending], report, progress, claimed=True)
         self._deferred = []
 
-    def _claim(self, collection: str, pending: _Pending) -> Claim:
+    def _claim(self, collection: str, pending: Pending) -> Claim:
         return self.manifest.claim(
             collection, pending.source, pending.doc_id, pending.doc_hash, self._owner, self.claim_ttl_s
         )
 
-    def _examine(self, path: Path, source: str, collection: str, *, repair: bool = False) -> _Outcome:
+    def _examine(self, path: Path, source: str, collection: str, *, repair: bool = False) -> Outcome:
         """Decide what a file needs and do the parsing; touches no shared state but reads the manifest.
 
         ``repair``: the file is unchanged but its chunks are missing from the store: parse it anyway."""
         if path.suffix.lower() not in LOADERS:
-            return _Outcome(source, "skipped", f"unsupported type {path.suffix or '(none)'}")
+            return Outcome(source, "skipped", f"unsupported type {path.suffix or '(none)'}")
         try:
             size = path.stat().st_size
             if size > self.max_file_bytes:
@@ -219,7 +152,7 @@ class IngestPipeline:
             doc_hash = hashlib.sha256(data).hexdigest()
             previous = self.manifest.get(collection, source)
             if previous is not None and previous.doc_hash == doc_hash and not repair:
-                return _Outcome(source, "unchanged", previous=previous, path=path)
+                return Outcome(source, "unchanged", previous=previous, path=path)
             doc_id = document_id(collection, source)
             loaded = load(path, data, self.limits)
             chunks = self.chunker.chunk(doc_id, loaded.sections)
@@ -227,14 +160,14 @@ class IngestPipeline:
             if not chunks:
                 raise IngestError(f"{source} produced no text chunks")
         except IngestError as exc:
-            return _Outcome(source, "failed", exc.message)
+            return Outcome(source, "failed", exc.message)
         except OSError as exc:
-            return _Outcome(source, "failed", f"cannot read {source}: {exc.strerror or exc}")
+            return Outcome(source, "failed", f"cannot read {source}: {exc.strerror or exc}")
         except Exception as exc:  # a parser bug on one odd file must not end the batch
             log.exception("unexpected error parsing %s", source)
-            return _Outcome(source, "failed", f"{source} could not be parsed ({type(exc).__name__}: {exc})")
-        pending = _Pending(source, doc_id, doc_hash, size, loaded.title, chunks, previous, repair)
-        return _Outcome(source, "queued", pending=pending)
+            return Outcome(source, "failed", f"{source} could not be parsed ({type(exc).__name__}: {exc})")
+        pending = Pending(source, doc_id, doc_hash, size, loaded.title, chunks, previous, repair)
+        return Outcome(source, "queued", pending=pending)
 
     def _complete(self, collection: str, record: DocumentRecord) -> bool:
         """Every chunk the manifest lists for the live version is in both indexes (a by-id lookup)."""
@@ -243,7 +176,7 @@ class IngestPipeline:
             return False
         return self.lexical is None or len(self.lexical.texts(collection, ids)) == len(ids)
 
-    def _record(self, outcome: _Outcome, collection: str, report: IngestReport, queue: list[_Pending]) -> None:
+    def _record(self, outcome: Outcome, collection: str, report: IngestReport, queue: list[Pending]) -> None:
         if outcome.kind == "skipped":
             report.skipped.append({"source": outcome.source, "reason": outcome.reason})
         elif outcome.kind == "failed":
@@ -254,7 +187,7 @@ class IngestPipeline:
         elif outcome.pending is not None:
             queue.append(outcome.pending)
 
-    def _verify(self, collection: str, report: IngestReport, queue: list[_Pending], progress: Progress | None) -> None:
+    def _verify(self, collection: str, report: IngestReport, queue: list[Pending], progress: Progress | None) -> None:
         """Unchanged files, checked in bulk (two by-id lookups): is every chunk of the live version in both
         indexes? One that lost chunks (a lost race, a restored backup) is parsed and written again."""
         batch, self._unverified = self._unverified, []
@@ -292,7 +225,7 @@ class IngestPipeline:
     def _flush(
         self,
         collection: str,
-        queue: list[_Pending],
+        queue: list[Pending],
         report: IngestReport,
         progress: Progress | None,
         *,
@@ -312,10 +245,10 @@ class IngestPipeline:
             queue.clear()
 
     def _claim_queue(
-        self, collection: str, queue: list[_Pending], report: IngestReport, progress: Progress | None
-    ) -> list[_Pending]:
+        self, collection: str, queue: list[Pending], report: IngestReport, progress: Progress | None
+    ) -> list[Pending]:
         """Claim each queued document; busy ones wait for the end of the run, settled ones count as unchanged."""
-        claimed: list[_Pending] = []
+        claimed: list[Pending] = []
         for pending in queue:
             claim = self._claim(collection, pending)
             if not claim.held:
@@ -328,7 +261,7 @@ class IngestPipeline:
                 claimed.append(pending)
         return claimed
 
-    def _settle(self, collection: str, pending: _Pending, live_hash: str | None, abandoned: str | None) -> bool:
+    def _settle(self, collection: str, pending: Pending, live_hash: str | None, abandoned: str | None) -> bool:
         """Under the claim: sweep what a dead writer left, and say whether our version is live already."""
         current = self.manifest.get(collection, pending.source)
         if abandoned is not None:
@@ -344,7 +277,7 @@ class IngestPipeline:
         self.manifest.release(collection, pending.source, self._owner, clean=True)
         return True
 
-    def _write(self, collection: str, queue: list[_Pending], report: IngestReport, progress: Progress | None) -> None:
+    def _write(self, collection: str, queue: list[Pending], report: IngestReport, progress: Progress | None) -> None:
         chunks = [c for p in queue for c in p.chunks]
         sent_before = getattr(self.embedder, "embedded", None)
         vectors = self.embedder.embed_documents([c.embedding_text() for c in chunks])
@@ -404,7 +337,7 @@ class IngestPipeline:
         sweep_orphans(self.store, self.manifest, self.lexical, collection)
 
     @staticmethod
-    def _metadata(chunk: Chunk, collection: str, pending: _Pending) -> dict[str, Any]:
+    def _metadata(chunk: Chunk, collection: str, pending: Pending) -> dict[str, Any]:
         meta: dict[str, Any] = {
             "collection": collection,
             "source": pending.source,
