@@ -2,8 +2,10 @@
 
 LangChain's RecursiveCharacterTextSplitter does the splitting; lengths are measured
 in tiktoken tokens (offline encoding) so ``chunk_tokens`` means what it says for the
-prompt budget. Chunk ids are derived from document id, position and content, so
-the same input always produces the same ids.
+prompt budget. Chunk ids are derived from document id, version (the file's hash),
+position and content, so the same input always produces the same ids, and two versions
+of a document never share one: a chunk's id says which version it belongs to, so writing
+a new version can never relabel (and so hide) a chunk of the live one.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Chunker:
             keep_separator="end",
         )
 
-    def chunk(self, document_id: str, sections: list[Section]) -> list[Chunk]:
+    def chunk(self, document_id: str, sections: list[Section], version: str = "") -> list[Chunk]:
         chunks: list[Chunk] = []
         for section in sections:
             for piece in self._splitter.split_text(section.text):
@@ -59,7 +61,9 @@ class Chunker:
                 digest = content_hash(f"{section.heading or ''}\n{text}")
                 chunks.append(
                     Chunk(
-                        id=f"{document_id}-{index:05d}-{digest[:12]}",
+                        id=f"{document_id}-{version[:12]}-{index:05d}-{digest[:12]}"
+                        if version
+                        else f"{document_id}-{index:05d}-{digest[:12]}",
                         index=index,
                         text=text,
                         page=section.page,

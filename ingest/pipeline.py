@@ -81,9 +81,13 @@ class IngestPipeline:
         if progress:
             progress.start(len(files))
         sweep_abandoned(self.store, self.manifest, self.lexical, collection)
-        self._owner, self._deferred = new_owner(), []
-        with Heartbeat(self.manifest, self._owner, self.claim_ttl_s):
-            self._ingest_files(files, collection, report, progress)
+        self._owner, self._deferred, self._unverified = new_owner(), [], []
+        try:
+            with Heartbeat(self.manifest, self._owner, self.claim_ttl_s):
+                self._ingest_files(files, collection, report, progress)
+        finally:  # a failed or cancelled run: what it still claims is swept by the next one
+            self._deferred, self._unverified = [], []
+            self.manifest.abandon_owner(self._owner)
         if prune:
             self._prune(collection, {source for _, source in files}, report)
         report.seconds = round(time.perf_counter() - started, 3)
@@ -121,7 +125,10 @@ class IngestPipeline:
         # runs waiting on each other's documents cannot deadlock), then write ours over theirs.
         for pending in self._deferred:
             log.info("waiting for another ingestion of %s in %r to finish", pending.source, collection)
-            claim = wait_for(lambda p=pending: self._claim(collection, p))  # type: ignore[misc]
+            claim = wait_for(
+                lambda p=pending: self._claim(collection, p),  # type: ignore[misc]
+                on_wait=(lambda: progress.embedded(0)) if progress else None,  # a job's cancel check
+            )
             if self._settle(collection, pending, claim.live_hash, claim.abandoned_hash):
                 report.unchanged += 1
                 if progress:
@@ -155,7 +162,7 @@ class IngestPipeline:
                 return Outcome(source, "unchanged", previous=previous, path=path)
             doc_id = document_id(collection, source)
             loaded = load(path, data, self.limits)
-            chunks = self.chunker.chunk(doc_id, loaded.sections)
+            chunks = self.chunker.chunk(doc_id, loaded.sections, doc_hash)
             check_chunks(len(chunks), source, self.limits)
             if not chunks:
                 raise IngestError(f"{source} produced no text chunks")
@@ -213,9 +220,10 @@ class IngestPipeline:
             claim = self.manifest.claim(
                 collection, previous.source, previous.document_id, previous.doc_hash, self._owner, self.claim_ttl_s
             )
-            if claim.held and claim.live_hash == previous.doc_hash:  # else: the writer holding it sweeps
-                self._sweep(collection, previous.document_id, set(previous.chunk_ids))
-                self.manifest.release(collection, previous.source, self._owner, clean=True)
+            if claim.held and (claim.live_hash == previous.doc_hash or claim.abandoned_hash):
+                current = self.manifest.get(collection, previous.source)  # else: the writer holding it sweeps
+                self._sweep(collection, previous.document_id, set(current.chunk_ids) if current else set())
+                self.manifest.release(collection, previous.source, self._owner, clean=current is not None)
             elif claim.held:
                 self.manifest.release(collection, previous.source, self._owner)
         report.unchanged += 1

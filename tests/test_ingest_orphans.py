@@ -122,3 +122,40 @@ def test_dead_chunks_no_claim_names_are_searched_past_and_repaired(tmp_path: Pat
     assert proc.returncode == 0, proc.stderr
     assert "swept 600 chunks" in proc.stdout
     assert chunk_count(data) == 1
+
+
+@pytest.mark.slow
+def test_an_update_killed_at_its_switch_leaves_the_live_version_whole(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    """Two versions of a document never share a chunk id: writing version 2 of a document whose first
+    section did not change must not relabel (and so hide) version 1's chunk of that section."""
+    data, docs = tmp_path / "data", tmp_path / "docs"
+    docs.mkdir()
+    v1 = "# Garage\n\nThe garage gate code is 4471 for staff.\n\n## Bikes\n\nBikes go in the basement rack.\n"
+    (docs / "garage.md").write_text(v1)
+    assert run_kb(["ingest", str(docs), "-c", "facilities"], data).returncode == 0
+    (docs / "garage.md").write_text(v1.replace("basement rack", "courtyard shed"))
+    assert run_kb(["ingest", str(docs), "-c", "facilities"], data, crash=True).returncode == -9
+    components = Components(Settings(_env_file=None, data_dir=data), embedder=embedder)  # type: ignore[call-arg]
+    try:
+        for mode in ("dense", "lexical"):
+            hits = components.retriever.search("garage gate code", ["facilities"], 3, mode=mode)  # type: ignore[arg-type]
+            assert hits and "4471" in hits[0].text, mode
+    finally:
+        components.close()
+    (docs / "garage.md").write_text(v1)  # the edit is reverted: version 1 is live and whole, nothing to do
+    again = run_kb(["ingest", str(docs), "-c", "facilities", "--json"], data)
+    assert '"unchanged": 1' in again.stdout, again.stdout
+    repaired = run_kb(["collections", "repair", "facilities"], data)
+    assert repaired.returncode == 0 and "incomplete" not in repaired.stdout, repaired.stdout
+
+
+def test_a_copy_being_written_does_not_hide_the_live_original(handbook_components: Components) -> None:
+    """Versions being written are excluded by hash; the same bytes live under another name stay visible."""
+    components = handbook_components
+    live = components.manifest.get("handbook", "oncall.md")
+    assert live is not None
+    held = components.manifest.claim("handbook", "oncall-copy.md", "copydoc", live.doc_hash, "elsewhere:1:x", 60)
+    assert held.held
+    assert live.doc_hash not in components.manifest.dead_hashes("handbook")
+    hits = components.retriever.search("What is the on-call allowance per week?", ["handbook"], 3)
+    assert any(h.metadata["source"] == "oncall.md" for h in hits)

@@ -220,7 +220,9 @@ class Manifest:
     def renew(self, owner: str, ttl_s: float) -> int:
         with self._tx() as conn:
             return conn.execute(
-                "UPDATE writers SET expires_at = ? WHERE owner = ?", (time.time() + ttl_s, owner)
+                # abandoned claims (expires_at 0) stay abandoned: they name chunks to sweep
+                "UPDATE writers SET expires_at = ? WHERE owner = ? AND expires_at > 0",
+                (time.time() + ttl_s, owner),
             ).rowcount
 
     def release(self, collection: str, source: str, owner: str, *, clean: bool = False) -> None:
@@ -239,6 +241,11 @@ class Manifest:
                 "UPDATE writers SET expires_at = 0 WHERE collection = ? AND source = ? AND owner = ?",
                 (collection, source, owner),
             )
+
+    def abandon_owner(self, owner: str) -> int:
+        """Give up every claim a writer still holds (it failed or was cancelled mid-run)."""
+        with self._tx() as conn:
+            return conn.execute("UPDATE writers SET expires_at = 0 WHERE owner = ?", (owner,)).rowcount
 
     def writers(self, collection: str | None = None) -> list[WriterRow]:
         with self._lock:
@@ -267,8 +274,10 @@ class Manifest:
                 rows = self._conn.execute(
                     "SELECT DISTINCT w.doc_hash FROM writers w LEFT JOIN documents d "
                     "ON d.collection = w.collection AND d.source = w.source "
-                    "WHERE w.collection = ? AND (d.doc_hash IS NULL OR d.doc_hash != w.doc_hash) ORDER BY 1",
-                    (collection,),
+                    "WHERE w.collection = ? AND (d.doc_hash IS NULL OR d.doc_hash != w.doc_hash) "
+                    # the same bytes may be live under another name: its chunks must stay visible
+                    "AND w.doc_hash NOT IN (SELECT doc_hash FROM documents WHERE collection = ?) ORDER BY 1",
+                    (collection, collection),
                 ).fetchall()
                 self._dead[collection] = tuple(r[0] for r in rows)
             return self._dead[collection]

@@ -103,8 +103,15 @@ class Heartbeat:
                 log.warning("could not renew the ingestion claims of %s", self.owner, exc_info=True)
 
 
-def wait_for(claim: Callable[[], Claim], poll_s: float = 0.2, log_every_s: float = 10.0) -> Claim:
-    """Claim, waiting while another writer holds the document (it releases or its lease expires)."""
+def wait_for(
+    claim: Callable[[], Claim],
+    poll_s: float = 0.2,
+    log_every_s: float = 10.0,
+    on_wait: Callable[[], None] | None = None,
+) -> Claim:
+    """Claim, waiting while another writer holds the document (it releases or its lease expires).
+
+    ``on_wait`` runs at every poll: an ingestion job's cancel check raises from there."""
     waited_since = time.monotonic()
     last_log = waited_since
     while True:
@@ -112,6 +119,8 @@ def wait_for(claim: Callable[[], Claim], poll_s: float = 0.2, log_every_s: float
         if result.held:
             return result
         now = time.monotonic()
+        if on_wait is not None:
+            on_wait()
         if now - last_log >= log_every_s:
             log.info("still waiting for another ingestion of the same document (%.0f s)", now - waited_since)
             last_log = now

@@ -179,29 +179,48 @@ class Retriever:
         crash, before ``kb collections repair``), the lists are fetched again deeper, without the
         exclusion, and filtered here: never fewer live candidates than the store holds, up to ``k``."""
         dead = self.manifest.dead_hashes(collection) if self.manifest is not None else ()
-        excluding = bool(dead)
+        excluding, refreshes = bool(dead), 0
         want = k
         while True:
             scoped = replace(filters, exclude_hashes=filters.exclude_hashes + dead) if excluding else filters
-            returned = 0
+            dense_n = lexical_n = 0
             if mode in ("hybrid", "dense"):
-                returned = max(returned, self._dense(collection, qvec, k, scoped, pool, lean=lean))
+                dense_n = self._dense(collection, qvec, k, scoped, pool, lean=lean)
             if mode in ("hybrid", "lexical"):
-                found = self._lexical(collection, query, k, scoped, pool, check=mode == "lexical", lean=lean)
-                returned = max(returned, found)
+                lexical_n = self._lexical(collection, query, k, scoped, pool, check=mode == "lexical", lean=lean)
             fetched = sum(1 for c, _ in pool if c == collection)
             dropped = self._live_only(collection, pool)
-            if fetched - dropped >= want or k >= _DEEPEST or (returned < k and not excluding):
-                return  # enough, as deep as we go, or the store has nothing more
+            if excluding and refreshes < 3 and self.manifest is not None:
+                now_dead = self.manifest.dead_hashes(collection)
+                if set(dead) - set(now_dead):  # a version went live while we searched without it: again
+                    dead, refreshes = now_dead, refreshes + 1
+                    excluding = bool(dead)
+                    self._forget(collection, pool)
+                    continue
+            mine = [h for (c, _), h in pool.items() if c == collection]
+            # each list on its own: enough live hits, or nothing more in the store (HNSW under a filter can miss)
+            dense_ok = (
+                mode == "lexical"
+                or sum(h.dense_rank is not None for h in mine) >= want
+                or (dense_n < k and not excluding)
+            )
+            # BM25 filters exactly (it scores every chunk): fewer than k means there are no more
+            lexical_ok = mode == "dense" or sum(h.lexical_rank is not None for h in mine) >= want or lexical_n < k
+            if (dense_ok and lexical_ok) or k >= _DEEPEST:
+                return
             if dropped:
                 log.warning(
                     "%d of %d candidates in %r belong to no live version; searching deeper "
                     "(run `kb collections repair %s` to sweep them)", dropped, fetched, collection, collection,
                 )  # fmt: skip
-            for key in [key for key in pool if key[0] == collection]:
-                del pool[key]
+            self._forget(collection, pool)
             k *= 8
             excluding = False
+
+    @staticmethod
+    def _forget(collection: str, pool: dict[tuple[str, str], SearchHit]) -> None:
+        for key in [key for key in pool if key[0] == collection]:
+            del pool[key]
 
     def _dense(
         self,
