@@ -86,12 +86,25 @@ def test_chunks_of_a_killed_ingestion_hide_no_live_document_and_are_swept(crashe
 
 
 @pytest.mark.slow
-def test_the_next_ingestion_and_server_start_sweep_a_killed_runs_chunks(crashed: Path, tmp_path: Path) -> None:
+def test_the_next_ingestion_sweeps_a_killed_runs_chunks(crashed: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     other.mkdir()
     (other / "canteen.md").write_text("# Canteen\n\nThe canteen serves lunch from noon.\n")
     assert run_kb(["ingest", str(other), "-c", "facilities"], crashed).returncode == 0
     assert chunk_count(crashed) == 2  # parking + canteen; the killed run's chunks are gone
+
+
+@pytest.mark.slow
+def test_a_server_start_sweeps_a_killed_runs_chunks(crashed: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    components = Components(Settings(_env_file=None, data_dir=crashed), embedder=embedder)  # type: ignore[call-arg]
+    try:
+        assert components.store.count("facilities") > 250
+        with api_client(components) as client:  # the app's start-up has run
+            assert client.get("/readyz").status_code == 200
+            assert components.store.count("facilities") == 1
+            assert components.manifest.writers("facilities") == []
+    finally:
+        components.close()
 
 
 @pytest.mark.slow
