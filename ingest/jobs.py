@@ -101,9 +101,11 @@ class JobProgress:
         if not force and now - self._last < _PROGRESS_EVERY_S:
             return
         self._last = now
-        progress = {"files_total": self.files_total, "files_done": self.files_done, "chunks": self.chunks_written}
-        if self._queue.report_progress(self._job_id, progress):
+        if self._queue.report_progress(self._job_id, self.counts()):
             raise JobCancelled(self._job_id)
+
+    def counts(self) -> dict[str, int]:
+        return {"files_total": self.files_total, "files_done": self.files_done, "chunks": self.chunks_written}
 
 
 class JobQueue:
@@ -251,7 +253,9 @@ class JobQueue:
                 log.info("ingestion job %s into %r started", job_id, collection)
                 try:
                     assert self._ingest is not None, "a JobQueue without an ingest function cannot run jobs"
-                    summary = self._ingest(self.uploads / job_id, collection, progress=JobProgress(self, job_id))
+                    progress = JobProgress(self, job_id)
+                    summary = self._ingest(self.uploads / job_id, collection, progress=progress)
+                    self.report_progress(job_id, progress.counts())  # the last counts, unthrottled
                 except JobCancelled:
                     log.warning("ingestion job %s cancelled", job_id)
                     self._finish(job_id, "cancelled", None, "cancelled while running; documents already written stay")

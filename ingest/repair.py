@@ -42,7 +42,7 @@ def sweep_abandoned(
     store: VectorStore, manifest: Manifest, lexical: LexicalIndex | None, collection: str | None = None
 ) -> int:
     """Sweep the never-live versions of writers that are gone; returns chunks deleted."""
-    deleted = 0
+    deleted = swept_docs = 0
     for row in manifest.abandoned(collection):
         owner = new_owner()
         claim = manifest.claim(row.collection, row.source, row.document_id, row.doc_hash, owner, _TTL_S)
@@ -53,9 +53,15 @@ def sweep_abandoned(
         count = sweep_document(store, lexical, row.collection, row.document_id, keep)
         manifest.release(row.collection, row.source, owner, clean=current is not None)
         deleted += count
-        log.warning(
+        swept_docs += 1
+        log.info(
             "swept %d chunks of %s in %r that a stopped ingestion (%s) never made live",
             count, row.source, row.collection, row.owner,
+        )  # fmt: skip
+    if swept_docs:
+        log.warning(
+            "swept %d chunks of %d documents that stopped ingestions never made live%s",
+            deleted, swept_docs, f" in {collection!r}" if collection else "",
         )  # fmt: skip
     return deleted
 

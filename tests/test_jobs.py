@@ -54,6 +54,18 @@ def test_a_running_job_shows_progress_and_can_be_cancelled(handbook_components: 
     assert not (handbook_components.settings.data_dir / "uploads" / job["id"]).exists()
 
 
+def test_a_finished_job_shows_its_final_counts(handbook_components: Components) -> None:
+    with api_client(handbook_components) as client:
+        job = client.post("/admin/collections/notes/documents", files=many_files(120)[:3]).json()
+        deadline = time.monotonic() + 120
+        while (state := client.get(f"/admin/jobs/{job['id']}").json())["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    assert state["status"] == "succeeded"
+    assert state["progress"]["files_done"] == state["progress"]["files_total"] == 3
+    assert state["progress"]["chunks"] > 0
+
+
 def test_kb_jobs_cancels_a_queued_job_from_another_process(tmp_path: Path) -> None:
     data = tmp_path / "data"
     queue = JobQueue(data, None)  # a server that accepted an upload and has not started on it

@@ -7,7 +7,7 @@ import json
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from app.cli.common import cli, console, out, setup
 from ingest.jobs import Job, JobQueue
@@ -37,7 +37,13 @@ def jobs_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if as_json:
         out.print_json(json.dumps([j.as_dict() for j in jobs]))
         return
-    table = Table("id", "collection", "status", "progress", "created")
+    table = Table(
+        Column("id", no_wrap=True, min_width=32),  # the whole id: `kb jobs cancel` needs it
+        "collection",
+        Column("status", no_wrap=True),
+        "progress",
+        "created",
+    )
     for j in jobs:
         table.add_row(j.id, j.collection, j.status, _progress(j), _when(j.created_at))
     out.print(table)
