@@ -168,8 +168,8 @@ class LimitSettings(BaseModel):
     failed_auth_per_minute: int = Field(
         20,
         ge=0,
-        description="Per client address: after this many requests with a wrong key in a minute, the address gets "
-        "429 whatever key it sends, until the minute has passed. 0: off.",
+        description="Per client address: after this many requests with a wrong key in a minute, further wrong "
+        "keys from it get 429 until the minute has passed (right keys still work). 0: off.",
     )
     rate_limit_storage: str = Field(
         "memory://",
