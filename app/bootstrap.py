@@ -42,6 +42,7 @@ from vectorstore.lexical import LexicalIndex
 from vectorstore.manifest import Manifest
 from vectorstore.onnx_backend import OnnxEmbedder
 from vectorstore.store import StoreUnavailable, VectorStore
+from vectorstore.writers import one_writing_process
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,9 @@ class Components:
             max_file_bytes=int(self.settings.limits.max_file_mb * 1024 * 1024),
             batch_chunks=self.settings.embedding.batch_size * 8,
             lexical=self.lexical,
+            exclusive=(lambda: one_writing_process(self.settings.chroma_dir / ".kb-ingest.lock"))
+            if self.settings.vectorstore.mode == "embedded"
+            else None,
             limits=FileLimits(
                 max_pages=lim.max_pages_per_file,
                 max_text_chars=int(lim.max_text_mb_per_file * 1_000_000),

@@ -19,8 +19,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ class IngestPipeline:
         lexical: LexicalIndex | None = None,
         claim_ttl_s: float = 60.0,
         limits: FileLimits | None = None,
+        exclusive: Callable[[], AbstractContextManager[None]] | None = None,
     ):
         self.store = store
         self.embedder = embedder
@@ -63,6 +65,7 @@ class IngestPipeline:
         self.lexical = lexical  # BM25 side of hybrid search: written and swept with the vector store
         self.claim_ttl_s = claim_ttl_s  # a crashed writer's claims free up after this (renewed while alive)
         self.limits = limits or FileLimits()
+        self.exclusive = exclusive or nullcontext  # embedded stores: one writing process at a time
         self._owner = ""
         self._deferred: list[Pending] = []
         self._unverified: list[Outcome] = []  # unchanged files whose chunks are checked in bulk
@@ -80,16 +83,17 @@ class IngestPipeline:
         run_id = self.manifest.start_run(collection)
         if progress:
             progress.start(len(files))
-        sweep_abandoned(self.store, self.manifest, self.lexical, collection)
-        self._owner, self._deferred, self._unverified = new_owner(), [], []
-        try:
-            with Heartbeat(self.manifest, self._owner, self.claim_ttl_s):
-                self._ingest_files(files, collection, report, progress)
-        finally:  # a failed or cancelled run: what it still claims is swept by the next one
-            self._deferred, self._unverified = [], []
-            self.manifest.abandon_owner(self._owner)
-        if prune:
-            self._prune(collection, {source for _, source in files}, report)
+        with self.exclusive():
+            sweep_abandoned(self.store, self.manifest, self.lexical, collection)
+            self._owner, self._deferred, self._unverified = new_owner(), [], []
+            try:
+                with Heartbeat(self.manifest, self._owner, self.claim_ttl_s):
+                    self._ingest_files(files, collection, report, progress)
+            finally:  # a failed or cancelled run: what it still claims is swept by the next one
+                self._deferred, self._unverified = [], []
+                self.manifest.abandon_owner(self._owner)
+            if prune:
+                self._prune(collection, {source for _, source in files}, report)
         report.seconds = round(time.perf_counter() - started, 3)
         self.manifest.finish_run(run_id, "failed" if report.failed else "ok", report.as_dict())
         log.info(

@@ -127,3 +127,38 @@ def test_two_concurrent_ingestions_into_one_collection_lose_nothing(tmp_path: Pa
             p.kill()
             p.wait()
         chroma.__exit__(None, None, None)
+
+
+@pytest.mark.slow
+def test_two_kb_ingest_runs_at_once_on_the_embedded_store(tmp_path: Path) -> None:
+    """The default setup (embedded Chroma), as the defect was reported: two `kb ingest` at once, same names.
+
+    The worker test above is the one that reproduces the loss (it races many rounds with the model
+    loaded); here two whole `kb ingest` processes must also end whole, and the second waits for the
+    first on an embedded store (one writing process at a time)."""
+    from tests.test_ingest_orphans import run_kb
+
+    data = tmp_path / "data"
+    write_folder(tmp_path / "a", "a")
+    write_folder(tmp_path / "b", "b")
+    env = {**os.environ, "KB_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1"}
+    for _ in range(2):
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "ingest", str(tmp_path / side), "-c", "race"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for side in "ab"
+        ]
+        for proc in procs:
+            _, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err[-2000:]
+        components = Components(Settings(_env_file=None, data_dir=data))  # type: ignore[call-arg]
+        try:
+            assert check_round(components, "race") == []
+        finally:
+            components.close()
+    assert run_kb(["collections", "repair", "race"], data).returncode == 0

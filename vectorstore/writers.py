@@ -17,14 +17,17 @@ inside the stores' own filters, so half-written documents cannot crowd live ones
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
@@ -125,3 +128,24 @@ def wait_for(
             log.info("still waiting for another ingestion of the same document (%.0f s)", now - waited_since)
             last_log = now
         time.sleep(poll_s)
+
+
+@contextmanager
+def one_writing_process(lock_file: Path) -> Iterator[None]:
+    """Serialize ingestions across processes on an embedded store (a file lock, released even by kill -9).
+
+    Embedded Chroma is a library for one process: two processes writing one ``data/chroma`` at once can
+    fail inside Chroma. Claims keep documents whole on a Chroma server; on an embedded store the second
+    ingestion waits for the first instead (the admin API's worker takes the same lock).
+    """
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("another process is ingesting into %s; waiting for it to finish", lock_file.parent)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
