@@ -30,7 +30,7 @@ from ingest.chunking import Chunk, Chunker
 from ingest.files import document_id, iter_files
 from ingest.limits import FileLimits, check_chunks
 from ingest.loaders import LOADERS, load
-from ingest.repair import sweep_abandoned, sweep_document, sweep_orphans
+from ingest.repair import missing_chunks, sweep_abandoned, sweep_document, sweep_orphans
 from ingest.types import EmbedsDocuments, IngestReport, Outcome, Pending, Progress, prefetch
 from vectorstore.lexical import LexicalIndex
 from vectorstore.manifest import DocumentRecord, Manifest
@@ -182,10 +182,7 @@ class IngestPipeline:
 
     def _complete(self, collection: str, record: DocumentRecord) -> bool:
         """Every chunk the manifest lists for the live version is in both indexes (a by-id lookup)."""
-        ids = list(record.chunk_ids)
-        if len(self.store.existing_ids(collection, ids)) != len(ids):
-            return False
-        return self.lexical is None or len(self.lexical.texts(collection, ids)) == len(ids)
+        return not missing_chunks(self.store, self.lexical, collection, [record])
 
     def _record(self, outcome: Outcome, collection: str, report: IngestReport, queue: list[Pending]) -> None:
         if outcome.kind == "skipped":
@@ -202,14 +199,11 @@ class IngestPipeline:
         """Unchanged files, checked in bulk (two by-id lookups): is every chunk of the live version in both
         indexes? One that lost chunks (a lost race, a restored backup) is parsed and written again."""
         batch, self._unverified = self._unverified, []
-        records = [o.previous for o in batch if o.previous is not None]
-        ids = [cid for r in records for cid in r.chunk_ids]
-        in_store = self.store.existing_ids(collection, ids) if ids else set()
-        in_lexical = self.lexical.present(collection, ids) if self.lexical is not None and ids else in_store
+        missing = missing_chunks(self.store, self.lexical, collection, [o.previous for o in batch if o.previous])
         for outcome in batch:
             previous = outcome.previous
             assert previous is not None and outcome.path is not None
-            if all(cid in in_store and cid in in_lexical for cid in previous.chunk_ids):
+            if previous.source not in missing:
                 self._unchanged(collection, previous, report, progress)
                 continue
             log.warning("%s in %r is missing chunks in the store: writing it again", outcome.source, collection)

@@ -13,12 +13,12 @@ can crowd real candidates out of a search, so they are swept:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vectorstore.lexical import LexicalIndex
-from vectorstore.manifest import Manifest
+from vectorstore.manifest import DocumentRecord, Manifest
 from vectorstore.store import VectorStore
 from vectorstore.writers import new_owner
 
@@ -36,6 +36,19 @@ def sweep_document(
     if lexical is not None:
         lexical.sweep_document(collection, document_id, keep)
     return len(stale)
+
+
+def missing_chunks(
+    store: VectorStore, lexical: LexicalIndex | None, collection: str, records: Sequence[DocumentRecord]
+) -> dict[str, int]:
+    """source → chunks of its live version missing from either index (two by-id lookups for all of them)."""
+    ids = [cid for r in records for cid in r.chunk_ids]
+    if not ids:
+        return {}
+    in_store = store.existing_ids(collection, ids)
+    in_lexical = lexical.present(collection, ids) if lexical is not None else in_store
+    counts = {r.source: sum(cid not in in_store or cid not in in_lexical for cid in r.chunk_ids) for r in records}
+    return {source: n for source, n in counts.items() if n}
 
 
 def sweep_abandoned(
@@ -105,11 +118,11 @@ def repair(store: VectorStore, manifest: Manifest, lexical: LexicalIndex | None,
     report = RepairReport(collection)
     report.abandoned_chunks_swept = sweep_abandoned(store, manifest, lexical, collection)
     report.orphan_chunks_swept = sweep_orphans(store, manifest, lexical, collection)
-    for record in manifest.documents(collection):
-        ids = list(record.chunk_ids)
-        present = store.existing_ids(collection, ids)
-        in_lexical = lexical.texts(collection, ids) if lexical is not None else dict.fromkeys(ids, "")
-        missing = len([cid for cid in ids if cid not in present or cid not in in_lexical])
-        if missing:
-            report.incomplete.append({"source": record.source, "chunks": len(ids), "missing": missing})
+    records = manifest.documents(collection)
+    missing = missing_chunks(store, lexical, collection, records)
+    report.incomplete = [
+        {"source": r.source, "chunks": len(r.chunk_ids), "missing": missing[r.source]}
+        for r in records
+        if r.source in missing
+    ]
     return report
