@@ -46,18 +46,19 @@ class RateLimiter:
         self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
         self.in_memory = storage_uri.startswith("memory://")  # else Redis: a network call per hit
 
-    def _retry_after(self, item: RateLimitItemPerMinute, namespace: str, ident: str) -> int:
+    def _refused(self, item: RateLimitItemPerMinute, namespace: str, ident: str, what: str) -> RateLimitedError:
         stats = self.limiter.get_window_stats(item, namespace, ident)
-        return max(1, math.ceil(stats.reset_time - time.time()))
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        return RateLimitedError(f"{what}; retry after {retry_after} s", retry_after)
 
     def hit(self, key_id: str) -> None:
         if self.item is None or self.limiter.hit(self.item, "kb-api", key_id):
             return
-        retry_after = self._retry_after(self.item, "kb-api", key_id)
-        raise RateLimitedError(
-            f"rate limit of {self.item.amount} requests per minute for this API key reached; "
-            f"retry after {retry_after} s",
-            retry_after,
+        raise self._refused(
+            self.item,
+            "kb-api",
+            key_id,
+            f"rate limit of {self.item.amount} requests per minute for this API key reached",
         )
 
     def check_address(self, address: str) -> None:
@@ -65,12 +66,10 @@ class RateLimiter:
         free: 20 guesses a minute against 256-bit keys is hopeless)."""
         if self.failures is None or self.limiter.test(self.failures, "kb-auth-failed", address):
             return
-        retry_after = self._retry_after(self.failures, "kb-auth-failed", address)
-        raise RateLimitedError(
-            f"too many failed authentications from this address ({self.failures.amount} per minute); "
-            f"check the API key; retry after {retry_after} s",
-            retry_after,
+        what = (
+            f"too many failed authentications from this address ({self.failures.amount} per minute); check the API key"
         )
+        raise self._refused(self.failures, "kb-auth-failed", address, what)
 
     def failed(self, address: str) -> None:
         if self.failures is not None:
