@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.servers import free_port
+from tests.servers import free_port, stop_process
 
 CHROMA_BIN = Path(sys.executable).parent / "chroma"
 
@@ -62,10 +62,5 @@ def chroma_server(workdir: Path, *, timeout_s: float = 30.0) -> Iterator[ChromaS
             time.sleep(0.05)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=10)
         log_file.close()

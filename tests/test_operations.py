@@ -30,12 +30,13 @@ from tests.servers import FakeOpenAI, free_port, redis_server
 
 
 @contextmanager
-def running(components: Components) -> Iterator[tuple[str, uvicorn.Server, threading.Thread]]:
-    """Our app under uvicorn configured as ``kb serve`` does; the caller may stop it early."""
+def running(components: Components, app: Any = None) -> Iterator[tuple[str, uvicorn.Server, threading.Thread]]:
+    """Our app (or ``app``, built from it) under uvicorn configured as ``kb serve`` does; the caller may stop it
+    early."""
     port = free_port()
     options = {**server_options(components.settings), "log_level": "info"}
-    config = uvicorn.Config(create_app(components.settings, components=components), host="127.0.0.1", port=port,
-                            **options)  # fmt: skip
+    app = app or create_app(components.settings, components=components)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -261,15 +262,8 @@ def test_the_connection_survives_a_500(components_for: Any) -> None:
         raise RuntimeError("a bug in a route")
 
     api.add_api_route("/boom", boom)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, **server_options(components.settings)))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
+    with running(components, api) as (url, _, _):
+        port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             for _ in range(3):
                 sock.sendall(b"GET /boom HTTP/1.1\r\nHost: kb\r\n\r\n")
@@ -282,6 +276,3 @@ def test_the_connection_survives_a_500(components_for: Any) -> None:
                 assert "a bug in a route" not in body.decode()  # no internals reach the client
                 sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: kb\r\n\r\n")
                 assert sock.recv(65536).startswith(b"HTTP/1.1 200")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)

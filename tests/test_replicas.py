@@ -31,7 +31,7 @@ import redis
 
 from tests.chroma_server import chroma_server
 from tests.conftest import EXAMPLES, ROOT
-from tests.servers import free_port, redis_server
+from tests.servers import free_port, redis_server, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -61,12 +61,7 @@ def _replica(name: str, env: dict[str, str], workdir: Path) -> Iterator[tuple[st
         try:
             yield f"http://127.0.0.1:{port}", proc, log
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 180) -> dict[str, Any]:
