@@ -84,11 +84,13 @@ class Components:
 
     @cached_property
     def manifest(self) -> Manifest:
-        return Manifest(self.settings.data_dir / "manifest.sqlite3")
+        """Live document versions and writers' claims, in the shared database (every host reads the same)."""
+        return Manifest(self.db)
 
     @cached_property
     def lexical(self) -> LexicalIndex:
-        return LexicalIndex(self.settings.data_dir / "lexical.sqlite3")
+        """The BM25 chunks, in the shared database: every host builds the same matrix from them."""
+        return LexicalIndex(self.db)
 
     @cached_property
     def retriever(self) -> Retriever:

@@ -140,8 +140,7 @@ def checks_for(components: Components) -> dict[str, Check]:
         "vector_store": vector_store_check(components),
         "writable": writable_check(components),
         "cache": cache_check(components),
-        "database": database_check(components),
-        "manifest": sqlite_check(components.settings.data_dir / "manifest.sqlite3"),
+        "database": database_check(components),  # the manifest and the BM25 chunks live there too
     }
 
 

@@ -3,7 +3,8 @@
 Loading the model takes seconds; the race is about what two writers do to one
 collection, so each worker process loads everything once, then ingests its folder
 into collection ``race-<n>`` whenever the file ``<go>/<n>`` appears, and writes its
-report to ``<go>/<n>.<name>.json``. Real processes, real Chroma and SQLite files.
+report to ``<go>/<n>.<name>.json``. Real processes, a real Chroma server and the
+shared database (kb.sqlite3 in one data dir, or PostgreSQL with a data dir per "host").
 """
 
 from __future__ import annotations

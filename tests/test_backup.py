@@ -58,10 +58,10 @@ def test_backup_while_a_writer_keeps_writing(handbook_components: Any, tmp_path:
         stop.set()
         thread.join()
     names = {d.name for d in done}
-    assert {"kb.sqlite3", "manifest.sqlite3", "lexical.sqlite3"} <= names  # kb.sqlite3: the shared database
+    assert "kb.sqlite3" in names  # the shared database: keys, ledger, and the manifest and BM25 chunks
     backup = tmp_path / "backup"
     assert 20 <= _count(backup / "kb.sqlite3", "api_keys") <= 20 + written[0]
-    assert _count(backup / "manifest.sqlite3", "documents") == 4  # the sample handbook's files
+    assert _count(backup / "kb.sqlite3", "documents") == 4  # the sample handbook's files
     summary = json.loads((backup / "backup.json").read_text())
     assert {f["name"] for f in summary["files"]} == names
     assert not (backup / "admin-key.txt").exists() and not (backup / "chroma").exists()
@@ -91,5 +91,5 @@ def test_kb_backup_command(
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
-    assert "manifest.sqlite3" in {row["name"] for row in json.loads(result.stdout)}
+    assert "kb.sqlite3" in {row["name"] for row in json.loads(result.stdout)}
     assert again.exit_code == 1 and "not empty" in again.output

@@ -29,7 +29,7 @@ from app.rag.conversation import ConversationNotFoundError, ConversationStore, T
 from app.settings import Settings, get_settings
 from tests.threads import run_together
 
-TABLES = {"usage", "audit", "api_keys", "conversations", "turns"}
+TABLES = {"usage", "audit", "api_keys", "conversations", "turns", "documents", "writers", "chunks", "versions"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -271,7 +271,8 @@ def test_kb_db_upgrade_current_and_history(kb: Any, db_url: str) -> None:
     again = kb("db", "upgrade")
     assert again.exit_code == 0 and f"already at {head}" in again.stdout
     history = kb("db", "history")
-    assert history.exit_code == 0 and f"<base> -> {head} (head): initial schema" in history.stdout
+    assert history.exit_code == 0 and f"0001 -> {head} (head): ingestion state" in history.stdout
+    assert "<base> -> 0001: initial schema" in history.stdout
     created = kb("keys", "create", "--name", "ops", "--role", "admin")  # the store commands use the same database
     assert created.exit_code == 0 and "ops" in kb("keys", "list").stdout
 

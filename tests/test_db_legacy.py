@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from app.db.engine import sqlite_url
 from app.llm.costs import UsageLedger
 from app.rag.conversation import ConversationStore, Turn
 from app.settings import Settings
+from tests.conftest import EXAMPLES
 
 OLD_SCHEMAS = {
     "keys.sqlite3": """
@@ -106,6 +108,54 @@ CREATE TABLE IF NOT EXISTS turns (
 );
 """,
 }
+# The ingestion state of the per-file era (vectorstore/manifest.py and lexical.py until revision 0002).
+OLD_INGESTION_SCHEMAS = {
+    "manifest.sqlite3": """
+CREATE TABLE IF NOT EXISTS documents (
+    collection TEXT NOT NULL,
+    source TEXT NOT NULL,
+    document_id TEXT NOT NULL,
+    doc_hash TEXT NOT NULL,
+    chunk_ids TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    title TEXT,
+    updated_at REAL NOT NULL,
+    clean INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (collection, source)
+);
+CREATE INDEX IF NOT EXISTS documents_id ON documents (collection, document_id);
+CREATE TABLE IF NOT EXISTS writers (
+    collection TEXT NOT NULL,
+    source TEXT NOT NULL,
+    document_id TEXT NOT NULL,
+    doc_hash TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (collection, source)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    collection TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    status TEXT NOT NULL,
+    summary TEXT
+);
+""",
+    "lexical.sqlite3": """
+CREATE TABLE IF NOT EXISTS chunks (
+    collection TEXT NOT NULL,
+    chunk_id TEXT NOT NULL,
+    document_id TEXT NOT NULL,
+    tokens TEXT NOT NULL,
+    text TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    PRIMARY KEY (collection, chunk_id)
+);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks (collection, document_id);
+CREATE TABLE IF NOT EXISTS versions (collection TEXT PRIMARY KEY, version INTEGER NOT NULL);
+""",
+}
 ADMIN_TOKEN = "kb_" + "A" * 43  # as KeyStore.create made them: only the sha256 was stored
 EMPLOYEE_TOKEN = "kb_" + "E" * 43
 
@@ -113,7 +163,7 @@ EMPLOYEE_TOKEN = "kb_" + "E" * 43
 def _write(path: Path, rows: dict[str, list[dict[str, Any]]]) -> None:
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.executescript(OLD_SCHEMAS[path.name])
+    conn.executescript({**OLD_SCHEMAS, **OLD_INGESTION_SCHEMAS}[path.name])
     for table, items in rows.items():
         for row in items:
             columns = ", ".join(f'"{c}"' for c in row)
@@ -289,3 +339,39 @@ def test_moving_from_the_default_sqlite_database_to_postgresql(tmp_path: Path, p
         assert not (data_dir / "kb.sqlite3").exists() and (data_dir / "kb.sqlite3.imported").exists()
     finally:
         engine.dispose()
+
+
+def test_a_data_dir_of_the_per_file_manifest_keeps_answering_after_the_upgrade(
+    handbook_data_dir: Path, embedder: Any, tmp_path: Path, database_url: str | None
+) -> None:
+    """The manifest and BM25 chunks move into the database; nothing is re-ingested and answers stay the same."""
+    from sqlalchemy import text
+
+    from app.bootstrap import Components
+
+    before = Components(Settings(_env_file=None, data_dir=handbook_data_dir), embedder=embedder)  # type: ignore[call-arg]
+    data_dir = tmp_path / "old"
+    shutil.copytree(handbook_data_dir / "chroma", data_dir / "chroma")
+    try:
+        question = "What is the guest Wi-Fi network called?"
+        expected = {mode: [h.id for h in before.retriever.search(question, ["handbook"], 5, mode=mode)]
+                    for mode in ("hybrid", "lexical")}  # fmt: skip
+        with before.db.connect() as conn:  # the rows, as the per-file era kept them in two files
+            dump = {t: [dict(r._mapping) for r in conn.execute(text(f"SELECT * FROM {t}"))]
+                    for t in ("documents", "runs", "chunks", "versions")}  # fmt: skip
+    finally:
+        before.close()
+    _write(data_dir / "manifest.sqlite3", {t: dump[t] for t in ("documents", "runs")})
+    _write(data_dir / "lexical.sqlite3", {t: dump[t] for t in ("chunks", "versions")})
+
+    settings = Settings(_env_file=None, data_dir=data_dir, database={"url": database_url})  # type: ignore[call-arg]
+    after = Components(settings, embedder=embedder)
+    try:
+        assert after.manifest.collections() == {"handbook": (4, len(dump["chunks"]))}
+        for mode, ids in expected.items():
+            assert [h.id for h in after.retriever.search(question, ["handbook"], 5, mode=mode)] == ids
+        assert not (data_dir / "manifest.sqlite3").exists() and (data_dir / "lexical.sqlite3.imported").is_file()
+        report = after.ingest_pipeline.ingest([EXAMPLES], "handbook")
+        assert report.unchanged == 4 and not report.added and not report.updated  # nothing re-embedded
+    finally:
+        after.close()

@@ -46,7 +46,7 @@ def kb(args: list[str], data_dir: Path) -> subprocess.Popen[str]:
 
 
 def runs_started(data_dir: Path) -> int:
-    db = data_dir / "manifest.sqlite3"
+    db = data_dir / "kb.sqlite3"  # the shared database holds the manifest's runs
     if not db.exists():
         return 0
     try:

@@ -77,10 +77,18 @@ def check_round(components: Components, collection: str) -> list[str]:
     return problems
 
 
+@pytest.fixture(params=["one-host", "two-hosts"])
+def database(request: pytest.FixtureRequest) -> str | None:
+    """one-host: both writers share a data dir (kb.sqlite3); two-hosts: each its own, PostgreSQL shared."""
+    return None if request.param == "one-host" else str(request.getfixturevalue("postgres_url"))
+
+
 @pytest.mark.slow
-def test_two_concurrent_ingestions_into_one_collection_lose_nothing(tmp_path: Path) -> None:
-    data, go = tmp_path / "data", tmp_path / "go"
+def test_two_concurrent_ingestions_into_one_collection_lose_nothing(tmp_path: Path, database: str | None) -> None:
+    go = tmp_path / "go"
     go.mkdir()
+    rounds = ROUNDS if database is None else ROUNDS // 2  # the same code races; half the rounds on PostgreSQL
+    data = {side: tmp_path / ("data" if database is None else f"data-{side}") for side in "ab"}
     write_folder(tmp_path / "a", "a")
     write_folder(tmp_path / "b", "b")
     chroma = chroma_server(tmp_path)
@@ -90,10 +98,20 @@ def test_two_concurrent_ingestions_into_one_collection_lose_nothing(tmp_path: Pa
         "HF_HUB_OFFLINE": "1",
         "KB_VECTORSTORE__MODE": "http",
         "KB_VECTORSTORE__PORT": str(server.port),
+        **({"KB_DATABASE__URL": database} if database else {}),
     }
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.race_worker", str(data), str(tmp_path / side), str(go), str(ROUNDS), side],
+            [
+                sys.executable,
+                "-m",
+                "tests.race_worker",
+                str(data[side]),
+                str(tmp_path / side),
+                str(go),
+                str(rounds),
+                side,
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -105,9 +123,12 @@ def test_two_concurrent_ingestions_into_one_collection_lose_nothing(tmp_path: Pa
         for side in "ab":
             wait_for(go / f"ready.{side}", procs)
         failures = {}
-        settings = Settings(_env_file=None, data_dir=data, vectorstore={"mode": "http", "port": server.port})  # type: ignore[call-arg]
+        settings = Settings(
+            _env_file=None, data_dir=data["a"] if database is None else tmp_path / "data-check",
+            vectorstore={"mode": "http", "port": server.port}, database={"url": database},
+        )  # type: ignore[call-arg]  # fmt: skip
         components = Components(settings)
-        for n in range(ROUNDS):
+        for n in range(rounds):
             (go / str(n)).touch()
             for side in "ab":
                 wait_for(go / f"{n}.{side}.json", procs)

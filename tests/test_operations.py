@@ -91,7 +91,7 @@ def test_readyz_reports_every_dependency_without_auth(components_for: Any) -> No
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["status"] == "ready"
-        assert set(body["checks"]) == {"vector_store", "writable", "cache", "database", "manifest"}
+        assert set(body["checks"]) == {"vector_store", "writable", "cache", "database"}
         assert all(c["status"] == "ok" for c in body["checks"].values())
         started = time.perf_counter()
         httpx.get(f"{url}/readyz")

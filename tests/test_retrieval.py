@@ -70,9 +70,7 @@ def test_hybrid_search_reads_metadata_from_bm25_and_texts_for_the_returned_hits_
     # A chunk the BM25 index lacks (an index behind the vector store) is still found, with
     # Chroma's metadata and text.
     top = hits[0]
-    with c.lexical._tx() as conn:
-        conn.execute("DELETE FROM chunks WHERE collection = ? AND chunk_id = ?", ("handbook", top.id))
-        c.lexical._bump("handbook")
+    c.lexical.delete_ids("handbook", [top.id])
     found = {h.id: h for h in c.retriever.search(query, ["handbook"], 5)}[top.id]
     assert (found.text, found.metadata) == stored[top.id]
     assert found.lexical == 0.0  # no BM25 evidence for it any more

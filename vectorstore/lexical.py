@@ -2,11 +2,12 @@
 
 Why this shape: bm25s builds a static sparse matrix, so "incremental" is split in two.
 The expensive, per-text part (tokenizing and stemming) happens once, at ingestion, for the
-chunks of changed documents only, and the stemmed tokens are persisted in SQLite next to the
-chunk's text and metadata. The cheap, global part (IDF and the sparse matrix) is rebuilt in
-memory lazily: every write bumps the collection's version row, and a reader rebuilds its
+chunks of changed documents only, and the stemmed tokens are persisted in the SQL database next
+to the chunk's text and metadata (vectorstore/tables.py). The cheap, global part (IDF and the
+sparse matrix) is rebuilt in memory lazily: every write bumps the collection's version row, and a reader rebuilds its
 matrix on the first query after a change (~0.5 s per 10k chunks), never per query. The
-version lives in SQLite, so a server notices writes made by a ``kb ingest`` process too.
+version lives in the database, so a server notices writes made by a ``kb ingest`` process or
+by another host too, and every host builds its matrix from the same rows: the same answers.
 
 Ingestion writes chunks here before the manifest switch and sweeps them with the vector
 store's, so both indexes hold the same chunk ids; readers apply the manifest's live-version
@@ -17,10 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,24 +28,13 @@ import bm25s
 import numpy as np
 import Stemmer
 from bm25s.stopwords import STOPWORDS_EN_PLUS
+from sqlalchemy import ColumnElement, Engine, func, select
+
+from vectorstore.tables import BATCH, LEXICAL_TABLES, bump, chunks, open_engine, upsert, versions, write_tx
 
 log = logging.getLogger(__name__)
 
 Metadata = dict[str, Any]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS chunks (
-    collection TEXT NOT NULL,
-    chunk_id TEXT NOT NULL,
-    document_id TEXT NOT NULL,
-    tokens TEXT NOT NULL,
-    text TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    PRIMARY KEY (collection, chunk_id)
-);
-CREATE INDEX IF NOT EXISTS chunks_doc ON chunks (collection, document_id);
-CREATE TABLE IF NOT EXISTS versions (collection TEXT PRIMARY KEY, version INTEGER NOT NULL);
-"""
 
 
 @dataclass(frozen=True)
@@ -71,12 +59,8 @@ class _Built:
 class LexicalIndex:
     """BM25 over the chunks of each collection; thread-safe, one instance per process."""
 
-    def __init__(self, path: str | Path, *, language: str = "english"):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(_SCHEMA)
+    def __init__(self, target: Engine | str | Path, *, language: str = "english"):
+        self._engine, self._owns_engine = open_engine(target, LEXICAL_TABLES)
         self._lock = threading.RLock()
         self._stemmer = Stemmer.Stemmer(language)
         # The larger English list: question words ("how", "what", "does") otherwise dominate short queries.
@@ -92,12 +76,6 @@ class LexicalIndex:
         return [list(t) for t in tokens]
 
     # --- writes (ingestion) -------------------------------------------------------------
-
-    def _bump(self, collection: str) -> None:
-        self._conn.execute(
-            "INSERT INTO versions VALUES (?, 1) ON CONFLICT(collection) DO UPDATE SET version = version + 1",
-            (collection,),
-        )
 
     def upsert(
         self,
@@ -117,81 +95,85 @@ class LexicalIndex:
             return
         tokens = self.tokenize(index_texts if index_texts is not None else texts)
         rows = [
-            (collection, cid, str(meta.get("document_id", "")), " ".join(tok), text, json.dumps(meta))
+            {
+                "collection": collection,
+                "chunk_id": cid,
+                "document_id": str(meta.get("document_id", "")),
+                "tokens": " ".join(tok),
+                "text": text,
+                "metadata": json.dumps(meta),
+            }
             for cid, tok, text, meta in zip(ids, tokens, texts, metadatas, strict=True)
         ]
-        with self._tx() as conn:
-            conn.executemany("INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?)", rows)
-            self._bump(collection)
+        # one transaction: the chunks and the version bump that tells readers to rebuild
+        with write_tx(self._engine) as conn:
+            upsert(conn, chunks, rows)
+            bump(conn, versions, "version", collection)
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: the chunks and the version bump that tells readers to rebuild."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
-    def _delete_where(self, collection: str, clause: str, args: Sequence[Any]) -> int:
-        with self._tx() as conn:
-            cur = conn.execute(f"DELETE FROM chunks WHERE collection = ? AND {clause}", (collection, *args))
-            if cur.rowcount:
-                self._bump(collection)
-            return int(cur.rowcount)
+    def _delete_where(self, collection: str, condition: ColumnElement[bool]) -> int:
+        with write_tx(self._engine) as conn:
+            deleted = int(conn.execute(chunks.delete().where(chunks.c.collection == collection, condition)).rowcount)
+            if deleted:
+                bump(conn, versions, "version", collection)
+            return deleted
 
     def sweep_document(self, collection: str, document_id: str, keep: Iterable[str] = ()) -> int:
         """Delete the document's chunks that are not in ``keep`` (old versions, crash leftovers)."""
         keep = sorted(set(keep))
-        marks = ",".join("?" for _ in keep)
-        clause = "document_id = ?" + (f" AND chunk_id NOT IN ({marks})" if keep else "")
-        return self._delete_where(collection, clause, [document_id, *keep])
+        c = chunks.c
+        if not keep:
+            return self._delete_where(collection, c.document_id == document_id)
+        with self._engine.connect() as conn:
+            present = conn.execute(
+                select(c.chunk_id).where(c.collection == collection, c.document_id == document_id)
+            ).scalars()
+            doomed = sorted(set(present) - set(keep))
+        return self.delete_ids(collection, doomed)
 
     def delete_ids(self, collection: str, ids: Sequence[str]) -> int:
         deleted = 0
-        for start in range(0, len(ids), 500):
-            part = list(ids[start : start + 500])
-            deleted += self._delete_where(collection, f"chunk_id IN ({','.join('?' * len(part))})", part)
+        for start in range(0, len(ids), BATCH):
+            deleted += self._delete_where(collection, chunks.c.chunk_id.in_(list(ids[start : start + BATCH])))
         return deleted
 
     def versions(self, collection: str) -> dict[str, tuple[str, str]]:
         """chunk id → (document id, doc_hash): which version each indexed chunk belongs to."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT chunk_id, document_id, json_extract(metadata, '$.doc_hash') FROM chunks WHERE collection = ?",
-                (collection,),
-            ).fetchall()
-        return {r[0]: (r[1], r[2]) for r in rows}
+        c = chunks.c
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(c.chunk_id, c.document_id, c.metadata).where(c.collection == collection))
+            return {r[0]: (r[1], json.loads(r[2]).get("doc_hash")) for r in rows}
 
     def retain_documents(self, collection: str, document_ids: Iterable[str]) -> int:
         """Delete chunks of every document not listed (the lexical side of pruning orphans)."""
         live = set(document_ids)
-        with self._lock:
-            present = {r[0] for r in self._conn.execute(
-                "SELECT DISTINCT document_id FROM chunks WHERE collection = ?", (collection,)
-            )}  # fmt: skip
+        c = chunks.c
+        with self._engine.connect() as conn:
+            present = set(conn.execute(select(c.document_id).distinct().where(c.collection == collection)).scalars())
         return sum(self.sweep_document(collection, doc) for doc in sorted(present - live))
 
     def delete_collection(self, collection: str) -> None:
-        with self._tx() as conn:
-            conn.execute("DELETE FROM chunks WHERE collection = ?", (collection,))
-            self._bump(collection)  # never reset: another process's cached matrix must see a new version
+        with write_tx(self._engine) as conn:
+            conn.execute(chunks.delete().where(chunks.c.collection == collection))
+            # never reset: another process's cached matrix must see a new version
+            bump(conn, versions, "version", collection)
+        with self._lock:
             self._built.pop(collection, None)
             self._last = None
 
     def count(self, collection: str) -> int:
-        with self._lock:
-            row = self._conn.execute("SELECT COUNT(*) FROM chunks WHERE collection = ?", (collection,)).fetchone()
-        return int(row[0])
+        with self._engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(chunks).where(chunks.c.collection == collection)
+                ).scalar_one()
+            )
 
     # --- reads (retrieval) --------------------------------------------------------------
 
     def _version(self, collection: str) -> int:
-        row = self._conn.execute("SELECT version FROM versions WHERE collection = ?", (collection,)).fetchone()
-        return int(row[0]) if row else 0
+        with self._engine.connect() as conn:
+            found = conn.execute(select(versions.c.version).where(versions.c.collection == collection)).scalar()
+        return int(found or 0)
 
     def _index(self, collection: str) -> _Built:
         """The in-memory BM25 matrix of the collection's current version (rebuilt after a write)."""
@@ -200,9 +182,11 @@ class LexicalIndex:
             built = self._built.get(collection)
             if built is not None and built.version == version:
                 return built
-            rows = self._conn.execute(
-                "SELECT chunk_id, tokens, metadata FROM chunks WHERE collection = ? ORDER BY chunk_id", (collection,)
-            ).fetchall()
+            c = chunks.c
+            with self._engine.connect() as conn:
+                rows = conn.execute(
+                    select(c.chunk_id, c.tokens, c.metadata).where(c.collection == collection).order_by(c.chunk_id)
+                ).all()
             ids = [r[0] for r in rows]
             corpus = [r[1].split() for r in rows]
             retriever = None
@@ -311,29 +295,24 @@ class LexicalIndex:
         return {cid: dict(built.metadatas[pos]) for cid, pos in found if pos is not None}
 
     def present(self, collection: str, ids: list[str]) -> set[str]:
-        """Which of ``ids`` the index holds (in batches: SQLite bounds the parameters of one statement)."""
-        found: set[str] = set()
-        for start in range(0, len(ids), 900):
-            part = ids[start : start + 900]
-            with self._lock:
-                rows = self._conn.execute(
-                    f"SELECT chunk_id FROM chunks WHERE collection = ? AND chunk_id IN ({','.join('?' * len(part))})",
-                    (collection, *part),
-                ).fetchall()
-            found.update(r[0] for r in rows)
-        return found
+        """Which of ``ids`` the index holds."""
+        return set(self._select_ids(collection, ids, chunks.c.chunk_id))
 
     def texts(self, collection: str, ids: list[str]) -> dict[str, str]:
         """Texts of the given chunks (absent ids are left out)."""
-        if not ids:
-            return {}
-        marks = ",".join("?" for _ in ids)
-        with self._lock:
-            rows = self._conn.execute(
-                f"SELECT chunk_id, text FROM chunks WHERE collection = ? AND chunk_id IN ({marks})", (collection, *ids)
-            ).fetchall()
-        return {r[0]: r[1] for r in rows}
+        return self._select_ids(collection, ids, chunks.c.text)
+
+    def _select_ids(self, collection: str, ids: list[str], column: Any) -> dict[str, Any]:
+        """chunk id → ``column`` for those of ``ids`` the index holds (in batches)."""
+        c = chunks.c
+        found: dict[str, Any] = {}
+        with self._engine.connect() as conn:
+            for start in range(0, len(ids), BATCH):
+                part = ids[start : start + BATCH]
+                rows = conn.execute(select(c.chunk_id, column).where(c.collection == collection, c.chunk_id.in_(part)))
+                found.update({r[0]: r[1] for r in rows})
+        return found
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        if self._owns_engine:
+            self._engine.dispose()

@@ -13,7 +13,7 @@ The same path moves an installation from the default SQLite database to PostgreS
 ``KB_DATABASE__URL`` set, a ``kb.sqlite3`` left in the data dir is imported the same way
 (all five tables) and renamed.
 
-A file whose tables already have rows in the database is left alone with a warning: that
+A file with rows for tables that already have rows in the database is left alone with a warning: that
 happens when a second replica with its own data dir joins a database another one filled,
 and merging two sets of keys silently would be worse than asking the operator.
 
@@ -37,16 +37,29 @@ from app.db import schema
 
 log = logging.getLogger(__name__)
 
+_MANIFEST = tuple(schema.metadata.tables[name] for name in ("documents", "writers", "runs", "manifest_stamps"))
+_LEXICAL = tuple(schema.metadata.tables[name] for name in ("chunks", "versions"))
 # file name in the data dir → its tables, in insert order (turns reference conversations)
 LEGACY_FILES: dict[str, tuple[Table, ...]] = {
     "keys.sqlite3": (schema.api_keys,),
     "usage.sqlite3": (schema.usage,),
     "audit.sqlite3": (schema.audit,),
     "conversations.sqlite3": (schema.conversations, schema.turns),
+    # the ingestion state, per data dir until revision 0002 (vectorstore/tables.py)
+    "manifest.sqlite3": _MANIFEST,
+    "lexical.sqlite3": _LEXICAL,
     # the default SQLite database, when KB_DATABASE__URL now names another (moving to PostgreSQL)
-    "kb.sqlite3": (schema.api_keys, schema.usage, schema.audit, schema.conversations, schema.turns),
+    "kb.sqlite3": (
+        schema.api_keys,
+        schema.usage,
+        schema.audit,
+        schema.conversations,
+        schema.turns,
+        *_MANIFEST,
+        *_LEXICAL,
+    ),
 }
-_RENUMBERED = {"usage", "audit"}  # their integer ids are assigned by the new database
+_RENUMBERED = {"usage", "audit", "runs"}  # their integer ids are assigned by the new database
 _BATCH = 1000
 
 
@@ -60,6 +73,12 @@ def pending(data_dir: Path, exclude: Path | None = None) -> list[Path]:
 
 def _legacy_columns(src: sqlite3.Connection, table: str) -> list[str]:
     return [row[1] for row in src.execute(f'PRAGMA table_info("{table}")')]
+
+
+def _has_rows(src: sqlite3.Connection, table: str) -> bool:
+    if not _legacy_columns(src, table):
+        return False
+    return src.execute(f'SELECT 1 FROM "{table}" LIMIT 1').fetchone() is not None
 
 
 def _copy(src: sqlite3.Connection, conn: Connection, table: Table) -> int:
@@ -99,7 +118,9 @@ def import_file(conn: Connection, path: Path) -> dict[str, int] | None:
     src = sqlite3.connect(str(path), timeout=30)
     try:
         with conn.begin():
-            filled = [t.name for t in tables if conn.execute(select(literal(1)).select_from(t).limit(1)).first()]
+            filled = [t.name for t in tables if _has_rows(src, t.name) and conn.execute(
+                select(literal(1)).select_from(t).limit(1)
+            ).first()]  # fmt: skip
             if filled:
                 log.warning(
                     "legacy file %s not imported: the database's %s table(s) already have rows. It stays in "

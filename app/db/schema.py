@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Double, ForeignKey, Index, Integer, MetaData, Table, Text
 
+from vectorstore import tables as vectorstore_tables
+
 metadata = MetaData()
 
 # BIGINT ids on PostgreSQL (a ledger row per model call adds up); on SQLite an id must be
@@ -111,3 +113,8 @@ turns = Table(
     Column("request_id", Text, nullable=False),
     Column("ts", Double, nullable=False),
 )
+
+# The ingestion state (manifest, writers, BM25 chunks): defined beside the code that queries
+# it (vectorstore imports nothing of app), created by revision 0002 in this same database.
+for _table in vectorstore_tables.metadata.tables.values():
+    _table.to_metadata(metadata)

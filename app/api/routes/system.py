@@ -22,7 +22,6 @@ _OK_CHECKS: dict[str, dict[str, object]] = {
     "vector_store": {"status": "ok", "ms": 1.8},
     "cache": {"status": "ok", "ms": 0.4},
     "database": {"status": "ok", "ms": 0.4},
-    "manifest": {"status": "ok", "ms": 0.3},
 }
 _READY_EXAMPLE = {"status": "ready", "checks": _OK_CHECKS}
 _NOT_READY_EXAMPLE = {
