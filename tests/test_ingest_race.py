@@ -183,3 +183,23 @@ def test_two_kb_ingest_runs_at_once_on_the_embedded_store(tmp_path: Path) -> Non
         finally:
             components.close()
     assert run_kb(["collections", "repair", "race"], data).returncode == 0
+
+
+def test_processes_opening_a_new_embedded_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """Chroma creates its tables on first open with no lock of its own ("table collections already exists")."""
+    code = (
+        "import os, sys, time; from vectorstore.store import VectorStore\n"
+        "while not os.path.exists(sys.argv[2]): time.sleep(0.001)\n"
+        "VectorStore.embedded(sys.argv[1])"
+    )
+    for attempt in range(4):
+        go = tmp_path / f"go-{attempt}"
+        procs = [
+            subprocess.Popen([sys.executable, "-c", code, str(tmp_path / f"store-{attempt}"), str(go)],
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+            for _ in range(6)
+        ]
+        time.sleep(3)  # every process has imported chromadb and waits
+        go.touch()
+        errors = [err for p in procs if (err := p.communicate(timeout=120)[1]) and p.returncode != 0]
+        assert errors == [], errors[0][-1500:]

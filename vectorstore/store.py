@@ -14,6 +14,7 @@ every replica talking to one server sees the same names with no side table to sy
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import re
@@ -124,7 +125,12 @@ class VectorStore:
     @classmethod
     def embedded(cls, path: str | Path) -> VectorStore:
         Path(path).mkdir(parents=True, exist_ok=True)
-        client = chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
+        # Chroma creates its tables on first open without a lock of its own: two processes opening a
+        # new store at once (two `kb ingest`, a server and an ingest) fail with "table collections
+        # already exists". Opening takes turns; using the store afterwards does not.
+        with (Path(path) / ".kb-open.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            client = chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
         return cls(client, location=str(path))
 
     @classmethod
