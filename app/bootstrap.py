@@ -199,6 +199,7 @@ class Components:
             max_file_bytes=int(self.settings.limits.max_file_mb * 1024 * 1024),
             batch_chunks=self.settings.embedding.batch_size * 8,
             lexical=self.lexical,
+            claim_ttl_s=self.settings.queue.claim_ttl_s,
             exclusive=(lambda: one_writing_process(self.settings.chroma_dir / ".kb-ingest.lock"))
             if self.settings.vectorstore.mode == "embedded"
             else None,

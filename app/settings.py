@@ -275,6 +275,32 @@ class DatabaseSettings(BaseModel):
         return (value.strip() or None) if value is not None else None
 
 
+class QueueSettings(BaseModel):
+    """Where uploads and `kb ingest --queue` jobs run: in the API process, or on `kb worker` processes."""
+
+    backend: Literal["local", "postgres"] = Field(
+        "local",
+        description="local: the API process ingests uploads itself (jobs.sqlite3 and uploads/ in the data dir; "
+        "one host). postgres: uploads and their jobs go to the shared PostgreSQL database (KB_DATABASE__URL) "
+        "and 'kb worker' processes on any host ingest them, one document per task (procrastinate).",
+    )
+    max_attempts: int = Field(
+        3, ge=1, le=20, description="Tries per document before it is failed (a file that kills its worker each time)."
+    )
+    heartbeat_s: float = Field(10.0, gt=0, description="How often a worker tells the database it is alive.")
+    stalled_after_s: float = Field(
+        30.0,
+        gt=0,
+        description="A worker silent this long is dead: its document goes back to the queue for another worker.",
+    )
+    claim_ttl_s: float = Field(
+        60.0,
+        ge=1,
+        description="A writer's claim on a document lapses this long after its process dies on another host "
+        "(renewed every third of it while alive); a dead process on the same host frees it at once.",
+    )
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -340,6 +366,7 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)  # type: ignore[arg-type]
     vectorstore: VectorStoreSettings = Field(default_factory=VectorStoreSettings)  # type: ignore[arg-type]
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)  # type: ignore[arg-type]
+    queue: QueueSettings = Field(default_factory=QueueSettings)  # type: ignore[arg-type]
 
     @property
     def chroma_dir(self) -> Path:

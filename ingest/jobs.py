@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,8 @@ class Job:
     progress: dict[str, Any] | None = None
     attempts: int = 0
     cancel_requested: bool = False
+    workers: list[str] = field(default_factory=list)  # shared queue: the workers that ingested its files
+    results: list[dict[str, Any]] = field(default_factory=list)  # shared queue: each file's status and error
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,7 +169,7 @@ class JobQueue:
         folder.mkdir(parents=True)
         return job_id, folder
 
-    def submit(self, job_id: str, collection: str, files: list[str]) -> Job:
+    def submit(self, job_id: str, collection: str, files: list[str], folder: Path | None = None) -> Job:
         """Record the job (its files are already on disk) and wake the worker."""
         with self._lock, self._conn:
             self._conn.execute(
@@ -179,7 +181,7 @@ class JobQueue:
         assert job is not None
         return job
 
-    def discard(self, job_id: str) -> None:
+    def discard(self, job_id: str, folder: Path | None = None) -> None:
         shutil.rmtree(self.uploads / job_id, ignore_errors=True)
 
     def get(self, job_id: str) -> Job | None:

@@ -195,8 +195,11 @@ def test_processes_opening_a_new_embedded_store_at_once_all_succeed(tmp_path: Pa
     for attempt in range(4):
         go = tmp_path / f"go-{attempt}"
         procs = [
-            subprocess.Popen([sys.executable, "-c", code, str(tmp_path / f"store-{attempt}"), str(go)],
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+            subprocess.Popen(
+                [sys.executable, "-c", code, str(tmp_path / f"store-{attempt}"), str(go)],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             for _ in range(6)
         ]
         time.sleep(3)  # every process has imported chromadb and waits

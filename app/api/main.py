@@ -27,8 +27,8 @@ from app.api.routes import web as web_route
 from app.auth import ensure_first_admin_key
 from app.bootstrap import Components
 from app.errors import ConfigurationError
+from app.queue import open_jobs
 from app.settings import Settings, get_settings, is_loopback, private_files
-from ingest.jobs import JobQueue
 from ingest.repair import sweep_abandoned
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
             log.warning("could not sweep abandoned ingestion leftovers at start", exc_info=True)
         jobs = None
         if admin_enabled:
-            jobs = JobQueue(settings.data_dir, components.ingest_folder)
+            jobs = open_jobs(components, serve=True)
             jobs.start()
             api.state.jobs = jobs
         # Everything loaded so far (model, indexes, stores: ~0.5 M objects) lives as long as the process;

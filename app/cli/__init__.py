@@ -15,6 +15,7 @@ from app.cli import (  # noqa: F401  (importing a module registers its commands)
     prompt_cmds,
     search_cmds,
     usage_cmds,
+    worker_cmds,
 )
 from app.cli.common import cli
 

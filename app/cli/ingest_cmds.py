@@ -31,6 +31,15 @@ def ingest(
         bool, typer.Option(help="Remove documents of the collection whose files are no longer under PATHS.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    queue: Annotated[
+        bool,
+        typer.Option(
+            "--queue",
+            help="Hand the files to the job queue instead of ingesting here: the API server (local queue) or "
+            "'kb worker' processes on any host (KB_QUEUE__BACKEND=postgres) ingest them; see 'kb jobs'.",
+        ),
+    ] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="With --queue: wait for the job and print its result.")] = False,
 ) -> None:
     """Ingest PDF, DOCX, Markdown, HTML and text files into a collection.
 
@@ -43,6 +52,14 @@ def ingest(
     if missing:
         console.print(f"[red]error[/red]: no such file or folder: {', '.join(missing)}")
         raise typer.Exit(2)
+    if queue:
+        if prune:
+            console.print("[red]error[/red]: --prune needs the whole folder in one run; it cannot go through --queue")
+            raise typer.Exit(2)
+        from app.cli.worker_cmds import enqueue
+
+        enqueue(paths, collection, wait=wait)
+        return
     components = Components(settings)
     progress: RichProgress | LogProgress = RichProgress(console) if sys.stderr.isatty() else LogProgress()
     try:

@@ -9,16 +9,18 @@ from typing import Annotated
 import typer
 from rich.table import Column, Table
 
+from app.bootstrap import Components
 from app.cli.common import cli, console, out, setup
+from app.queue import open_jobs
 from ingest.jobs import Job, JobQueue
+from ingest.shared_jobs import SharedJobs
 
 jobs_cli = typer.Typer(help="List, show and cancel the admin API's ingestion jobs.", no_args_is_help=True)
 cli.add_typer(jobs_cli, name="jobs")
 
 
-def _queue() -> JobQueue:
-    # recover=False: a running server owns the jobs it is working on; this process only reads and flags.
-    return JobQueue(setup().data_dir, None, recover=False)
+def _queue() -> JobQueue | SharedJobs:
+    return open_jobs(Components(setup()), serve=False)
 
 
 def _when(ts: float | None) -> str:

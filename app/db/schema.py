@@ -16,7 +16,7 @@ migrated database and this metadata agree.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Double, ForeignKey, Index, Integer, MetaData, Table, Text
+from sqlalchemy import BigInteger, Column, Double, ForeignKey, Index, Integer, LargeBinary, MetaData, Table, Text
 
 from vectorstore import tables as vectorstore_tables
 
@@ -112,6 +112,41 @@ turns = Table(
     Column("answer", Text, nullable=False),
     Column("request_id", Text, nullable=False),
     Column("ts", Double, nullable=False),
+)
+
+# Ingestion jobs of the shared queue (KB_QUEUE__BACKEND=postgres, ingest/shared_jobs.py): a job per
+# upload, a row per file with its bytes until a worker has ingested it (the file's own task).
+ingest_jobs = Table(
+    "ingest_jobs",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("collection", Text, nullable=False),
+    Column("status", Text, nullable=False),  # queued | running | succeeded | failed | cancelled
+    Column("created_at", Double, nullable=False),
+    Column("started_at", Double),
+    Column("finished_at", Double),
+    Column("error", Text),
+    Column("cancel_requested", Integer, nullable=False, server_default="0"),
+    Column("submitted_by", Text),
+    Index("ingest_jobs_created", "created_at"),
+)
+
+ingest_job_files = Table(
+    "ingest_job_files",
+    metadata,
+    Column("job_id", Text, ForeignKey("ingest_jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("data", LargeBinary),  # NULL once the file reached a final status
+    Column(
+        "status", Text, nullable=False
+    ),  # queued | running | added | updated | unchanged | skipped | failed | cancelled
+    Column("error", Text),
+    Column("chunks", Integer, nullable=False, server_default="0"),
+    Column("worker", Text),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("started_at", Double),
+    Column("finished_at", Double),
 )
 
 # The ingestion state (manifest, writers, BM25 chunks): defined beside the code that queries

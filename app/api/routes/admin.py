@@ -18,6 +18,7 @@ from app.api.schemas import error_responses
 from app.errors import InvalidRequestError, JobNotFoundError, KbError, UploadTooLargeError
 from ingest.admin import delete_collection, delete_document, list_collections, list_documents
 from ingest.jobs import JobQueue
+from ingest.shared_jobs import SharedJobs
 from vectorstore.store import validate_collection_name
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ async def upload_documents(
     except ValueError as exc:
         raise InvalidRequestError(str(exc), code="invalid_collection_name") from exc
     components = request.app.state.components
-    jobs: JobQueue = request.app.state.jobs
+    jobs: JobQueue | SharedJobs = request.app.state.jobs
     limit = int(components.settings.limits.max_file_mb * 1024 * 1024)
     job_id, folder = jobs.new_job_dir()
     names: list[str] = []
@@ -80,13 +81,13 @@ async def upload_documents(
                     target.write(chunk)
             names.append(name)
     except OSError as exc:  # the data dir is full or read-only: nothing of this upload is kept
-        jobs.discard(job_id)
+        jobs.discard(job_id, folder)
         log.error("cannot store an upload for job %s: %s", job_id, exc)
         raise KbError(f"the server cannot store the upload ({exc.strerror or exc})", code="upload_not_stored") from exc
     except BaseException:
-        jobs.discard(job_id)
+        jobs.discard(job_id, folder)
         raise
-    job = jobs.submit(job_id, collection, names)
+    job = jobs.submit(job_id, collection, names, folder)
     log.info("accepted ingestion job %s: %d files into %r", job_id, len(names), collection)
     return JSONResponse(job.as_dict(), status_code=202, headers={"Location": f"/admin/jobs/{job_id}"})
 

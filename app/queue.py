@@ -1,0 +1,160 @@
+"""The shared ingestion queue (KB_QUEUE__BACKEND=postgres): procrastinate on the shared PostgreSQL database.
+
+Why procrastinate (over Celery, RQ, arq): PostgreSQL already holds the truth that workers share
+(manifest, BM25 chunks, jobs), so the queue commits in the same database, in the same transaction
+as the upload it runs (nothing accepted is ever half-queued, and there is no second broker whose
+persistence has to be configured right: a Redis without AOF forgets its queue on restart). A
+worker that dies is noticed by its missing heartbeat (``stalled_after_s``), not by a visibility
+timeout that either re-runs long documents while they still run or waits an hour; its task goes
+back to the queue for another worker. Job state is plain SQL, readable from every host.
+
+``kb worker`` runs :func:`run_worker`: one process, one document at a time (ingestion is CPU-bound;
+run one worker per core), the embedding model loaded once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.engine import make_url
+
+from app.errors import ConfigurationError
+from ingest.jobs import JobQueue
+from ingest.shared_jobs import QUEUE, TASK_NAME, SharedJobs
+
+if TYPE_CHECKING:
+    from app.bootstrap import Components
+    from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def conninfo(database_url: str) -> str:
+    """The libpq URL of the shared database (procrastinate speaks psycopg directly)."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        raise ConfigurationError(
+            "the shared ingestion queue (KB_QUEUE__BACKEND=postgres, kb worker) needs PostgreSQL: set "
+            "KB_DATABASE__URL=postgresql+psycopg://USER:PASSWORD@HOST:5432/DB"
+        )
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def queue_app(settings: Settings) -> Any:
+    """A procrastinate App on the shared database (not opened: deferring through our own connection needs no pool)."""
+    try:
+        import procrastinate
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError("the shared ingestion queue needs procrastinate: pip install 'kb[postgres]'") from exc
+    return procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo(settings.database_url)))
+
+
+def shared_jobs(components: Components, app: Any | None = None) -> SharedJobs:
+    settings = components.settings
+    return SharedJobs(
+        components.db,
+        app if app is not None else queue_app(settings),
+        settings.data_dir / "staging",
+        max_attempts=settings.queue.max_attempts,
+    )
+
+
+def open_jobs(components: Components, *, serve: bool) -> JobQueue | SharedJobs:
+    """The ingestion jobs of this deployment: the shared queue, or the API process's own (``serve``: run them)."""
+    settings = components.settings
+    if settings.queue.backend == "postgres":
+        return shared_jobs(components)
+    # recover only in the server: it owns the jobs it runs; `kb jobs` only reads and flags them
+    return JobQueue(settings.data_dir, components.ingest_folder if serve else None, recover=serve)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def _rescue_stalled(app: Any, stalled_after_s: float) -> None:
+    """Put back in the queue the documents of workers that stopped sending heartbeats (killed, host lost)."""
+    while True:
+        await asyncio.sleep(max(1.0, stalled_after_s / 3))
+        try:
+            stalled = await app.job_manager.get_stalled_jobs(queue=QUEUE, seconds_since_heartbeat=stalled_after_s)
+            for job in stalled:
+                log.warning("the worker of task %s (%s) stopped: queueing it again", job.id, job.task_kwargs)
+                await app.job_manager.retry_job(job)  # a no-op if another worker's rescue was first
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the database may be briefly away: try again on the next round
+            log.warning("could not check for stalled ingestion tasks", exc_info=True)
+
+
+def _scratch_dir(root: Path) -> Path:
+    """This process's folder for the document it ingests; folders of dead workers on this host are removed."""
+    root.mkdir(parents=True, exist_ok=True)
+    for folder in root.iterdir():
+        if folder.name.isdigit() and not _alive(int(folder.name)):
+            shutil.rmtree(folder, ignore_errors=True)  # a copy of a document its killed worker was ingesting
+    mine = root / str(os.getpid())
+    mine.mkdir(exist_ok=True)
+    return mine
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_worker(components: Components, *, name: str | None = None, burst: bool = False) -> None:
+    """Take documents from the shared queue until stopped (SIGTERM/SIGINT finish the current one first).
+
+    ``burst``: stop when the queue is empty (scripts, tests, a batch job).
+    """
+    import procrastinate
+
+    settings = components.settings
+    if settings.vectorstore.mode == "embedded":
+        raise ConfigurationError(
+            "kb worker writes to the shared vector store: set KB_VECTORSTORE__MODE=http and "
+            "KB_VECTORSTORE__HOST/PORT (a 'chroma run' server); embedded Chroma lives inside one process"
+        )
+    app = queue_app(settings)
+    jobs = shared_jobs(components, app)
+    me = name or worker_name()
+    scratch = _scratch_dir(Path(settings.data_dir) / "worker")
+    pipeline = components.ingest_pipeline  # loads the embedding model once, before the first task
+
+    def ingest_one(folder: Path, collection: str) -> dict[str, Any]:
+        return pipeline.ingest([folder], collection).as_dict()
+
+    # Exceptions here are the database or the store (bad files are reported, not raised): retry a few times.
+    @app.task(name=TASK_NAME, queue=QUEUE, retry=procrastinate.RetryStrategy(max_attempts=3, wait=5))
+    def ingest_file(job_id: str, name: str) -> None:
+        jobs.run_file(job_id, name, me, ingest_one, scratch)
+
+    q = settings.queue
+
+    async def main() -> None:
+        async with app.open_async():
+            rescue = asyncio.create_task(_rescue_stalled(app, q.stalled_after_s))
+            try:
+                log.info("kb worker %s taking documents from the %r queue", me, QUEUE)
+                await app.run_worker_async(
+                    queues=[QUEUE], name=me, concurrency=1, wait=not burst, delete_jobs="successful",
+                    update_heartbeat_interval=q.heartbeat_s, stalled_worker_timeout=q.stalled_after_s,
+                    install_signal_handlers=True,
+                )  # fmt: skip
+            finally:
+                rescue.cancel()
+
+    asyncio.run(main())
+    log.info("kb worker %s stopped", me)

@@ -1,0 +1,120 @@
+"""The shared ingestion queue's bookkeeping on a real PostgreSQL (ingest/shared_jobs.py): what a file that
+kills its worker every time does to its job, and that a task delivered twice does nothing the second time.
+
+The worker's death is real: each attempt runs in a process that is SIGKILLed in the middle of the
+document (as a parser crash or the OOM killer would). tests/test_multi_host.py runs the whole thing
+with `kb worker` processes, the procrastinate queue and its stalled-worker rescue.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from app.db import open_database
+from app.queue import queue_app
+from app.settings import Settings
+from ingest.shared_jobs import SharedJobs
+
+CRASH = """
+import os, signal, sys
+from pathlib import Path
+from app.db import open_database
+from app.queue import queue_app
+from app.settings import Settings
+from ingest.shared_jobs import SharedJobs
+
+settings = Settings(_env_file=None, data_dir=Path(sys.argv[1]), database={"url": sys.argv[2]})
+jobs = SharedJobs(open_database(settings), queue_app(settings), Path(sys.argv[1]) / "staging", max_attempts=2)
+
+def parser_crash(folder, collection):  # the process dies in the middle of the document
+    os.kill(os.getpid(), signal.SIGKILL)
+
+jobs.run_file(sys.argv[3], "poison.md", "crashing-worker", parser_crash, Path(sys.argv[1]))
+"""
+
+
+@pytest.fixture
+def shared(tmp_path: Path, postgres_url: str) -> tuple[Settings, Engine, SharedJobs]:
+    settings = Settings(_env_file=None, data_dir=tmp_path, database={"url": postgres_url})  # type: ignore[call-arg]
+    engine = open_database(settings)
+    yield settings, engine, SharedJobs(engine, queue_app(settings), tmp_path / "staging", max_attempts=2)
+    engine.dispose()
+
+
+def _submit(jobs: SharedJobs, files: dict[str, str]) -> str:
+    job_id, folder = jobs.new_job_dir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    jobs.submit(job_id, "hr", list(files), folder)
+    assert not folder.exists()  # the staging copy is gone: the bytes are in the database now
+    return job_id
+
+
+def _report(added: int = 0, unchanged: int = 0, chunks: int = 0) -> dict[str, Any]:
+    return {"added": added, "updated": 0, "unchanged": unchanged, "skipped": [], "failed": [], "chunks_written": chunks}
+
+
+def test_a_file_that_kills_its_worker_every_time_fails_after_bounded_attempts(
+    shared: tuple[Settings, Engine, SharedJobs], tmp_path: Path, postgres_url: str
+) -> None:
+    _, _, jobs = shared
+    job_id = _submit(jobs, {"leave.md": "# Leave\n\n27 days.", "poison.md": "# Poison\n\nkills the parser"})
+    for attempt in (1, 2):
+        crashed = subprocess.run([sys.executable, "-c", CRASH, str(tmp_path), postgres_url, job_id], timeout=120)
+        assert crashed.returncode == -signal.SIGKILL
+        poison = {r["source"]: r for r in jobs.get(job_id).results}["poison.md"]  # type: ignore[union-attr]
+        assert (poison["status"], poison["attempts"], poison["worker"]) == ("running", attempt, "crashing-worker")
+
+    def must_not_run(folder: Path, collection: str) -> dict[str, Any]:
+        raise AssertionError("a file past its attempts must not be parsed again")
+
+    assert jobs.run_file(job_id, "poison.md", "w2", must_not_run, tmp_path) == "failed"
+    seen: list[tuple[Path, list[str]]] = []
+
+    def ingest(folder: Path, collection: str) -> dict[str, Any]:
+        seen.append((folder, [p.name for p in folder.iterdir()]))
+        return _report(added=1, chunks=3)
+
+    assert jobs.run_file(job_id, "leave.md", "w2", ingest, tmp_path) == "added"  # the queue goes on
+    ((folder, names),) = seen
+    assert names == ["leave.md"] and not folder.exists()  # a folder of its own, removed after
+    job = jobs.get(job_id)
+    assert job is not None and job.status == "succeeded", job
+    assert job.summary is not None and job.summary["added"] == 1 and job.summary["chunks_written"] == 3
+    (failed,) = job.summary["failed"]
+    assert failed["source"] == "poison.md" and "gave up after 2 attempts" in failed["error"]
+    # Delivered again (a retried task after all): nothing runs, nothing changes.
+    assert jobs.run_file(job_id, "leave.md", "w3", must_not_run, tmp_path) == "added"
+    assert jobs.get(job_id) == job
+
+
+def test_cancel_stops_the_files_not_started(shared: tuple[Settings, Engine, SharedJobs], tmp_path: Path) -> None:
+    _, _, jobs = shared
+    job_id = _submit(jobs, {"a.md": "# A\n\ntext", "b.md": "# B\n\ntext"})
+    assert jobs.run_file(job_id, "a.md", "w1", lambda f, c: _report(added=1), tmp_path) == "added"
+    cancelled = jobs.cancel(job_id)
+    assert cancelled is not None and cancelled.status == "cancelled" and cancelled.cancel_requested
+    assert {r["source"]: r["status"] for r in cancelled.results} == {"a.md": "added", "b.md": "cancelled"}
+    assert jobs.run_file(job_id, "b.md", "w1", lambda f, c: _report(added=1), tmp_path) == "cancelled"
+    assert jobs.cancel("no-such-job") is None and jobs.get("no-such-job") is None
+
+
+def test_the_shared_queue_refuses_sqlite(tmp_path: Path) -> None:
+    from app.errors import ConfigurationError
+
+    settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
+    engine = open_database(settings)
+    try:
+        with pytest.raises(ConfigurationError, match="needs the shared database on PostgreSQL"):
+            SharedJobs(engine, None, tmp_path)
+    finally:
+        engine.dispose()
+    assert os.environ.get("KB_QUEUE__BACKEND") is None
