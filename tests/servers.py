@@ -224,3 +224,61 @@ def api_client(components: Any, *, role: str = "admin", collections: tuple[str, 
         httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client,
     ):
         yield client
+
+
+class UnixProxy:
+    """Forwards a Unix socket to another (PostgreSQL's ``.s.PGSQL.5432``); ``cut()`` is the server going away.
+
+    The test database server is shared by the whole session and cannot be stopped for one test; to a
+    client, a proxy that closes its listener and every open connection is the same outage: connects
+    are refused, pooled connections are dead. ``restore()`` brings it back on the same path.
+    """
+
+    def __init__(self, target: Path, listen: Path):
+        self.target, self.listen = target, listen
+        self._server: socket.socket | None = None
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def restore(self) -> None:
+        self.listen.unlink(missing_ok=True)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(self.listen))
+        server.listen(64)
+        self._server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            server, self._server = self._server, None
+            conns, self._open = self._open, []
+        for s in [server, *conns]:
+            if s is not None:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+        self.listen.unlink(missing_ok=True)
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return  # cut
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(str(self.target))
+            with self._lock:
+                self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)

@@ -224,3 +224,38 @@ def test_dockerignore_keeps_secrets_and_bulk_out_but_not_what_is_copied() -> Non
     copied = {src for parts in copies if not parts[0].startswith("--from") for src in parts[:-1]}
     assert copied, "expected COPY lines"
     assert not copied & ignored, f"copied but ignored: {sorted(copied & ignored)}"
+
+
+CLUSTER = yaml.safe_load((ROOT / "docker-compose.cluster.yml").read_text())["services"]
+CLUSTER_KB = ("api", "api-2", "worker-1", "worker-2")
+
+
+def test_cluster_runs_two_apis_and_two_workers_on_the_shared_engines() -> None:
+    assert set(CLUSTER) == {*CLUSTER_KB, "postgres", "redis", "chroma"}
+    from app.settings import Settings
+
+    real, example = _env_names(Settings), (ROOT / ".env.example").read_text()
+    for name in CLUSTER_KB:
+        svc = CLUSTER[name]
+        ctx = _parse_cli(svc["command"])  # `kb serve ...` and `kb worker` parse with the real CLI
+        assert ctx.info_name == ("serve" if name.startswith("api") else "worker")
+        env = svc["environment"]
+        assert set(env) <= real and all(f"{k}=" in example for k in env)
+        assert env["KB_QUEUE__BACKEND"] == "postgres" and env["KB_VECTORSTORE__MODE"] == "http"
+        assert (
+            env["KB_DATABASE__URL"].startswith("postgresql+psycopg://kb:")
+            and "@postgres:5432/kb" in env["KB_DATABASE__URL"]
+        )
+        assert env["KB_VECTORSTORE__HOST"] == "chroma" and env["KB_CACHE__REDIS_URL"].startswith("redis://redis:")
+        assert {"postgres", "chroma", "redis"} <= set(svc["depends_on"])
+        assert svc["healthcheck"]["test"][0] == "CMD"
+    assert CLUSTER["worker-1"]["depends_on"]["api"]["condition"] == "service_healthy"  # schema migrated first
+    _parse_cli(CLUSTER["worker-1"]["healthcheck"]["test"][1:])  # `kb db current`
+
+
+def test_cluster_apis_and_workers_share_no_volume() -> None:
+    """Nothing of the truth on a kb container's disk: only the engines have volumes."""
+    for name in CLUSTER_KB:
+        assert "volumes" not in CLUSTER[name], name
+    assert [v.split(":")[0] for v in CLUSTER["postgres"]["volumes"]] == ["pg-data"]
+    assert [v.split(":")[0] for v in CLUSTER["chroma"]["volumes"]] == ["chroma-data"]

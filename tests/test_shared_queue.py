@@ -118,3 +118,54 @@ def test_the_shared_queue_refuses_sqlite(tmp_path: Path) -> None:
     finally:
         engine.dispose()
     assert os.environ.get("KB_QUEUE__BACKEND") is None
+
+
+def test_postgres_down_refuses_uploads_with_503_and_keeps_what_it_accepted(
+    tmp_path: Path, postgres_url: str, embedder: Any
+) -> None:
+    """While the database is away an upload gets a 503 naming it; an upload accepted before runs once it is back."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from app.bootstrap import Components
+    from app.queue import run_worker
+    from tests.chroma_server import chroma_server
+    from tests.servers import UnixProxy, api_client
+
+    url = make_url(postgres_url)
+    proxy = UnixProxy(Path(url.query["host"]) / ".s.PGSQL.5432", tmp_path / "pg" / ".s.PGSQL.5432")
+    proxy.listen.parent.mkdir()
+    proxy.restore()
+    via_proxy = url.update_query_dict({"host": str(proxy.listen.parent)}).render_as_string(hide_password=False)
+    with chroma_server(tmp_path) as chroma:
+        settings = Settings(
+            _env_file=None, data_dir=tmp_path / "api", queue={"backend": "postgres"},
+            database={"url": via_proxy, "connect_timeout_s": 2},
+            vectorstore={"mode": "http", "host": chroma.host, "port": chroma.port},
+        )  # type: ignore[call-arg]  # fmt: skip
+        components = Components(settings, embedder=embedder)
+        try:
+            with api_client(components) as client:
+                leave = [("files", ("leave.md", b"# Leave\n\nEmployees get 27 days of annual leave.\n"))]
+                accepted = client.post("/admin/collections/hr/documents", files=leave)
+                assert accepted.status_code == 202, accepted.text
+                proxy.cut()
+                refused = client.post("/admin/collections/hr/documents", files=leave)
+                assert refused.status_code == 503, refused.text
+                error = refused.json()["error"]
+                assert error["code"] == "database_unavailable" and "database" in error["message"]
+                assert list((tmp_path / "api" / "staging").iterdir()) == []  # no half-kept upload on disk
+                proxy.restore()
+                job = client.get(f"/admin/jobs/{accepted.json()['id']}").json()
+                assert job["status"] == "queued", job  # kept through the outage, waiting for a worker
+                with components.db.connect() as conn:
+                    tasks = conn.execute(text("SELECT status FROM procrastinate_jobs")).scalars().all()
+                assert tasks == ["todo"]  # only the accepted upload's task: the refused one left nothing
+                run_worker(components, name="w1", burst=True)  # a worker comes by once the database is back
+                job = client.get(f"/admin/jobs/{job['id']}").json()
+                assert job["status"] == "succeeded" and job["workers"] == ["w1"], job
+                hits = client.post("/search", json={"query": "annual leave days", "collection": "hr"}).json()
+                assert hits["results"][0]["source"] == "leave.md"
+        finally:
+            proxy.cut()
+            components.close()
