@@ -120,10 +120,13 @@ def test_two_apis_and_two_workers_share_nothing_on_disk(tmp_path: Path, postgres
         done = _wait(
             lambda: (j := _job(a, job_id, admin))["status"] in ("succeeded", "failed") and j, "the job", 300, logs
         )
-        assert done["status"] == "succeeded" and done["summary"]["added"] == len(pdfs), done
-        assert done["summary"]["failed"] == [] and set(done["workers"]) == {"w1", "w2"}, done
+        summary = done["summary"]
+        assert done["status"] == "succeeded" and summary["failed"] == [] and set(done["workers"]) == {"w1", "w2"}
+        # w1 may have died just after making its document live: then w2 finds it whole ("unchanged")
+        assert summary["added"] + summary["unchanged"] == len(pdfs) and summary["unchanged"] <= 1, done
         taken_over = {f["source"]: f for f in done["results"]}[victim]
         assert taken_over["worker"] == "w2" and taken_over["attempts"] == 2, taken_over
+        assert taken_over["status"] in ("added", "unchanged"), taken_over
 
         # The same files ingested by one process on one machine: the reference.
         clean = Components(Settings(_env_file=None, data_dir=tmp_path / "clean"), embedder=embedder)  # type: ignore[call-arg]
