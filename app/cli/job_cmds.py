@@ -63,16 +63,20 @@ def jobs_show(job_id: Annotated[str, typer.Argument(help="Job id, as `kb jobs li
 
 @jobs_cli.command("cancel")
 def jobs_cancel(job_id: Annotated[str, typer.Argument(help="Job id, as `kb jobs list` shows it.")]) -> None:
-    """Cancel a job: a queued one at once, a running one at its next progress report (within a second or so).
+    """Cancel a job: a queued one at once, a running one at its next progress report (within a second or so;
+    on the shared queue, the documents being ingested finish and the others are cancelled).
 
     Documents a running job has already written stay; ingest again or delete them.
     """
-    job = _queue().cancel(job_id)
+    queue = _queue()
+    job = queue.cancel(job_id)
     if job is None:
         console.print(f"[red]error[/red]: no ingestion job {job_id!r} (see: kb jobs list)")
         raise typer.Exit(1)
     if job.status == "cancelled":
         out.print(f"cancelled job {job_id}")
+    elif job.status == "running" and isinstance(queue, SharedJobs):
+        out.print(f"cancelled the files of job {job_id} not started; those being ingested finish (kb jobs show)")
     elif job.status == "running":
         out.print(f"asked job {job_id} to stop; the server stops it within a second or so (see: kb jobs show)")
     else:
