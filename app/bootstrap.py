@@ -189,6 +189,10 @@ class Components:
 
     @cached_property
     def ingest_pipeline(self) -> IngestPipeline:
+        return self.new_ingest_pipeline()
+
+    def new_ingest_pipeline(self) -> IngestPipeline:
+        """A pipeline of its own (a run keeps state: one per thread) over this process's shared stores and model."""
         c, lim = self.settings.chunking, self.settings.limits
         chunker = Chunker(c.chunk_tokens, c.overlap_tokens, c.encoding)
         return IngestPipeline(

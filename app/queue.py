@@ -8,8 +8,9 @@ worker that dies is noticed by its missing heartbeat (``stalled_after_s``), not 
 timeout that either re-runs long documents while they still run or waits an hour; its task goes
 back to the queue for another worker. Job state is plain SQL, readable from every host.
 
-``kb worker`` runs :func:`run_worker`: one process, one document at a time (ingestion is CPU-bound;
-run one worker per core), the embedding model loaded once.
+``kb worker`` runs :func:`run_worker`: one process per core, the embedding model loaded once, two
+documents in flight by default (``KB_QUEUE__CONCURRENCY``): one embeds while the other waits on the
+Chroma server or the database.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 import os
 import shutil
 import socket
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -131,10 +133,13 @@ def run_worker(components: Components, *, name: str | None = None, burst: bool =
     jobs = shared_jobs(components, app)
     me = name or worker_name()
     scratch = _scratch_dir(Path(settings.data_dir) / "worker")
-    pipeline = components.ingest_pipeline  # loads the embedding model once, before the first task
+    _ = components.ingest_pipeline  # loads the embedding model once, before the first task
+    own = threading.local()  # a pipeline per task thread (`concurrency` documents at once): a run keeps state
 
     def ingest_one(folder: Path, collection: str) -> dict[str, Any]:
-        return pipeline.ingest([folder], collection).as_dict()
+        if not hasattr(own, "pipeline"):
+            own.pipeline = components.new_ingest_pipeline()
+        return dict(own.pipeline.ingest([folder], collection).as_dict())
 
     # Exceptions here are the database or the store (bad files are reported, not raised): retry a few times.
     @app.task(name=TASK_NAME, queue=QUEUE, retry=procrastinate.RetryStrategy(max_attempts=3, wait=5))
@@ -149,7 +154,7 @@ def run_worker(components: Components, *, name: str | None = None, burst: bool =
             try:
                 log.info("kb worker %s taking documents from the %r queue", me, QUEUE)
                 await app.run_worker_async(
-                    queues=[QUEUE], name=me, concurrency=1, wait=not burst, delete_jobs="successful",
+                    queues=[QUEUE], name=me, concurrency=q.concurrency, wait=not burst, delete_jobs="successful",
                     update_heartbeat_interval=q.heartbeat_s, stalled_worker_timeout=q.stalled_after_s,
                     install_signal_handlers=True,
                 )  # fmt: skip

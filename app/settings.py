@@ -287,6 +287,13 @@ class QueueSettings(BaseModel):
     max_attempts: int = Field(
         3, ge=1, le=20, description="Tries per document before it is failed (a file that kills its worker each time)."
     )
+    concurrency: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Documents one `kb worker` ingests at once: a second one embeds while the first waits on the "
+        "Chroma server and the database. Run one worker per core.",
+    )
     heartbeat_s: float = Field(10.0, gt=0, description="How often a worker tells the database it is alive.")
     stalled_after_s: float = Field(
         30.0,

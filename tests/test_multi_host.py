@@ -113,7 +113,7 @@ def test_two_apis_and_two_workers_share_nothing_on_disk(tmp_path: Path, postgres
             return job if "running" in w1 and "added" in w1 and "w2" in job["workers"] else None
 
         job = _wait(w1_busy_and_w2_seen, "both workers ingesting", 240, logs)
-        (victim,) = [f["source"] for f in job["results"] if f["worker"] == "w1" and f["status"] == "running"]
+        victims = [f["source"] for f in job["results"] if f["worker"] == "w1" and f["status"] == "running"]
         workers["w1"].send_signal(signal.SIGKILL)
         workers["w1"].wait()
 
@@ -122,11 +122,12 @@ def test_two_apis_and_two_workers_share_nothing_on_disk(tmp_path: Path, postgres
         )
         summary = done["summary"]
         assert done["status"] == "succeeded" and summary["failed"] == [] and set(done["workers"]) == {"w1", "w2"}
-        # w1 may have died just after making its document live: then w2 finds it whole ("unchanged")
-        assert summary["added"] + summary["unchanged"] == len(pdfs) and summary["unchanged"] <= 1, done
-        taken_over = {f["source"]: f for f in done["results"]}[victim]
-        assert taken_over["worker"] == "w2" and taken_over["attempts"] == 2, taken_over
-        assert taken_over["status"] in ("added", "unchanged"), taken_over
+        # w1 may have died just after making a document live: then w2 finds it whole ("unchanged")
+        assert summary["added"] + summary["unchanged"] == len(pdfs) and summary["unchanged"] <= len(victims), done
+        for victim in victims:  # the documents w1 had in flight (KB_QUEUE__CONCURRENCY: up to 2)
+            taken_over = {f["source"]: f for f in done["results"]}[victim]
+            assert taken_over["worker"] == "w2" and taken_over["attempts"] == 2, taken_over
+            assert taken_over["status"] in ("added", "unchanged"), taken_over
 
         # The same files ingested by one process on one machine: the reference.
         clean = Components(Settings(_env_file=None, data_dir=tmp_path / "clean"), embedder=embedder)  # type: ignore[call-arg]

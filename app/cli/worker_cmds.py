@@ -22,11 +22,12 @@ def worker(
     name: Annotated[str | None, typer.Option(help="This worker's name in job records (default: HOST:PID).")] = None,
     burst: Annotated[bool, typer.Option(help="Stop once the queue is empty instead of waiting for work.")] = False,
 ) -> None:
-    """Ingest documents from the shared queue (KB_QUEUE__BACKEND=postgres), one at a time, until stopped.
+    """Ingest documents from the shared queue (KB_QUEUE__BACKEND=postgres) until stopped.
 
     Run one per core on as many hosts as you like: uploads and `kb ingest --queue` jobs are split per
     document, so workers share a large upload. Needs KB_DATABASE__URL (PostgreSQL) and a Chroma
-    server (KB_VECTORSTORE__MODE=http). SIGTERM or Ctrl-C finishes the current document first; a
+    server (KB_VECTORSTORE__MODE=http). Each worker has KB_QUEUE__CONCURRENCY (2) documents in flight.
+    SIGTERM or Ctrl-C finishes the documents being ingested first; a
     worker killed outright has its document taken over by another worker within
     KB_QUEUE__STALLED_AFTER_S seconds.
     """
