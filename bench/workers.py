@@ -5,8 +5,9 @@ pages where it is missing) are ingested three times into a `chroma run` server a
 PostgreSQL cluster (scripts/test-postgres.sh), each time into a new collection and with empty data
 dirs (no embedding cache hits):
   1. baseline: `kb ingest FOLDER` in one process (the simplest thing an operator can do);
-  2. the same files through the queue (`kb ingest --queue`) with one `kb worker`;
-  3. the same with two `kb worker` processes.
+  2. the same files through the queue (`kb ingest --queue`) with one `kb worker`, one document in
+     flight (KB_QUEUE__CONCURRENCY=1), then two (the default);
+  3. the same with two `kb worker` processes (two in flight each).
 Workers are started and warm (model loaded) before the job is queued; the time is from the job's
 creation to its end (both stamped in the database), and each worker's CPU seconds come from /proc.
 Then the Chroma server's own upsert rate (384-d vectors with metadata, batches of 1,000) for the
@@ -75,18 +76,19 @@ def wait_job(env: dict[str, str], job_id: str) -> dict[str, object]:
         time.sleep(0.5)
 
 
-def run_workers(base: dict[str, str], workdir: Path, corpus: Path, n: int) -> dict[str, object]:
-    collection = f"workers{n}"
+def run_workers(base: dict[str, str], workdir: Path, corpus: Path, n: int, concurrency: int) -> dict[str, object]:
+    collection = f"workers{n}c{concurrency}"
+    base = {**base, "KB_QUEUE__CONCURRENCY": str(concurrency)}
     logs, procs = [], []
     for i in range(n):
-        log = workdir / f"worker-{n}-{i}.log"
+        log = workdir / f"worker-{n}c{concurrency}-{i}.log"
         logs.append(log)
-        env = kb_env(base, workdir / f"w{n}-{i}")
+        env = kb_env(base, workdir / f"w{n}c{concurrency}-{i}")
         procs.append(subprocess.Popen([str(KB), "worker", "--name", f"w{i + 1}"], env=env,
                                       stdout=log.open("wb"), stderr=subprocess.STDOUT))  # fmt: skip
     while not all("taking documents" in log.read_text() for log in logs):  # model loaded, queue polled
         time.sleep(0.2)
-    cli = kb_env(base, workdir / f"cli-{n}")
+    cli = kb_env(base, workdir / f"cli-{n}c{concurrency}")
     cpu_before = [cpu_seconds(p.pid) for p in procs]
     queued = subprocess.run([str(KB), "ingest", str(corpus), "-c", collection, "--queue"], env=cli,
                             capture_output=True, text=True, check=True)  # fmt: skip
@@ -154,15 +156,15 @@ def main() -> None:
               f"{report['chunks_written'] / single:.1f} chunks/s (ingestion alone {report['seconds']:.1f} s: "
               f"{report['chunks_written'] / report['seconds']:.1f} chunks/s)")  # fmt: skip
         results = {}
-        for n in (1, 2):
-            r = run_workers(base, args.workdir, corpus, n)
-            results[n] = r
+        for n, concurrency in ((1, 1), (1, 2), (2, 2)):
+            r = run_workers(base, args.workdir, corpus, n, concurrency)
+            results[n, concurrency] = r
             cpu = ", ".join(f"{c:.0f} s ({c / r['seconds']:.0%} of a core)" for c in r["cpu"])  # type: ignore[attr-defined]
-            print(f"{n} worker(s): {r['seconds']:.1f} s, {r['chunks']} chunks, "
-                  f"{r['chunks'] / r['seconds']:.1f} chunks/s; CPU per worker: {cpu}; "  # type: ignore[operator]
+            print(f"{n} worker(s), {concurrency} document(s) in flight each: {r['seconds']:.1f} s, {r['chunks']} "
+                  f"chunks, {r['chunks'] / r['seconds']:.1f} chunks/s; CPU per worker: {cpu}; "  # type: ignore[operator]
                   f"files per worker: {r['files_per_worker']}")  # fmt: skip
-        ratio = float(results[1]["seconds"]) / float(results[2]["seconds"])  # type: ignore[arg-type]
-        print(f"2 workers vs 1: {ratio:.2f}x the throughput")
+        ratio = float(results[1, 2]["seconds"]) / float(results[2, 2]["seconds"])  # type: ignore[arg-type]
+        print(f"2 workers vs 1 (2 in flight each): {ratio:.2f}x the throughput")
         print(f"Chroma server upserts (384-d, batches of 1,000, one client): {chroma_upserts(8765):,.0f} vectors/s")
     finally:
         chroma.terminate()
