@@ -100,3 +100,29 @@ def test_a_job_that_keeps_stopping_the_server_is_not_retried_for_ever(tmp_path: 
     assert job is not None and job.status == "failed" and job.attempts == MAX_ATTEMPTS
     assert f"interrupted {MAX_ATTEMPTS} times" in (job.error or "")
     final.stop()
+
+
+def test_kb_ingest_queue_hands_files_to_the_servers_job_queue(handbook_components: Components, tmp_path: Path) -> None:
+    """`kb ingest --queue` on one host: the job lands in the local queue (sources keep their subfolders),
+    and the server's worker thread ingests it as it would an upload."""
+    data = handbook_components.settings.data_dir
+    folder = tmp_path / "policies"
+    (folder / "travel").mkdir(parents=True)
+    (folder / "travel" / "trains.md").write_text("# Trains\n\nSecond class for trips under four hours.\n")
+    (folder / "badges.md").write_text("# Badges\n\nLost badges cost 15 EUR.\n")
+    queued = run_kb(["ingest", str(folder), "-c", "facilities", "--queue"], data)
+    assert queued.returncode == 0, queued.stderr
+    job_id = queued.stdout.split("queued job ", 1)[1].split(":", 1)[0]
+    assert run_kb(["ingest", str(folder), "-c", "x", "--queue", "--prune"], data).returncode == 2  # needs one run
+    queue = JobQueue(data, handbook_components.ingest_folder)
+    queue.start()
+    try:
+        deadline = time.monotonic() + 60
+        while (job := queue.get(job_id)) is not None and job.status in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        queue.stop()
+    assert job is not None and job.status == "succeeded" and job.files == ["badges.md", "travel/trains.md"], job
+    listed = run_kb(["documents", "list", "-c", "facilities", "--json"], data)
+    assert {d["source"] for d in json.loads(listed.stdout)} == {"badges.md", "travel/trains.md"}
