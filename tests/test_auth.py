@@ -142,3 +142,22 @@ def test_rate_limit_shared_by_replicas_through_redis(handbook_components: Compon
         ):
             codes = [httpx.get(f"{base}/collections", headers=headers).status_code for base in (a, b, a, b, a)]
         assert codes == [200, 200, 200, 200, 429]
+
+
+def test_rate_limits_fail_open_when_their_redis_does_not_answer(caplog: pytest.LogCaptureFixture) -> None:
+    """A Redis outage costs the shared limits, not the service: requests (uploads too) go through; the log says so."""
+    from app.api.deps import RateLimiter
+    from app.errors import RateLimitedError
+    from tests.servers import free_port
+
+    down = RateLimiter(1, f"redis://127.0.0.1:{free_port()}/1", failed_auth_per_minute=1)  # nothing listens there
+    with caplog.at_level("WARNING", logger="app.api.deps"):
+        for _ in range(3):
+            down.hit("key-1")
+            down.failed("10.0.0.1")
+            down.check_address("10.0.0.1")
+    assert caplog.text.count("rate limits not enforced: their storage does not answer") == 1  # once per 30 s
+    counted = RateLimiter(1)  # the same limiter with its storage up refuses the second request
+    counted.hit("key-1")
+    with pytest.raises(RateLimitedError):
+        counted.hit("key-1")

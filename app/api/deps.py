@@ -12,7 +12,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -45,6 +45,24 @@ class RateLimiter:
         self.failures = RateLimitItemPerMinute(failed_auth_per_minute) if failed_auth_per_minute > 0 else None
         self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
         self.in_memory = storage_uri.startswith("memory://")  # else Redis: a network call per hit
+        self._warned_at = 0.0
+
+    def _counted(self, count: Callable[[], bool]) -> bool:
+        """Run a limiter call; with its storage (Redis) unreachable, let the request through.
+
+        The limits protect the service from one key's excess; they are not what answers are made of.
+        Refusing every request while Redis is away would turn a cache outage into a full one, so the
+        limiter fails open and says so in the log (at most every 30 s)."""
+        try:
+            return count()
+        except Exception as exc:
+            if self.in_memory:
+                raise
+            now = time.monotonic()
+            if now - self._warned_at > 30:
+                self._warned_at = now
+                log.warning("rate limits not enforced: their storage does not answer (%s: %s)", type(exc).__name__, exc)
+            return True
 
     def _refused(self, item: RateLimitItemPerMinute, namespace: str, ident: str, what: str) -> RateLimitedError:
         stats = self.limiter.get_window_stats(item, namespace, ident)
@@ -52,7 +70,7 @@ class RateLimiter:
         return RateLimitedError(f"{what}; retry after {retry_after} s", retry_after)
 
     def hit(self, key_id: str) -> None:
-        if self.item is None or self.limiter.hit(self.item, "kb-api", key_id):
+        if self.item is None or self._counted(lambda: self.limiter.hit(self.item, "kb-api", key_id)):  # type: ignore[arg-type]
             return
         raise self._refused(
             self.item,
@@ -64,7 +82,7 @@ class RateLimiter:
     def check_address(self, address: str) -> None:
         """Refuse another wrong key from an address that sent too many lately (guessing keys must not be
         free: 20 guesses a minute against 256-bit keys is hopeless)."""
-        if self.failures is None or self.limiter.test(self.failures, "kb-auth-failed", address):
+        if self.failures is None or self._counted(lambda: self.limiter.test(self.failures, "kb-auth-failed", address)):  # type: ignore[arg-type]
             return
         what = (
             f"too many failed authentications from this address ({self.failures.amount} per minute); check the API key"
@@ -73,7 +91,7 @@ class RateLimiter:
 
     def failed(self, address: str) -> None:
         if self.failures is not None:
-            self.limiter.hit(self.failures, "kb-auth-failed", address)
+            self._counted(lambda: self.limiter.hit(self.failures, "kb-auth-failed", address))  # type: ignore[arg-type]
 
 
 def components(request: Request) -> Components:
