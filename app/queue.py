@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 from app.errors import ConfigurationError
 from ingest.jobs import JobQueue
 from ingest.shared_jobs import QUEUE, TASK_NAME, SharedJobs
+from ingest.shared_tasks import ENGINE_ERRORS, FileBusy
 
 if TYPE_CHECKING:
     from app.bootstrap import Components
@@ -64,6 +65,7 @@ def shared_jobs(components: Components, app: Any | None = None) -> SharedJobs:
         app if app is not None else queue_app(settings),
         settings.data_dir / "staging",
         max_attempts=settings.queue.max_attempts,
+        lease_s=settings.queue.stalled_after_s,
     )
 
 
@@ -86,13 +88,19 @@ async def _rescue_stalled(app: Any, stalled_after_s: float) -> None:
         await asyncio.sleep(max(1.0, stalled_after_s / 3))
         try:
             stalled = await app.job_manager.get_stalled_jobs(queue=QUEUE, seconds_since_heartbeat=stalled_after_s)
-            for job in stalled:
-                log.warning("the worker of task %s (%s) stopped: queueing it again", job.id, job.task_kwargs)
-                await app.job_manager.retry_job(job)  # a no-op if another worker's rescue was first
         except asyncio.CancelledError:
             raise
         except Exception:  # the database may be briefly away: try again on the next round
             log.warning("could not check for stalled ingestion tasks", exc_info=True)
+            continue
+        for job in stalled:
+            try:
+                await app.job_manager.retry_job(job)
+                log.warning("the worker of task %s (%s) stopped: queued it again", job.id, job.task_kwargs)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # another worker's rescue was first
+                log.debug("task %s was already rescued", job.id, exc_info=True)
 
 
 def _scratch_dir(root: Path) -> Path:
@@ -141,8 +149,11 @@ def run_worker(components: Components, *, name: str | None = None, burst: bool =
             own.pipeline = components.new_ingest_pipeline()
         return dict(own.pipeline.ingest([folder], collection).as_dict())
 
-    # Exceptions here are the database or the store (bad files are reported, not raised): retry a few times.
-    @app.task(name=TASK_NAME, queue=QUEUE, retry=procrastinate.RetryStrategy(max_attempts=3, wait=5))
+    # Raised here: another worker still holds the file, or an engine is away. Try again while that lasts;
+    # everything else is the file's own outcome, recorded by run_file (ingest/shared_tasks.py).
+    retry = procrastinate.RetryStrategy(wait=10, retry_exceptions={FileBusy, *ENGINE_ERRORS})
+
+    @app.task(name=TASK_NAME, queue=QUEUE, retry=retry)
     def ingest_file(job_id: str, name: str) -> None:
         jobs.run_file(job_id, name, me, ingest_one, scratch)
 

@@ -221,6 +221,18 @@ LOADERS: dict[str, Callable[[bytes, Path, FileLimits], LoadedDocument]] = {
 _TEXT_FORMATS = {".md", ".markdown", ".html", ".htm", ".txt", ".text"}
 
 
+def _without_nul(doc: LoadedDocument) -> LoadedDocument:
+    """NUL characters (binary junk in a Markdown file, some PDFs' extracted text) carry no meaning, and
+    PostgreSQL refuses them in text columns: the whole run would fail on one stray byte."""
+    if "\x00" not in doc.title and not any("\x00" in s.text or "\x00" in (s.heading or "") for s in doc.sections):
+        return doc
+    clean = [
+        Section(s.text.replace("\x00", ""), s.page, s.heading.replace("\x00", "") if s.heading else s.heading)
+        for s in doc.sections
+    ]
+    return LoadedDocument(doc.title.replace("\x00", ""), clean)
+
+
 def load(path: Path, data: bytes, limits: FileLimits = FileLimits()) -> LoadedDocument:
     loader = LOADERS.get(path.suffix.lower())
     if loader is None:
@@ -229,7 +241,7 @@ def load(path: Path, data: bytes, limits: FileLimits = FileLimits()) -> LoadedDo
         raise IngestError(f"{path.name} is empty (0 bytes)")
     if path.suffix.lower() in _TEXT_FORMATS:  # parsing is what costs: refuse before it (1 byte ≥ 1 character)
         check_text_size(len(data), path.name, limits, unit="bytes")
-    doc = loader(data, path, limits)
+    doc = _without_nul(loader(data, path, limits))
     if not any(s.text.strip() for s in doc.sections):
         raise IngestError(f"{path.name} contains no text")
     check_text_size(sum(len(s.text) for s in doc.sections), path.name, limits)

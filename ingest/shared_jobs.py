@@ -22,44 +22,30 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, select
 
 from app.db.engine import transactional
 from app.db.schema import ingest_job_files as files_t
 from app.db.schema import ingest_jobs as jobs_t
-from app.errors import KbError
+from app.errors import InvalidRequestError
 from ingest.jobs import Job
+from ingest.shared_tasks import FINAL, IngestOne, run_file, settle
 
 log = logging.getLogger(__name__)
 
 TASK_NAME = "kb.ingest_file"
 QUEUE = "ingest"
-FINAL = ("added", "updated", "unchanged", "skipped", "failed", "cancelled")
-
-# (folder holding the one file under its name, collection) -> the pipeline's report (IngestReport.as_dict)
-IngestOne = Callable[[Path, str], dict[str, Any]]
-
-
-def outcome_of(report: dict[str, Any]) -> tuple[str, str | None, int]:
-    """(status, error, chunks) of a one-file ingestion report."""
-    if report["failed"]:
-        return "failed", report["failed"][0]["error"], 0
-    if report["skipped"]:
-        return "skipped", report["skipped"][0].get("reason"), 0
-    for status in ("added", "updated", "unchanged"):
-        if report[status]:
-            return status, None, int(report["chunks_written"])
-    return "skipped", "no document in the file", 0
 
 
 class SharedJobs:
     """The admin API's and ``kb jobs``' view of the shared queue (same methods as ingest.jobs.JobQueue)."""
 
-    def __init__(self, engine: Engine, queue_app: Any, staging_dir: Path, *, max_attempts: int = 3):
+    def __init__(
+        self, engine: Engine, queue_app: Any, staging_dir: Path, *, max_attempts: int = 3, lease_s: float = 30.0
+    ):
         if engine.dialect.name != "postgresql":
             from app.errors import ConfigurationError
 
@@ -71,6 +57,7 @@ class SharedJobs:
         self._app = queue_app  # a procrastinate.App (app/queue.py)
         self._staging = staging_dir
         self.max_attempts = max_attempts
+        self.lease_s = lease_s  # a file being ingested is renewed this often x3; unrenewed, its worker is gone
 
     # --- the API side: accept, show, cancel --------------------------------------------------
 
@@ -92,6 +79,9 @@ class SharedJobs:
     def submit(self, job_id: str, collection: str, names: list[str], folder: Path | None = None) -> Job:
         """Commit the job, its files' bytes and one task per file in one transaction; then drop the staging copy."""
         assert folder is not None, "the shared queue reads the upload from its staging folder"
+        if not names:
+            self.discard(job_id, folder)
+            raise InvalidRequestError("no files to ingest (hidden files and folders are skipped)", code="no_files")
         try:
             with transactional(self._engine).begin() as conn:
                 conn.execute(
@@ -126,18 +116,18 @@ class SharedJobs:
 
     def cancel(self, job_id: str) -> Job | None:
         """Files not started are cancelled at once; documents being ingested finish (one document each)."""
-        with transactional(self._engine).begin() as conn:
-            found = conn.execute(
-                jobs_t.update().where(jobs_t.c.id == job_id).values(cancel_requested=1).returning(jobs_t.c.id)
-            ).first()
-            if found is None:
-                return None
+        with transactional(self._engine).begin() as conn:  # files, then the job: run_file's lock order
             conn.execute(
                 files_t.update()
                 .where(files_t.c.job_id == job_id, files_t.c.status == "queued")
                 .values(status="cancelled", error="cancelled before it started", data=None, finished_at=time.time())
             )
-            self._settle(conn, job_id)
+            found = conn.execute(
+                jobs_t.update().where(jobs_t.c.id == job_id).values(cancel_requested=1).returning(jobs_t.c.id)
+            ).first()
+            if found is None:
+                return None
+            settle(conn, job_id)
         return self.get(job_id)
 
     @staticmethod
@@ -177,92 +167,9 @@ class SharedJobs:
                       "attempts": f["attempts"]} for f in files],
         )  # fmt: skip
 
-    # --- the worker side: one file ----------------------------------------------------------------
+    # --- the worker side: one file (ingest/shared_tasks.py) -------------------------------------------
 
     def run_file(self, job_id: str, name: str, worker: str, ingest_one: IngestOne, scratch: Path) -> str:
         """Ingest one file of a job (a task); returns the file's final status."""
-        with transactional(self._engine).begin() as conn:
-            row = conn.execute(
-                select(files_t.c.status, files_t.c.attempts, jobs_t.c.collection, jobs_t.c.cancel_requested)
-                .join(jobs_t, jobs_t.c.id == files_t.c.job_id)
-                .where(files_t.c.job_id == job_id, files_t.c.name == name)
-                .with_for_update(of=files_t)
-            ).first()
-            if row is None:
-                log.warning("task for %s of job %s: no such file (the job was deleted)", name, job_id)
-                return "missing"
-            if row.status in FINAL:
-                return str(row.status)  # delivered again after it finished: nothing to do
-            collection, attempts = row.collection, int(row.attempts) + 1
-            if row.cancel_requested:
-                status, error = "cancelled", "the job was cancelled"
-            elif attempts > self.max_attempts:
-                status = "failed"
-                error = (
-                    f"gave up after {self.max_attempts} attempts: the worker ingesting it stopped each time "
-                    "(killed, out of memory, or the file crashes the parser)"
-                )
-            else:
-                status, error = "running", None
-            self._mark(conn, job_id, name, status, error, attempts=attempts, worker=worker)
-            if status != "running":
-                self._settle(conn, job_id)
-                return status
-            data = conn.execute(
-                select(files_t.c.data).where(files_t.c.job_id == job_id, files_t.c.name == name)
-            ).scalar_one()
-        folder = Path(tempfile.mkdtemp(prefix=f"job-{job_id[:8]}-", dir=scratch))
-        try:
-            path = (folder / name).resolve()
-            if not path.is_relative_to(folder.resolve()):
-                raise ValueError(f"file name {name!r} leaves its folder")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data or b"")
-            del data
-            try:  # the folder, not the file: the document's source is its name with subfolders ("hr/leave.md")
-                status, error, chunks = outcome_of(ingest_one(folder, collection))
-            except KbError as exc:  # the pipeline reports bad files itself: this is the whole run refusing
-                status, error, chunks = "failed", str(exc)[:500], 0
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-        with transactional(self._engine).begin() as conn:
-            self._mark(conn, job_id, name, status, error, chunks=chunks)
-            self._settle(conn, job_id)
-        log.info("job %s: %s %s%s", job_id, name, status, f" ({error})" if error else "")
-        return status
-
-    @staticmethod
-    def _mark(conn: Connection, job_id: str, name: str, status: str, error: str | None, **values: Any) -> None:
-        now = time.time()
-        values.update(status=status, error=error)
-        if status == "running":
-            values["started_at"] = now
-            conn.execute(
-                jobs_t.update()
-                .where(jobs_t.c.id == job_id, jobs_t.c.status == "queued")
-                .values(status="running", started_at=now)
-            )
-        else:
-            values.update(finished_at=now, data=None)  # the bytes are not needed any more
-        conn.execute(files_t.update().where(files_t.c.job_id == job_id, files_t.c.name == name).values(**values))
-
-    @staticmethod
-    def _settle(conn: Connection, job_id: str) -> None:
-        """Finish the job once none of its files is left to do (under the job row's lock: last one wins once)."""
-        job = conn.execute(select(jobs_t).where(jobs_t.c.id == job_id).with_for_update()).first()
-        if job is None or job.status in ("succeeded", "failed", "cancelled"):
-            return
-        counts: dict[str, int] = dict(
-            conn.execute(
-                select(files_t.c.status, func.count()).where(files_t.c.job_id == job_id).group_by(files_t.c.status)
-            ).all()
-        )
-        if any(s not in FINAL for s in counts):
-            return
-        ingested = sum(counts.get(s, 0) for s in ("added", "updated", "unchanged"))
-        if job.cancel_requested:
-            status = "cancelled"
-        else:
-            status = "failed" if counts.get("failed") and not ingested else "succeeded"
-        conn.execute(jobs_t.update().where(jobs_t.c.id == job_id).values(status=status, finished_at=time.time()))
-        log.info("ingestion job %s finished: %s (%s)", job_id, status, counts)
+        return run_file(self._engine, job_id, name, worker, ingest_one, scratch,
+                        max_attempts=self.max_attempts, lease_s=self.lease_s)  # fmt: skip

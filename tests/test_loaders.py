@@ -78,3 +78,11 @@ def test_pdf_without_text_says_to_ocr_it() -> None:
     writer.write(buf)
     with pytest.raises(IngestError, match="no extractable text"):
         load(Path("scan.pdf"), buf.getvalue())
+
+
+def test_nul_characters_are_dropped_from_every_format() -> None:
+    """PostgreSQL refuses NUL in text columns: one stray byte would fail the whole run there."""
+    doc = load(Path("notes.md"), b"# Ti\x00tle\n\nSome\x00 text about leave.\n")
+    assert "\x00" not in doc.title
+    assert all("\x00" not in s.text and "\x00" not in (s.heading or "") for s in doc.sections)
+    assert "Some text about leave." in " ".join(s.text for s in doc.sections)

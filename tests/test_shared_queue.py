@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from app.db import open_database
 from app.queue import queue_app
 from app.settings import Settings
 from ingest.shared_jobs import SharedJobs
+from ingest.shared_tasks import FileBusy
 
 CRASH = """
 import os, signal, sys
@@ -32,7 +34,8 @@ from app.settings import Settings
 from ingest.shared_jobs import SharedJobs
 
 settings = Settings(_env_file=None, data_dir=Path(sys.argv[1]), database={"url": sys.argv[2]})
-jobs = SharedJobs(open_database(settings), queue_app(settings), Path(sys.argv[1]) / "staging", max_attempts=2)
+jobs = SharedJobs(open_database(settings), queue_app(settings), Path(sys.argv[1]) / "staging", max_attempts=2,
+                  lease_s=1.0)
 
 def parser_crash(folder, collection):  # the process dies in the middle of the document
     os.kill(os.getpid(), signal.SIGKILL)
@@ -45,7 +48,7 @@ jobs.run_file(sys.argv[3], "poison.md", "crashing-worker", parser_crash, Path(sy
 def shared(tmp_path: Path, postgres_url: str) -> tuple[Settings, Engine, SharedJobs]:
     settings = Settings(_env_file=None, data_dir=tmp_path, database={"url": postgres_url})  # type: ignore[call-arg]
     engine = open_database(settings)
-    yield settings, engine, SharedJobs(engine, queue_app(settings), tmp_path / "staging", max_attempts=2)
+    yield settings, engine, SharedJobs(engine, queue_app(settings), tmp_path / "staging", max_attempts=2, lease_s=1.0)
     engine.dispose()
 
 
@@ -76,6 +79,11 @@ def test_a_file_that_kills_its_worker_every_time_fails_after_bounded_attempts(
     def must_not_run(folder: Path, collection: str) -> dict[str, Any]:
         raise AssertionError("a file past its attempts must not be parsed again")
 
+    # Until its lease runs out, the file may still be in the hands of a live worker (one finishing during
+    # a graceful stop): another worker must wait, not ingest it a second time.
+    with pytest.raises(FileBusy, match="crashing-worker"):
+        jobs.run_file(job_id, "poison.md", "w2", must_not_run, tmp_path)
+    time.sleep(1.1)  # the lease (1 s here) of the killed worker runs out
     assert jobs.run_file(job_id, "poison.md", "w2", must_not_run, tmp_path) == "failed"
     seen: list[tuple[Path, list[str]]] = []
 
@@ -169,3 +177,25 @@ def test_postgres_down_refuses_uploads_with_503_and_keeps_what_it_accepted(
         finally:
             proxy.cut()
             components.close()
+
+
+def test_an_engine_outage_sends_the_file_back_to_the_queue_without_counting_it(
+    shared: tuple[Settings, Engine, SharedJobs], tmp_path: Path
+) -> None:
+    """The Chroma server away for a while is not the file's fault: it waits, shown, and is not given up on."""
+    from vectorstore.store import StoreUnavailable
+
+    _, _, jobs = shared  # max_attempts=2: two counted failures would fail the file
+
+    def chroma_away(folder: Path, collection: str) -> dict[str, Any]:
+        raise StoreUnavailable("the vector store at http://chroma:8000 does not answer")
+
+    job_id = _submit(jobs, {"leave.md": "# Leave\n\n27 days."})
+    for _ in range(3):
+        with pytest.raises(StoreUnavailable):  # raised for the queue to try the task again later
+            jobs.run_file(job_id, "leave.md", "w1", chroma_away, tmp_path)
+        (waiting,) = jobs.get(job_id).results  # type: ignore[union-attr]
+        assert waiting["status"] == "queued" and "does not answer" in waiting["error"], waiting
+    assert jobs.run_file(job_id, "leave.md", "w1", lambda f, c: _report(added=1, chunks=2), tmp_path) == "added"
+    job = jobs.get(job_id)
+    assert job is not None and job.status == "succeeded" and job.results[0]["error"] is None, job

@@ -31,7 +31,7 @@ from vectorstore.tables import (
     MANIFEST_TABLES,
     bump,
     documents,
-    insert_missing,
+    lock_or_insert,
     manifest_stamps,
     open_engine,
     runs,
@@ -70,7 +70,7 @@ class Manifest:
 
     def __init__(self, target: Engine | str | Path):
         self._engine, self._owns_engine = open_engine(target, MANIFEST_TABLES)
-        self._versions: dict[str, tuple[int, tuple[int, float]]] = {}  # collection → (stamp, version())
+        self._versions: dict[str, tuple[int, int]] = {}  # collection → (stamp, documents)
         self._dead: dict[str, tuple[int, tuple[str, ...]]] = {}  # collection → (stamp, dead_hashes())
 
     @staticmethod
@@ -91,26 +91,24 @@ class Manifest:
         return {c: found.get(c, 0) for c in collections}
 
     def version(self, collections: list[str]) -> list[tuple[str, int, float]]:
-        """A stamp per collection that changes with every ingest, update or delete in it.
+        """(collection, documents, stamp): changes with every ingest, update or delete in it.
 
-        (documents, last change): adding or changing a document moves the last change,
-        deleting one lowers the count. Asked on every question (the answer cache keys on
-        it), so the counts are kept until the collection's stamp moves (one indexed read).
+        The stamp is a counter the database moves in the same transaction as the change, so it
+        never repeats (timestamps from several hosts' clocks could, and the answer cache keys on
+        this). Asked on every question, so the counts are kept until the stamp moves (one indexed read).
         """
         with self._engine.connect() as conn:
             stamps = self._stamps(conn, collections)
-            stale = [c for c in collections if self._versions.get(c, (-1, None))[0] != stamps[c]]
+            stale = [c for c in collections if self._versions.get(c, (-1, 0))[0] != stamps[c]]
             if stale:
                 d = documents.c
                 rows = conn.execute(
-                    select(d.collection, func.count(), func.max(d.updated_at))
-                    .where(d.collection.in_(stale))
-                    .group_by(d.collection)
+                    select(d.collection, func.count()).where(d.collection.in_(stale)).group_by(d.collection)
                 )
-                found = {r[0]: (int(r[1]), float(r[2] or 0.0)) for r in rows}
+                found = {r[0]: int(r[1]) for r in rows}
                 for c in stale:
-                    self._versions[c] = (stamps[c], found.get(c, (0, 0.0)))
-        return [(c, *self._versions[c][1]) for c in sorted(collections)]
+                    self._versions[c] = (stamps[c], found.get(c, 0))
+        return [(c, self._versions[c][1], float(self._versions[c][0])) for c in sorted(collections)]
 
     def get(self, collection: str, source: str) -> DocumentRecord | None:
         d = documents.c
@@ -181,7 +179,7 @@ class Manifest:
         d = documents.c
         with write_tx(self._engine) as conn:
             # create-or-lock: two first claimers cannot both see "no row" (the loser waits on the insert)
-            insert_missing(conn, writers, {**mine, "owner": "", "expires_at": 0.0})
+            lock_or_insert(conn, writers, {**mine, "owner": "", "expires_at": 0.0}, "owner")
             row = self._writer(conn, collection, source)
             assert row is not None
             if row["owner"] not in ("", owner) and owner_alive(row["owner"], row["expires_at"], now):

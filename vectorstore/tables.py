@@ -173,10 +173,14 @@ def upsert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]] | M
     conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=updates), rows)
 
 
-def insert_missing(conn: Connection, table: Table, row: Mapping[str, Any]) -> None:
-    """INSERT unless a row with the same primary key exists (then lock that row before deciding)."""
+def lock_or_insert(conn: Connection, table: Table, row: Mapping[str, Any], column: str) -> None:
+    """Create the row unless one with its primary key exists, and hold that row's lock either way.
+
+    ``ON CONFLICT DO NOTHING`` would leave an existing row unlocked, so a concurrent transaction could
+    delete it before this one reads it; a no-op ``DO UPDATE`` (``column`` set to itself) locks it."""
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    conn.execute(insert(table).on_conflict_do_nothing(), row)
+    keys = [c.name for c in table.primary_key.columns]
+    conn.execute(insert(table).on_conflict_do_update(index_elements=keys, set_={column: table.c[column]}), row)
 
 
 def bump(conn: Connection, table: Table, counter: str, collection: str) -> None:

@@ -64,6 +64,10 @@ def enqueue(paths: list[Path], collection: str, *, wait: bool) -> None:
         except BaseException:
             jobs.discard(job_id, folder)
             raise
+        if not names:
+            jobs.discard(job_id, folder)
+            console.print("[red]error[/red]: no files to ingest under those paths (hidden files are skipped)")
+            raise typer.Exit(2)
         job = jobs.submit(job_id, collection, names, folder)
         out.print(f"queued job {job.id}: {len(names)} files into {collection!r} (see: kb jobs show {job.id})")
         while wait and job.status in ("queued", "running"):

@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, literal, select
 
 from app.db import schema
+from vectorstore import tables as tables_v
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,9 @@ def import_file(conn: Connection, path: Path) -> dict[str, int] | None:
                 )  # fmt: skip
                 return None
             counts = {t.name: _copy(src, conn, t) for t in tables}
+            if counts.get("documents"):  # processes already running cached these collections as empty
+                for collection in conn.execute(select(tables_v.documents.c.collection).distinct()).scalars():
+                    tables_v.bump(conn, tables_v.manifest_stamps, "stamp", collection)
     finally:
         src.close()
     renamed = _rename(path)

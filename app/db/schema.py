@@ -145,6 +145,8 @@ ingest_job_files = Table(
     Column("chunks", Integer, nullable=False, server_default="0"),
     Column("worker", Text),
     Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("crashes", Integer, nullable=False, server_default="0"),  # starts that never recorded an outcome
+    Column("lease_until", Double),  # while running: renewed by its worker (ingest/shared_tasks.py)
     Column("started_at", Double),
     Column("finished_at", Double),
 )

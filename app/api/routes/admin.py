@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from app.api.schemas import error_responses
 from app.errors import InvalidRequestError, JobNotFoundError, KbError, UploadTooLargeError
@@ -87,7 +88,8 @@ async def upload_documents(
     except BaseException:
         jobs.discard(job_id, folder)
         raise
-    job = jobs.submit(job_id, collection, names, folder)
+    # the shared queue writes the files into PostgreSQL: never on the event loop (other requests wait)
+    job = await run_in_threadpool(jobs.submit, job_id, collection, names, folder)
     log.info("accepted ingestion job %s: %d files into %r", job_id, len(names), collection)
     return JSONResponse(job.as_dict(), status_code=202, headers={"Location": f"/admin/jobs/{job_id}"})
 

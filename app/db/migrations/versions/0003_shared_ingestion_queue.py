@@ -46,6 +46,8 @@ def upgrade() -> None:
         sa.Column("chunks", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("worker", sa.Text()),
         sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("crashes", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("lease_until", sa.Double()),
         sa.Column("started_at", sa.Double()),
         sa.Column("finished_at", sa.Double()),
     )
