@@ -173,3 +173,10 @@ class DocumentBusyError(KbError):
 
     code = "document_busy"
     http_status = 409
+
+
+class WorkerStoppedError(KbError):
+    """`kb worker` stopped on its own, not by a signal (its heartbeat to the database failed): exit non-zero."""
+
+    code = "worker_stopped"
+    http_status = 503

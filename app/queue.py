@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import shutil
+import signal
 import socket
 import threading
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import make_url
 
-from app.errors import ConfigurationError
+from app.errors import ConfigurationError, WorkerStoppedError
 from ingest.jobs import JobQueue
 from ingest.shared_jobs import QUEUE, TASK_NAME, SharedJobs
 from ingest.shared_tasks import ENGINE_ERRORS, FileBusy
@@ -55,7 +56,11 @@ def queue_app(settings: Settings) -> Any:
         import procrastinate
     except ModuleNotFoundError as exc:
         raise ConfigurationError("the shared ingestion queue needs procrastinate: pip install 'kb[postgres]'") from exc
-    return procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo(settings.database_url)))
+    # A connection not had within this time fails the call: a worker that cannot reach the database stops
+    # (its supervisor restarts it) instead of waiting on psycopg's default 30 s per attempt.
+    wait_s = max(5.0, settings.database.connect_timeout_s * 2)
+    connector = procrastinate.PsycopgConnector(conninfo=conninfo(settings.database_url), timeout=wait_s)
+    return procrastinate.App(connector=connector)
 
 
 def shared_jobs(components: Components, app: Any | None = None) -> SharedJobs:
@@ -158,19 +163,44 @@ def run_worker(components: Components, *, name: str | None = None, burst: bool =
         jobs.run_file(job_id, name, me, ingest_one, scratch)
 
     q = settings.queue
+    asked_to_stop = asyncio.Event()
 
     async def main() -> None:
         async with app.open_async():
             rescue = asyncio.create_task(_rescue_stalled(app, q.stalled_after_s))
-            try:
-                log.info("kb worker %s taking documents from the %r queue", me, QUEUE)
-                await app.run_worker_async(
+            work = asyncio.create_task(
+                app.run_worker_async(
                     queues=[QUEUE], name=me, concurrency=q.concurrency, wait=not burst, delete_jobs="successful",
                     update_heartbeat_interval=q.heartbeat_s, stalled_worker_timeout=q.stalled_after_s,
-                    install_signal_handlers=True,
-                )  # fmt: skip
+                    install_signal_handlers=False,
+                )
+            )  # fmt: skip
+
+            def stop() -> None:  # cancelling procrastinate's worker finishes the documents in flight first
+                asked_to_stop.set()
+                work.cancel()
+
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop)
+            log.info("kb worker %s taking documents from the %r queue", me, QUEUE)
+            try:
+                await work
+            except asyncio.CancelledError:
+                if not asked_to_stop.is_set():
+                    raise
             finally:
                 rescue.cancel()
 
-    asyncio.run(main())
+    cause: BaseException | None = None
+    try:
+        asyncio.run(main())
+    except Exception as exc:  # the database or the queue failed under the worker
+        cause = exc
+    if cause is not None or (not burst and not asked_to_stop.is_set()):
+        why = f"{type(cause).__name__}: {str(cause).strip()}" if cause else "the queue stopped it"
+        raise WorkerStoppedError(
+            f"kb worker {me} stopped without being asked ({why}; was the database lost? see the log above). "
+            "A supervisor should start it again (docker compose: restart unless-stopped; systemd: Restart=always)"
+        ) from cause
     log.info("kb worker %s stopped", me)

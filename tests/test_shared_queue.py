@@ -199,3 +199,55 @@ def test_an_engine_outage_sends_the_file_back_to_the_queue_without_counting_it(
     assert jobs.run_file(job_id, "leave.md", "w1", lambda f, c: _report(added=1, chunks=2), tmp_path) == "added"
     job = jobs.get(job_id)
     assert job is not None and job.status == "succeeded" and job.results[0]["error"] is None, job
+
+
+def test_kb_worker_stops_cleanly_on_sigterm_and_fails_loudly_when_it_loses_the_database(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """SIGTERM: a clean stop (exit 0). The database gone (procrastinate stops a worker whose heartbeat
+    fails): a non-zero exit naming the cause, so a supervisor restarts it instead of counting it as done."""
+    from sqlalchemy.engine import make_url
+
+    from tests.chroma_server import chroma_server
+    from tests.servers import UnixProxy
+    from tests.test_replicas import KB
+
+    url = make_url(postgres_url)
+    proxy = UnixProxy(Path(url.query["host"]) / ".s.PGSQL.5432", tmp_path / "pg" / ".s.PGSQL.5432")
+    proxy.listen.parent.mkdir()
+    proxy.restore()
+    via_proxy = url.update_query_dict({"host": str(proxy.listen.parent)}).render_as_string(hide_password=False)
+    with chroma_server(tmp_path) as chroma:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KB_")}
+        env.update({
+            "HF_HUB_OFFLINE": "1", "KB_DATA_DIR": str(tmp_path / "worker"), "KB_DATABASE__URL": via_proxy,
+            "KB_DATABASE__CONNECT_TIMEOUT_S": "1", "KB_QUEUE__BACKEND": "postgres", "KB_QUEUE__HEARTBEAT_S": "0.5",
+            "KB_QUEUE__STALLED_AFTER_S": "3", "KB_VECTORSTORE__MODE": "http", "KB_VECTORSTORE__HOST": chroma.host,
+            "KB_VECTORSTORE__PORT": str(chroma.port),
+        })  # fmt: skip
+
+        def started(log: Path) -> subprocess.Popen[bytes]:
+            proc = subprocess.Popen([str(KB), "worker", "--name", "w1"], env=env, stdout=log.open("wb"),
+                                    stderr=subprocess.STDOUT)  # fmt: skip
+            deadline = time.monotonic() + 120
+            while "taking documents" not in log.read_text():
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+                time.sleep(0.1)
+            return proc
+
+        first = started(tmp_path / "first.log")
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=60) == 0, (tmp_path / "first.log").read_text()[-2000:]
+        second = started(tmp_path / "second.log")
+        try:
+            proxy.cut()
+            cut = time.monotonic()
+            assert second.wait(timeout=120) == 1
+            assert time.monotonic() - cut < 40  # psycopg's pool would wait 30 s per call; ours gives up sooner
+            assert (
+                "error (worker_stopped): kb worker w1 stopped without being asked"
+                in (tmp_path / "second.log").read_text()
+            )
+        finally:
+            second.kill()
+            proxy.cut()
