@@ -4,15 +4,14 @@ With ``KB_QUEUE__BACKEND=postgres`` an upload leaves the API host at once: its f
 job row and one procrastinate task per file are committed in **one** PostgreSQL transaction
 before the API answers 202 (the task rows are written through the same connection), so an
 accepted upload is never half-queued and never depends on a host's disk. ``kb worker``
-processes on any host take the tasks, one document at a time, so several workers share one
+processes on any host take the tasks, a document each, so several workers share one
 large upload; the job's status is the sum of its files' rows, readable from every host.
 
-A file's task is idempotent and bounded: a task delivered again for a file already finished
-does nothing; each start counts an attempt, and a file whose worker died ``max_attempts``
-times (a file that kills the parser's process, say) is failed with that reason instead of
-being retried for ever. Two workers never write the same document at once: procrastinate's
-``lock`` (collection + name) keeps a second task of the same document waiting, and the
-manifest's per-document claim (vectorstore/writers.py) guards the store itself.
+A file's task (ingest/shared_tasks.py) is idempotent and bounded: a task delivered again for a
+file already finished does nothing; a file whose worker died ``max_attempts`` times (a file that kills
+the parser's process, say) is failed with that reason instead of being retried for ever. Two workers
+never write the same document at once: procrastinate's ``lock`` (collection + name), the file's lease
+and the manifest's per-document claim (vectorstore/writers.py) each see to it.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from sqlalchemy import Connection, Engine, select
 from app.db.engine import transactional
 from app.db.schema import ingest_job_files as files_t
 from app.db.schema import ingest_jobs as jobs_t
-from app.errors import InvalidRequestError
+from app.errors import ConfigurationError, InvalidRequestError
 from ingest.jobs import Job
 from ingest.shared_tasks import FINAL, IngestOne, run_file, settle
 
@@ -47,8 +46,6 @@ class SharedJobs:
         self, engine: Engine, queue_app: Any, staging_dir: Path, *, max_attempts: int = 3, lease_s: float = 30.0
     ):
         if engine.dialect.name != "postgresql":
-            from app.errors import ConfigurationError
-
             raise ConfigurationError(
                 "KB_QUEUE__BACKEND=postgres needs the shared database on PostgreSQL: set KB_DATABASE__URL="
                 "postgresql+psycopg://... (or KB_QUEUE__BACKEND=local for one host)"
