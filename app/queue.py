@@ -31,6 +31,7 @@ from app.errors import ConfigurationError, WorkerStoppedError
 from ingest.jobs import JobQueue
 from ingest.shared_jobs import QUEUE, TASK_NAME, SharedJobs
 from ingest.shared_tasks import ENGINE_ERRORS, FileBusy
+from vectorstore.writers import pid_alive
 
 if TYPE_CHECKING:
     from app.bootstrap import Components
@@ -112,21 +113,11 @@ def _scratch_dir(root: Path) -> Path:
     """This process's folder for the document it ingests; folders of dead workers on this host are removed."""
     root.mkdir(parents=True, exist_ok=True)
     for folder in root.iterdir():
-        if folder.name.isdigit() and not _alive(int(folder.name)):
+        if folder.name.isdigit() and not pid_alive(int(folder.name)):
             shutil.rmtree(folder, ignore_errors=True)  # a copy of a document its killed worker was ingesting
     mine = root / str(os.getpid())
     mine.mkdir(exist_ok=True)
     return mine
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run_worker(components: Components, *, name: str | None = None, burst: bool = False) -> None:

@@ -49,7 +49,11 @@ def owner_alive(owner: str, expires_at: float, now: float) -> bool:
     pid_text = rest.partition(":")[0]
     if host != _HOST or not pid_text.isdigit():
         return True
-    pid = int(pid_text)
+    return pid_alive(int(pid_text))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host is still running (another user's counts as running)."""
     if pid == os.getpid():
         return True
     try:
