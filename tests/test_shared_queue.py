@@ -13,17 +13,20 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 
 from app.db import open_database
 from app.queue import queue_app
 from app.settings import Settings
 from ingest.shared_jobs import SharedJobs
 from ingest.shared_tasks import FileBusy
+from tests.servers import UnixProxy
 
 CRASH = """
 import os, signal, sys
@@ -50,6 +53,17 @@ def shared(tmp_path: Path, postgres_url: str) -> tuple[Settings, Engine, SharedJ
     engine = open_database(settings)
     yield settings, engine, SharedJobs(engine, queue_app(settings), tmp_path / "staging", max_attempts=2, lease_s=1.0)
     engine.dispose()
+
+
+@pytest.fixture
+def pg_proxy(tmp_path: Path, postgres_url: str) -> Iterator[tuple[UnixProxy, str]]:
+    """The test database behind a proxy this test can cut (an outage) and restore; yields it and its URL."""
+    url = make_url(postgres_url)
+    proxy = UnixProxy(Path(url.query["host"]) / ".s.PGSQL.5432", tmp_path / "pg" / ".s.PGSQL.5432")
+    proxy.listen.parent.mkdir()
+    proxy.restore()
+    yield proxy, url.update_query_dict({"host": str(proxy.listen.parent)}).render_as_string(hide_password=False)
+    proxy.cut()
 
 
 def _submit(jobs: SharedJobs, files: dict[str, str]) -> str:
@@ -129,22 +143,17 @@ def test_the_shared_queue_refuses_sqlite(tmp_path: Path) -> None:
 
 
 def test_postgres_down_refuses_uploads_with_503_and_keeps_what_it_accepted(
-    tmp_path: Path, postgres_url: str, embedder: Any
+    tmp_path: Path, pg_proxy: tuple[Any, str], embedder: Any
 ) -> None:
     """While the database is away an upload gets a 503 naming it; an upload accepted before runs once it is back."""
     from sqlalchemy import text
-    from sqlalchemy.engine import make_url
 
     from app.bootstrap import Components
     from app.queue import run_worker
     from tests.chroma_server import chroma_server
-    from tests.servers import UnixProxy, api_client
+    from tests.servers import api_client
 
-    url = make_url(postgres_url)
-    proxy = UnixProxy(Path(url.query["host"]) / ".s.PGSQL.5432", tmp_path / "pg" / ".s.PGSQL.5432")
-    proxy.listen.parent.mkdir()
-    proxy.restore()
-    via_proxy = url.update_query_dict({"host": str(proxy.listen.parent)}).render_as_string(hide_password=False)
+    proxy, via_proxy = pg_proxy
     with chroma_server(tmp_path) as chroma:
         settings = Settings(
             _env_file=None, data_dir=tmp_path / "api", queue={"backend": "postgres"},
@@ -175,7 +184,6 @@ def test_postgres_down_refuses_uploads_with_503_and_keeps_what_it_accepted(
                 hits = client.post("/search", json={"query": "annual leave days", "collection": "hr"}).json()
                 assert hits["results"][0]["source"] == "leave.md"
         finally:
-            proxy.cut()
             components.close()
 
 
@@ -202,21 +210,14 @@ def test_an_engine_outage_sends_the_file_back_to_the_queue_without_counting_it(
 
 
 def test_kb_worker_stops_cleanly_on_sigterm_and_fails_loudly_when_it_loses_the_database(
-    tmp_path: Path, postgres_url: str
+    tmp_path: Path, pg_proxy: tuple[Any, str]
 ) -> None:
     """SIGTERM: a clean stop (exit 0). The database gone (procrastinate stops a worker whose heartbeat
     fails): a non-zero exit naming the cause, so a supervisor restarts it instead of counting it as done."""
-    from sqlalchemy.engine import make_url
-
     from tests.chroma_server import chroma_server
-    from tests.servers import UnixProxy
     from tests.test_replicas import KB
 
-    url = make_url(postgres_url)
-    proxy = UnixProxy(Path(url.query["host"]) / ".s.PGSQL.5432", tmp_path / "pg" / ".s.PGSQL.5432")
-    proxy.listen.parent.mkdir()
-    proxy.restore()
-    via_proxy = url.update_query_dict({"host": str(proxy.listen.parent)}).render_as_string(hide_password=False)
+    proxy, via_proxy = pg_proxy
     with chroma_server(tmp_path) as chroma:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KB_")}
         env.update({
@@ -250,4 +251,3 @@ def test_kb_worker_stops_cleanly_on_sigterm_and_fails_loudly_when_it_loses_the_d
             )
         finally:
             second.kill()
-            proxy.cut()
