@@ -128,11 +128,13 @@ def use_wal(dbapi_conn: sqlite3.Connection, timeout_s: float = 30.0) -> None:
             time.sleep(0.02)
 
 
-def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
-    # WAL + NORMAL survives a killed process (what crash-safety is about here); only an OS
-    # crash could lose the last commits, which the next run then simply redoes.
-    dbapi_conn.execute("PRAGMA busy_timeout=30000")
-    use_wal(dbapi_conn)
+def sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any = None, *, busy_timeout_s: float = 30.0) -> None:
+    """Every new SQLite connection: wait on other writers, WAL, and NORMAL sync (the shared database's too).
+
+    WAL + NORMAL survives a killed process (what crash-safety is about here); only an OS crash could
+    lose the last commits, which the next run then simply redoes."""
+    dbapi_conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+    use_wal(dbapi_conn, busy_timeout_s)
     dbapi_conn.execute("PRAGMA synchronous=NORMAL")
 
 
@@ -142,7 +144,7 @@ def open_engine(target: Engine | str | Path, tables: Sequence[Table]) -> tuple[E
         return target, False
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(f"sqlite:///{Path(target)}", connect_args={"timeout": 30})
-    event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "connect", sqlite_pragmas)
     metadata.create_all(engine, tables=list(tables))
     return engine, True
 

@@ -36,7 +36,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app.errors import ConfigurationError
-from vectorstore.tables import use_wal
+from vectorstore.tables import sqlite_pragmas
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +105,8 @@ def transactional(engine: Engine) -> Engine:
 
 
 def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    try:
-        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        use_wal(dbapi_conn, SQLITE_BUSY_TIMEOUT_MS / 1000)
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-    finally:
-        cur.close()
+    sqlite_pragmas(dbapi_conn, busy_timeout_s=SQLITE_BUSY_TIMEOUT_MS / 1000)
+    dbapi_conn.execute("PRAGMA foreign_keys=ON")
 
 
 def make_engine(url: str | URL, *, pool_size: int = 5, connect_timeout_s: float = 5.0) -> Engine:
