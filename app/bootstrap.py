@@ -30,6 +30,7 @@ from app.rag.condense import Condenser
 from app.rag.conversation import ConversationStore
 from app.rag.retrieval import RetrievalConfig, Retriever
 from app.rag.service import RagConfig, RagService
+from app.rag.support import SupportConfig
 from app.settings import Settings
 from ingest.chunking import Chunker
 from ingest.limits import FileLimits
@@ -177,6 +178,9 @@ class Components:
             context_token_budget=s.prompts.context_token_budget,
             max_question_chars=s.limits.max_question_chars,
             params=GenerationParams(temperature=s.llm.temperature, max_tokens=s.llm.max_tokens),
+            support=SupportConfig(
+                policy=s.support.policy, threshold=s.support.threshold, embedding=s.support.embedding
+            ),
         )
         self.prompts.get(config.default_prompt)  # fail at start-up, not on the first request
         get_encoding()  # load the token counter now: on first use it writes a cache file, which a full disk refuses

@@ -145,6 +145,20 @@ class PromptSettings(BaseModel):
             raise ValueError(str(exc)) from None
 
 
+class SupportSettings(BaseModel):
+    """Sentence-level support: each answer sentence checked against the passages it cites (app/rag/support.py)."""
+
+    policy: Literal["flag", "drop", "refuse"] = Field(
+        "flag",
+        description="Unsupported sentences: flag marks them; drop removes them; refuse answers 'not in the "
+        "documents' when half or more of the answer's claims are unsupported. A request may choose its own.",
+    )
+    threshold: float = Field(0.5, ge=0, le=1, description="Support score a sentence needs (bench/support.py).")
+    embedding: bool = Field(
+        True, description="Let the embedding model judge reworded sentences (~10 ms an answer that has some)."
+    )
+
+
 class LimitSettings(BaseModel):
     max_question_chars: int = Field(2000, ge=10, description="Longer questions are rejected (413).")
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are not ingested.")
@@ -365,6 +379,7 @@ class Settings(BaseSettings):
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)  # type: ignore[arg-type]
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)  # type: ignore[arg-type]
     prompts: PromptSettings = Field(default_factory=PromptSettings)  # type: ignore[arg-type]
+    support: SupportSettings = Field(default_factory=SupportSettings)  # type: ignore[arg-type]
     limits: LimitSettings = Field(default_factory=LimitSettings)  # type: ignore[arg-type]
     cache: CacheSettings = Field(default_factory=CacheSettings)  # type: ignore[arg-type]
     api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.schemas import CitationOut, RequestBody
+from app.api.schemas import CitationOut, RequestBody, SentenceOut, SupportOut
 
 
 class OpenAIMessage(BaseModel):
@@ -73,6 +73,8 @@ class KbExtension(BaseModel):
     standalone_question: str
     cost_usd: float | None
     latency_ms: float
+    sentences: list[SentenceOut] = Field(..., description="Each sentence of the answer text and what supports it.")
+    support: SupportOut = Field(..., description="The support policy applied and its outcome.")
 
 
 class ChatCompletion(BaseModel):

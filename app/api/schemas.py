@@ -72,6 +72,11 @@ class ChatBody(RequestBody):
     top_k: int | None = Field(None, ge=1, le=100, description="Passages to retrieve (default and cap from settings).")
     prompt: str | None = Field(None, max_length=100, description="Prompt version to use, e.g. 'answer@v1'.")
     cache: bool = Field(True, description="Set false to bypass the response cache.")
+    support_policy: Literal["flag", "drop", "refuse"] | None = Field(
+        None,
+        description="Unsupported sentences: flag marks them, drop removes them, refuse answers 'not in the "
+        "documents' when half or more of the answer is unsupported (default: the server's KB_SUPPORT__POLICY).",
+    )
 
     def requested(self) -> list[str]:
         return ([self.collection] if self.collection else []) + list(self.collections or [])
@@ -86,6 +91,45 @@ class CitationOut(BaseModel):
     score: float
     snippet: str = Field(..., description="The part of the passage that supports the cited claim.")
     text: str = Field(..., description="The whole passage given to the model.")
+
+
+class SpanOut(BaseModel):
+    n: int = Field(..., description="The cited passage: [n], as in citations.")
+    chunk_id: str
+    source: str
+    page: int | None
+    start: int = Field(..., description="Offset of the supporting words inside the citation's text.")
+    end: int = Field(..., description="End offset (exclusive) inside the citation's text.")
+    quote: str = Field(..., description="The supporting words: text[start:end] of the citation.")
+    score: float = Field(..., description="How well these words support the sentence, 0 to 1.")
+    supports: bool
+    mismatch: Literal["number", "name", "negation"] | None = Field(
+        None, description="An exact part of the sentence the passage contradicts or lacks."
+    )
+
+
+class SentenceOut(BaseModel):
+    text: str
+    start: int = Field(..., description="Offset of the sentence inside the answer text.")
+    end: int
+    citations: list[int] = Field(..., description="The [n] markers the sentence carries.")
+    claim: bool = Field(..., description="False for a sentence with nothing to back (a lead-in).")
+    supported: bool
+    score: float = Field(..., description="Support by the best of its cited passages, 0 to 1.")
+    reason: str = Field(
+        ..., description="supported, no_claim, no_citation, invalid_citation, weak, number, name or negation."
+    )
+    span: SpanOut | None = Field(..., description="The best supporting words among its cited passages.")
+    spans: list[SpanOut] = Field(..., description="Each cited passage's best words for this sentence.")
+
+
+class SupportOut(BaseModel):
+    policy: Literal["flag", "drop", "refuse"]
+    sentences: int
+    claims: int = Field(..., description="Sentences that state something a source must back.")
+    unsupported: int = Field(..., description="Sentences returned without support (policy flag).")
+    dropped: int = Field(..., description="Unsupported sentences removed (policy drop).")
+    refused: bool = Field(..., description="The answer was replaced by the refusal because it was unsupported.")
 
 
 class UsageOut(BaseModel):
@@ -116,6 +160,8 @@ class ChatResponse(BaseModel):
     standalone_question: str = Field(..., description="The question retrieval used (a follow-up, rewritten).")
     retrieved: list[RetrievedOut] = Field(..., description="Passages given to the model, in rank order.")
     conversation_id: str = Field(..., description="Send it back with a follow-up question.")
+    sentences: list[SentenceOut] = Field(..., description="Each sentence of the answer and what supports it.")
+    support: SupportOut = Field(..., description="The support policy applied and its outcome.")
 
 
 class CollectionOut(BaseModel):

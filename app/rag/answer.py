@@ -10,6 +10,8 @@ from typing import Any
 from app.llm.base import ChatModel, ChatRequest, Completion
 from app.llm.providers.extractive import REFUSAL
 from app.rag.citations import Citation, build_citations
+from app.rag.support import Policy, SentenceSupport, Verifier
+from app.rag.support_policy import Checked, verify_answer
 from vectorstore.store import Hit
 
 log = logging.getLogger(__name__)
@@ -31,10 +33,13 @@ class Answer:
     standalone_question: str = ""  # what retrieval searched for (a follow-up, condensed)
     retrieved: list[dict[str, Any]] = field(default_factory=list)  # passages retrieved, in rank order
     conversation_id: str | None = None  # set by the API
+    sentences: list[SentenceSupport] = field(default_factory=list)  # each sentence's support (support.py)
+    support: dict[str, Any] = field(default_factory=dict)  # policy, counts of unsupported/dropped, refused
 
     def as_dict(self) -> dict[str, Any]:
         data = self.__dict__.copy()
         data["citations"] = [c.as_dict() for c in self.citations]
+        data["sentences"] = [s.as_dict() for s in self.sentences]
         return data
 
 
@@ -54,19 +59,25 @@ class Plan:
     cache_key: str | None = None  # where the finished answer goes in the answer cache
     cached: Answer | None = None  # an answer cache hit: no retrieval, no model call
     principal: str | None = None
+    support_policy: Policy | None = None  # the request's own; None: the configured one
 
 
-def finish(plan: Plan, completion: Completion | None, model_: ChatModel) -> Answer:
-    """The Answer for a plan's completion, or the refusal when the plan had no evidence (no model call:
-    ``model_`` names who would have answered)."""
+def finish(plan: Plan, completion: Completion | None, model_: ChatModel, verifier: Verifier) -> Answer:
+    """The Answer for a plan's completion, each sentence checked against what it cites and the support
+    policy applied; or the refusal when the plan had no evidence (no model call: ``model_`` names who
+    would have answered)."""
+    policy = plan.support_policy or verifier.config.policy
     if completion is None:
         text, citations, cached, grounded = REFUSAL, [], False, False
         provider, model = model_.provider, model_.model
         usage: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
+        checked = Checked(REFUSAL, [], policy)
     else:
-        text, cached, provider, model = completion.text, completion.cached, completion.provider, completion.model
-        citations = build_citations(completion.text, plan.hits)
-        grounded = bool(citations)
+        cached, provider, model = completion.cached, completion.provider, completion.model
+        checked = verify_answer(verifier, completion.text, plan.hits, refusal=REFUSAL, policy=policy)
+        text = checked.text
+        citations = build_citations(text, plan.hits)
+        grounded = bool(citations) and not checked.refused
         usage = {
             "prompt_tokens": completion.usage.prompt_tokens,
             "completion_tokens": completion.usage.completion_tokens,
@@ -79,12 +90,15 @@ def finish(plan: Plan, completion: Completion | None, model_: ChatModel) -> Answ
         for h in plan.hits
     ]  # fmt: skip
     log.info(
-        "answered request %s from %s with %s/%s (%d hits, %d cited, cached=%s, grounded=%s) in %.0f ms",
+        "answered request %s from %s with %s/%s (%d hits, %d cited, cached=%s, grounded=%s, %d of %d sentences "
+        "unsupported, %s: %d dropped%s) in %.0f ms",
         plan.request_id, plan.collections, provider, model, len(retrieved), len(citations), cached, grounded,
+        checked.unsupported, len(checked.sentences), policy, checked.dropped, ", refused" if checked.refused else "",
         latency_ms,
     )  # fmt: skip
     return Answer(
         answer=text, citations=citations, prompt=plan.prompt_id, provider=provider, model=model, usage=usage,
         cached=cached, grounded=grounded, request_id=plan.request_id, latency_ms=latency_ms,
         collections=plan.collections, standalone_question=plan.standalone, retrieved=retrieved,
+        sentences=checked.sentences, support=checked.summary(),
     )  # fmt: skip

@@ -25,6 +25,8 @@ from app.rag.citations import passage_label
 from app.rag.condense import Condenser
 from app.rag.conversation import Turn
 from app.rag.retrieval import MODES, Mode, RetrievalConfig, Retriever, SearchFilters, SearchHit
+from app.rag.support import POLICIES, EmbedsTexts, Policy, SupportConfig, Verifier
+from app.rag.support_policy import MarkerFilter
 from app.text import escape_fence
 from prompts.registry import Prompt, PromptLookupError, PromptRegistry
 from prompts.selection import PromptSelector
@@ -51,6 +53,7 @@ class RagConfig:
     context_token_budget: int = 2500
     max_question_chars: int = 2000
     params: GenerationParams = field(default_factory=GenerationParams)
+    support: SupportConfig = field(default_factory=SupportConfig)
 
 
 class RagService:
@@ -82,6 +85,7 @@ class RagService:
         self.selector = selector or PromptSelector({}, prompts)
         self.answer_cache = answer_cache
         self.hit_ledger = hit_ledger  # records answer cache hits, as the response cache's hits are
+        self.verifier = Verifier(embedder if isinstance(embedder, EmbedsTexts) else None, self.config.support)
 
     def _validate(self, question: str, top_k: int | None) -> tuple[str, int]:
         question = question.strip()
@@ -170,7 +174,8 @@ class RagService:
 
     def plan(self, question: str, collections: str | Sequence[str], **options: Any) -> Plan:
         """Validate, condense a follow-up, retrieve and render: all that precedes the model call.
-        Options: ``top_k``, ``prompt``, ``request_id``, ``use_cache``, ``history``, ``principal``."""
+        Options: ``top_k``, ``prompt``, ``request_id``, ``use_cache``, ``history``, ``principal``,
+        ``support_policy``."""
         plan = self._plan(question, collections, **options)
         assert plan is not None
         return plan
@@ -197,12 +202,15 @@ class RagService:
         use_cache: bool = True,
         history: Sequence[Turn] = (),
         principal: str | None = None,
+        support_policy: Policy | None = None,
         cached_only: bool = False,
     ) -> Plan | None:
         """``plan``; with ``cached_only``, None unless the answer cache has the answer."""
         started = time.perf_counter()
         request_id = request_id or uuid.uuid4().hex
         question, k = self._validate(question, top_k)
+        if support_policy is not None and support_policy not in POLICIES:
+            raise InvalidRequestError(f"support_policy must be one of {', '.join(POLICIES)}", code="policy_invalid")
         names = self._collections(collections, local_only=cached_only)
         if names is None:
             return None
@@ -211,12 +219,13 @@ class RagService:
         condensed = self.condenser.condense(question, history, request_id=request_id, scope=scope, key=principal)
         if condensed.question != question:
             log.info("request %s: follow-up condensed by %s", request_id, condensed.method)
-        cache_key = self._cache_key(condensed.question, scope, prompt_file.id, k) if use_cache else None
+        policy = support_policy or self.config.support.policy
+        cache_key = self._cache_key(condensed.question, scope, prompt_file.id, k, policy) if use_cache else None
         if cache_key is not None and self.answer_cache is not None:
             cached = self.answer_cache.get(cache_key)
             if cached is not None:
                 plan = Plan(request_id, started, question, condensed.question, names, prompt_file.id, [], None, 0.0)
-                plan.cached, plan.principal = cached, principal
+                plan.cached, plan.principal, plan.support_policy = cached, principal, policy
                 return plan
         if cached_only:
             return None
@@ -224,7 +233,7 @@ class RagService:
         hits = self._pack([h.as_hit() for h in found])
         best = max((h.evidence for h in found[: len(hits)]), default=0.0)
         plan = Plan(request_id, started, question, condensed.question, names, prompt_file.id, hits, None, best)
-        plan.cache_key, plan.principal = cache_key, principal
+        plan.cache_key, plan.principal, plan.support_policy = cache_key, principal, policy
         if best < self.config.min_evidence:
             log.info("request %s: best evidence in %s is %.3f < floor %.3f: refusing", request_id, names, best,
                      self.config.min_evidence)  # fmt: skip
@@ -246,11 +255,11 @@ class RagService:
         )
         return plan
 
-    def _cache_key(self, question: str, scope: tuple[str, ...], prompt_id: str, k: int) -> str | None:
+    def _cache_key(self, question: str, scope: tuple[str, ...], prompt_id: str, k: int, policy: str) -> str | None:
         if self.answer_cache is None or self.manifest is None or self.config.params.temperature != 0:
             return None
         return answer_key(
-            question=" ".join(question.split()), scope=scope, prompt=prompt_id, k=k,
+            question=" ".join(question.split()), scope=scope, prompt=prompt_id, k=k, policy=policy,
             model=[self.chat_model.provider, self.chat_model.model], rag=repr(self.config),
             retrieval=repr(self.retriever.config), corpus=self.manifest.version(list(scope)),
         )  # fmt: skip
@@ -271,7 +280,7 @@ class RagService:
         if plan.cached is not None:
             return self._from_cache(plan)
         completion = self.chat_model.complete(plan.request) if plan.request is not None else None
-        answer = finish(plan, completion, self.chat_model)
+        answer = finish(plan, completion, self.chat_model, self.verifier)
         self._remember(plan, answer, completion)
         return answer
 
@@ -292,19 +301,26 @@ class RagService:
             yield "done", answer
             return
         if plan.request is None:
-            answer = finish(plan, None, self.chat_model)
+            answer = finish(plan, None, self.chat_model, self.verifier)
             self._remember(plan, answer, None)
             yield "token", REFUSAL
             yield "done", answer
             return
         completion: Completion | None = None
+        # flag streams as the model writes (less markers that name no passage); drop and refuse can only
+        # know what to send once every sentence is checked, so their text comes in one piece at the end.
+        markers = MarkerFilter(len(plan.hits)) if plan.support_policy in (None, "flag") else None
         for event in self.chat_model.stream(plan.request):
-            if event.delta:
-                yield "token", event.delta
+            if event.delta and markers is not None and (text := markers.feed(event.delta)):
+                yield "token", text
             if event.completion is not None:
                 completion = event.completion
         if completion is None:
             raise ProviderError("the provider's stream ended without a final answer")
-        answer = finish(plan, completion, self.chat_model)
+        answer = finish(plan, completion, self.chat_model, self.verifier)
         self._remember(plan, answer, completion)
+        if markers is None:
+            yield "token", answer.answer
+        elif held := markers.flush():
+            yield "token", held
         yield "done", answer

@@ -88,6 +88,7 @@ def _options(body: ChatBody, request: Request, who: Principal, history: list[Tur
         "use_cache": body.cache,
         "history": history,
         "principal": who.name,
+        "support_policy": body.support_policy,
     }
 
 

@@ -95,6 +95,7 @@ def _extensions(answer: Answer) -> dict[str, Any]:
             "request_id": answer.request_id, "collections": answer.collections, "provider": answer.provider,
             "model": answer.model, "standalone_question": answer.standalone_question,
             "cost_usd": answer.usage.get("cost_usd"), "latency_ms": answer.latency_ms,
+            "sentences": [s.as_dict() for s in answer.sentences], "support": answer.support,
         },
     }  # fmt: skip
 

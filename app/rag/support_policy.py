@@ -1,0 +1,115 @@
+"""What an answer does with its unsupported sentences: flag them, drop them, or refuse.
+
+- ``flag`` (default) returns the answer as written (less any marker that names no passage) and
+  marks each unsupported sentence, for the reader to judge.
+- ``drop`` removes the unsupported sentences and says how many; an answer left with nothing it can
+  back becomes the refusal.
+- ``refuse`` answers "not in the documents" when the core of the answer is unsupported: half or
+  more of its claim text (by characters, so a long unsupported explanation outweighs a short
+  supported aside).
+
+The policy and its outcome travel with the answer, its audit row and the eval report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.rag.claims import MARKER
+from app.rag.support import Policy, SentenceSupport, Verifier
+from vectorstore.store import Hit
+
+
+@dataclass(frozen=True)
+class Checked:
+    text: str  # the answer to return
+    sentences: list[SentenceSupport] = field(default_factory=list)  # offsets inside ``text``
+    policy: Policy = "flag"
+    dropped: int = 0  # unsupported sentences removed (drop)
+    refused: bool = False  # replaced by the refusal because its core was unsupported (refuse, or drop of all)
+
+    @property
+    def claims(self) -> int:
+        return sum(1 for s in self.sentences if s.claim)
+
+    @property
+    def unsupported(self) -> int:
+        return sum(1 for s in self.sentences if not s.supported)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy, "sentences": len(self.sentences), "claims": self.claims,
+            "unsupported": self.unsupported, "dropped": self.dropped, "refused": self.refused,
+        }  # fmt: skip
+
+
+def _without(text: str, sentences: Sequence[SentenceSupport], keep: Sequence[bool]) -> Checked:
+    """The text of the kept sentences, each after the separator that preceded it, offsets renumbered."""
+    pieces: list[str] = []
+    kept: list[SentenceSupport] = []
+    cursor = 0
+    for sentence, keep_it in zip(sentences, keep, strict=True):
+        separator = text[cursor : sentence.start]
+        cursor = sentence.end
+        if not keep_it:
+            continue
+        if pieces:
+            pieces.append("\n" if "\n" in separator else " ")
+        at = sum(map(len, pieces))
+        pieces.append(sentence.text)
+        kept.append(dataclasses.replace(sentence, start=at, end=at + len(sentence.text)))
+    return Checked("".join(pieces), kept)
+
+
+def verify_answer(
+    verifier: Verifier, text: str, hits: Sequence[Hit], *, refusal: str, policy: Policy | None = None
+) -> Checked:
+    """Check ``text`` against ``hits`` and apply ``policy`` (the verifier's configured one by default)."""
+    policy = policy or verifier.config.policy
+    if text.strip().startswith(refusal.split(":")[0]):  # the model's own "I don't know": nothing to back
+        return Checked(text, [], policy)
+    cleaned, sentences = verifier.check(text, hits)
+    if policy == "flag":
+        return Checked(cleaned, sentences, policy)
+    claim_chars = sum(len(s.text) for s in sentences if s.claim)
+    unsupported_chars = sum(len(s.text) for s in sentences if not s.supported)
+    if policy == "refuse":
+        if claim_chars and unsupported_chars * 2 >= claim_chars:
+            return Checked(refusal, [], policy, refused=True)
+        return Checked(cleaned, sentences, policy)
+    if all(s.supported for s in sentences):
+        return Checked(cleaned, sentences, policy)
+    kept = _without(cleaned, sentences, [s.supported for s in sentences])
+    dropped = len(sentences) - len(kept.sentences)
+    if not any(s.claim for s in kept.sentences):
+        return Checked(refusal, [], policy, dropped=dropped, refused=bool(sentences))
+    return dataclasses.replace(kept, policy=policy, dropped=dropped)
+
+
+class MarkerFilter:
+    """Streamed text without the markers that name no retrieved passage, as ``check`` removes them.
+
+    A ``[`` holds the text back until its marker closes (or cannot be one), so ``[7]`` for five
+    passages never reaches a streaming client, not even split over two tokens.
+    """
+
+    def __init__(self, n_passages: int):
+        self.n_passages = n_passages
+        self._held = ""
+
+    def feed(self, delta: str) -> str:
+        text = self._held + delta
+        cut = text.rfind("[")
+        opened = text[cut + 1 :] if cut != -1 else "]"
+        if not (len(opened) <= 3 and (opened.isdigit() or not opened)):  # "[", "[1", "[12" may become a marker
+            cut = len(text)
+        cut = len(text[:cut].rstrip())  # white space before a marker goes with it, as in ``check``
+        text, self._held = text[:cut], text[cut:]
+        return MARKER.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= self.n_passages else "", text)
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return MARKER.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= self.n_passages else "", held)
