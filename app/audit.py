@@ -63,6 +63,7 @@ class AuditRecord:
     latency_ms: float = 0.0
     conversation_id: str | None = None
     standalone_question: str | None = None  # the condensed follow-up actually searched for
+    support: dict[str, Any] = field(default_factory=dict)  # the answer's support summary (policy, counts)
 
 
 class AuditLog:
@@ -107,6 +108,11 @@ class AuditLog:
             "completion_tokens": rec.completion_tokens,
             "cost_usd": rec.cost_usd,
             "latency_ms": rec.latency_ms,
+            "support_policy": rec.support.get("policy"),
+            "claims": rec.support.get("claims"),
+            "unsupported": rec.support.get("unsupported"),
+            "dropped": rec.support.get("dropped"),
+            "refused_unsupported": int(rec.support["refused"]) if "refused" in rec.support else None,
         }
         if defer and self.writer is not None:
             self.writer.submit([(self._insert, row)])

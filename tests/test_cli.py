@@ -46,9 +46,15 @@ def test_ingest_then_ask_offline(tmp_path: Path) -> None:
     assert "20 weeks" in answer["answer"]
     assert (answer["citations"][0]["source"], answer["citations"][0]["page"]) == ("handbook.pdf", 2)
     assert answer["prompt"] == "answer@v2"
+    assert answer["support"]["policy"] == "flag" and all(s["supported"] for s in answer["sentences"])
 
     usage = run_kb(["usage", "--json"], data)
     assert json.loads(usage.stdout)[0]["calls"] == 1
+
+    printed = run_kb(["ask", "How many days of parental leave do parents get?", "-c", "handbook"], data)
+    assert printed.returncode == 0, printed.stderr
+    assert "support (flag): " in printed.stdout and "✓ " in printed.stdout
+    assert "handbook.pdf, page 2: “" in printed.stdout
 
     # kb.sqlite3 holds audit rows with answers: the data dir and everything in it are the owner's alone
     exposed = [

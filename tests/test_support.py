@@ -179,6 +179,11 @@ def test_chat_flags_a_wrong_number_and_never_returns_an_out_of_range_marker(gene
 
         bad = client.post("/chat", json={"question": QUESTION, "collection": "handbook", "support_policy": "maybe"})
         assert bad.status_code == 422
+    assert components.audit is not None
+    rows = components.audit.rows()[-2:]
+    columns = ("support_policy", "claims", "unsupported", "dropped", "refused_unsupported")
+    outcome = [tuple(r[c] for c in columns) for r in rows]
+    assert outcome == [("flag", 3, 2, 0, 0), ("drop", 1, 0, 2, 0)]
 
 
 def _events(raw: str) -> list[tuple[str, Any]]:

@@ -205,7 +205,7 @@ def audit(request: Request, who: Principal, question: str, answer: Answer) -> No
         retrieved=[str(r["chunk_id"]) for r in answer.retrieved], cited=[c.chunk_id for c in answer.citations],
         grounded=answer.grounded, cached=answer.cached, prompt_tokens=int(answer.usage["prompt_tokens"]),
         completion_tokens=int(answer.usage["completion_tokens"]), cost_usd=answer.usage["cost_usd"],
-        latency_ms=answer.latency_ms,
+        latency_ms=answer.latency_ms, support=answer.support,
     )  # fmt: skip
     try:
         log_.record(record, defer=answer.cached)

@@ -73,6 +73,11 @@ audit = Table(
     Column("completion_tokens", Integer, nullable=False),
     Column("cost_usd", Double),
     Column("latency_ms", Double, nullable=False),
+    Column("support_policy", Text),  # flag | drop | refuse (revision 0004; NULL before)
+    Column("claims", Integer),  # sentences that state something a source must back
+    Column("unsupported", Integer),  # of them returned without support (flag)
+    Column("dropped", Integer),  # removed for lack of support (drop)
+    Column("refused_unsupported", Integer),  # 1: replaced by the refusal for lack of support
     Index("audit_ts", "ts"),
     Index("audit_key_ts", "key_name", "ts"),
     Index("audit_request", "request_id"),

@@ -155,9 +155,19 @@ def answer_sentences(text: str) -> list[tuple[int, int]]:
     return merged
 
 
+_HEADING_LINE = re.compile(r"^[^\n]{1,60}(?<![.!?,;:)])\n(?=[A-Z0-9])", re.M)
+
+
 def passage_sentences(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence of a passage; a line wrapped by a PDF does not end one."""
-    return _spans(text, _PASSAGE_END)
+    """(start, end) of each sentence of a passage; a line wrapped by a PDF does not end one, a heading's
+    line does ("HR Policy: Time Off" is not part of the first sentence under it)."""
+    spans = []
+    for start, end in _spans(text, _PASSAGE_END):
+        for heading in _HEADING_LINE.finditer(text, start, end):
+            spans.append((start, heading.end() - 1))
+            start = heading.end()
+        spans.append((start, end))
+    return spans
 
 
 def markers(sentence: str) -> list[int]:
