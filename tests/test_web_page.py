@@ -26,7 +26,8 @@ from app.api.main import create_app
 from app.api.routes.web import WEB_DIR
 from app.bootstrap import Components
 from tests.conftest import ROOT
-from tests.servers import serve_app
+from app.settings import LlmSettings, Settings
+from tests.servers import FakeOpenAI, serve_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -141,12 +142,16 @@ def test_ask_see_citation_open_passage_and_follow_up(server: tuple[str, str], pa
     assert "answer@v" in first.locator(".meta").first.inner_text()
     page.screenshot(path=str(artifacts / "2-answer.png"))
 
+    assert first.locator(".sentence").count() >= 1 and first.locator(".sentence--unsupported").count() == 0
     first.locator(".answer-text button.cite").first.click()  # the [1] marker inside the answer text
     dialog = page.locator("dialog#passage")
     dialog.wait_for(state="visible")
     assert page.inner_text("#passage-title") == "handbook.pdf"
     assert "page 2" in page.inner_text("#passage-where")
     assert "27 days" in page.inner_text("#passage-text")
+    # the words that support the sentence are highlighted, by the verifier's offsets
+    assert "27 days of paid annual leave" in page.inner_text("#passage-text mark.support")
+    assert "support the sentence" in page.inner_text("#passage-support")
     page.screenshot(path=str(artifacts / "3-passage.png"))
     page.keyboard.press("Escape")
     dialog.wait_for(state="hidden")
@@ -230,3 +235,41 @@ def test_sse_parser_gives_the_same_events_however_the_stream_is_chunked(page) ->
     assert [json.loads(r) for r in runs] == [
         [["token", '{"delta": "a"}'], ["token", '{"delta": "b\\nc"}'], ["done", '{"x":\n1}'], ["error", "last"]]
     ]
+
+
+@pytest.fixture
+def generative_server(handbook_components: Components, embedder) -> Iterator[tuple[str, str, FakeOpenAI]]:  # type: ignore[no-untyped-def]
+    """The app answering with a generative provider whose reply the test writes (the openai SDK against
+    a local OpenAI-compatible server)."""
+    with FakeOpenAI() as fake:
+        llm = LlmSettings(base_url=fake.base_url, model="gpt-4o-mini", timeout_s=5.0, max_retries=0)  # type: ignore[call-arg]
+        settings = Settings(_env_file=None, data_dir=handbook_components.settings.data_dir, llm=llm)  # type: ignore[call-arg]
+        components = Components(settings, embedder=embedder)
+        token = components.keys.create("bob", "employee", ["handbook"]).token
+        with serve_app(create_app(settings, components=components)) as url:
+            yield url, token, fake
+        components.close()
+
+
+def test_an_unsupported_sentence_is_marked_and_its_marker_says_why(generative_server, page, artifacts: Path) -> None:  # type: ignore[no-untyped-def]
+    url, token, fake = generative_server
+    fake.reply = (
+        "Full-time employees receive 27 days of paid annual leave per calendar year [1]. "
+        "Up to 9 unused days may be carried over into the next year [1]."
+    )
+    page.goto(url)
+    enter_key(page, token)
+    page.wait_for_selector("#collection option[value=handbook]", state="attached")
+    ask(page, QUESTION)
+    turn = page.locator(".turn").nth(0)
+    turn.locator(".meta").first.wait_for()
+    unsupported = turn.locator(".sentence--unsupported")
+    assert unsupported.count() == 1 and "9 unused days" in unsupported.inner_text()
+    assert "not supported" in turn.locator(".support-note").inner_text()
+    assert "number differs" in (unsupported.get_attribute("title") or "")
+    page.screenshot(path=str(artifacts / "1-flagged.png"))
+    unsupported.locator("button.cite").click()
+    page.locator("dialog#passage").wait_for(state="visible")
+    assert "Not supported: a number differs" in page.inner_text("#passage-support")
+    assert "5 unused days" in page.inner_text("#passage-text mark.support--weak")  # the closest words, shown
+    page.screenshot(path=str(artifacts / "2-why.png"))

@@ -105,24 +105,62 @@
   }
 
   // ---- rendering answers -------------------------------------------------------------
-  function citeButton(citation) {
+  function citeButton(citation, span) {
     const button = el("button", "cite", citation.n);
     button.type = "button";
     const where = citation.page != null ? ", page " + citation.page : "";
     button.setAttribute("aria-label", "Source " + citation.n + ": " + citation.source + where);
-    button.addEventListener("click", () => openPassage(citation));
+    button.addEventListener("click", () => openPassage(citation, span));
     return button;
   }
 
-  function renderText(target, text, citations) {
-    const byNumber = new Map((citations || []).map((c) => [c.n, c]));
+  // Text with its [n] markers as buttons; ``spans`` (n -> this sentence's supporting span) makes a
+  // button open the passage at the words that support the sentence it sits in.
+  function textParts(text, byNumber, spans) {
     const parts = [];
     let last = 0;
     for (const match of text.matchAll(MARKER)) {
       if (match.index > last) parts.push(document.createTextNode(text.slice(last, match.index)));
-      const citation = byNumber.get(Number(match[1]));
-      parts.push(citation ? citeButton(citation) : el("span", "cite", match[1]));
+      const n = Number(match[1]);
+      const citation = byNumber.get(n);
+      parts.push(citation ? citeButton(citation, spans && spans.get(n)) : el("span", "cite", match[1]));
       last = match.index + match[0].length;
+    }
+    if (last < text.length) parts.push(document.createTextNode(text.slice(last)));
+    return parts;
+  }
+
+  function renderText(target, text, citations) {
+    target.replaceChildren(...textParts(text, new Map((citations || []).map((c) => [c.n, c])), null));
+  }
+
+  const WHY = {
+    no_citation: "no source is cited for this sentence",
+    invalid_citation: "it cited a passage that was not retrieved",
+    weak: "the cited passage does not say this",
+    number: "a number differs from the cited passage",
+    name: "a name is not in the cited passage",
+    negation: "the cited passage says the opposite",
+  };
+
+  // The answer sentence by sentence: each unsupported one marked, and says why.
+  function renderSentences(target, text, citations, sentences) {
+    const byNumber = new Map((citations || []).map((c) => [c.n, c]));
+    const parts = [];
+    let last = 0;
+    for (const s of sentences) {
+      if (s.start < last || s.end > text.length) return renderText(target, text, citations); // not ours: plain
+      if (s.start > last) parts.push(document.createTextNode(text.slice(last, s.start)));
+      const node = el("span", "sentence" + (s.supported ? "" : " sentence--unsupported"));
+      node.append(...textParts(text.slice(s.start, s.end), byNumber, new Map((s.spans || []).map((x) => [x.n, x]))));
+      if (!s.supported) {
+        const why = "Not supported: " + (WHY[s.reason] || s.reason);
+        node.title = why;
+        node.append(el("span", "unsupported-badge", "unsupported"));
+        node.setAttribute("aria-description", why);
+      }
+      parts.push(node);
+      last = s.end;
     }
     if (last < text.length) parts.push(document.createTextNode(text.slice(last)));
     target.replaceChildren(...parts);
@@ -134,16 +172,29 @@
 
   function renderFinal(view, resp) {
     const citations = resp.citations || [];
-    renderText(view.text, resp.answer || "", citations);
+    if (resp.sentences && resp.sentences.length) renderSentences(view.text, resp.answer || "", citations, resp.sentences);
+    else renderText(view.text, resp.answer || "", citations);
+    const support = resp.support || {};
+    const unsupported = (resp.sentences || []).filter((s) => !s.supported).length;
+    if (unsupported || support.dropped) {
+      const notes = [];
+      if (unsupported) notes.push(unsupported + (unsupported === 1 ? " sentence is" : " sentences are") + " not supported by the cited passages (marked)");
+      if (support.dropped) notes.push(support.dropped + " unsupported " + (support.dropped === 1 ? "sentence was" : "sentences were") + " left out");
+      view.box.append(el("p", "support-note", notes.join("; ") + "."));
+    }
     if (citations.length) {
       const list = el("ol", "sources");
       list.setAttribute("aria-label", "Sources");
+      const best = new Map(); // n -> the span that supports its sentence best
+      for (const s of resp.sentences || []) {
+        for (const x of s.spans || []) if (!best.has(x.n) || x.score > best.get(x.n).score) best.set(x.n, x);
+      }
       for (const c of citations) {
         const item = el("li");
         const link = el("button", "source-link", c.source);
         link.type = "button";
-        link.addEventListener("click", () => openPassage(c));
-        item.append(citeButton(c), link, el("span", "source-where", whereText(c)));
+        link.addEventListener("click", () => openPassage(c, best.get(c.n)));
+        item.append(citeButton(c, best.get(c.n)), link, el("span", "source-where", whereText(c)));
         list.append(item);
       }
       view.box.append(list);
@@ -182,11 +233,28 @@
     ];
   }
 
-  function openPassage(c) {
+  // The words at [start, end) of the passage: the verifier's offsets, exact (no search).
+  function spanParts(passage, span) {
+    return [
+      document.createTextNode(passage.slice(0, span.start)),
+      el("mark", "support" + (span.supports ? "" : " support--weak"), passage.slice(span.start, span.end)),
+      document.createTextNode(passage.slice(span.end)),
+    ];
+  }
+
+  function openPassage(c, span) {
     $("passage-number").textContent = "Source [" + c.n + "]";
     $("passage-title").textContent = c.source;
     $("passage-where").textContent = whereText(c) || "no page or heading recorded";
-    $("passage-text").replaceChildren(...highlighted(c.text || c.snippet || "", c.snippet));
+    const passage = c.text || c.snippet || "";
+    const exact = span && c.text && span.end <= passage.length && passage.slice(span.start, span.end) === span.quote;
+    $("passage-text").replaceChildren(...(exact ? spanParts(passage, span) : highlighted(passage, c.snippet)));
+    const support = !exact ? "" : span.supports
+      ? "The highlighted words support the sentence (support " + span.score.toFixed(2) + ")"
+      : "Not supported: " + (WHY[span.mismatch] || WHY.weak) + " (closest words highlighted, support " + span.score.toFixed(2) + ")";
+    $("passage-support").textContent = support;
+    $("passage-support").hidden = !support;
+    $("passage-support").className = "passage-support" + (exact && !span.supports ? " passage-support--weak" : "");
     const score = typeof c.score === "number" ? " · relevance " + c.score.toFixed(2) : "";
     $("passage-meta").textContent = "chunk " + c.chunk_id + score;
     const dialog = $("passage");
