@@ -18,6 +18,9 @@ from evals.scoring import METRICS, format_value
 MAX_LISTED = 12
 
 
+MAX_FLAGGED = 3
+
+
 def comparisons(results: dict[str, Any]) -> list[Comparison]:
     """The first variant is the baseline of every other one."""
     variants = results["variants"]
@@ -26,7 +29,10 @@ def comparisons(results: dict[str, Any]) -> list[Comparison]:
 
 def _headline(results: dict[str, Any]) -> str:
     s = results["suite"]
-    parts = ", ".join(f"{v['name']} ({v['provider']}/{v['model']}, top_k {v['top_k']})" for v in results["variants"])
+    parts = ", ".join(
+        f"{v['name']} ({v['provider']}/{v['model']}, top_k {v['top_k']}, support {v.get('support_policy', 'flag')})"
+        for v in results["variants"]
+    )
     return f"{s['name']}: {s['cases']} cases, {len(results['variants'])} variant(s): {parts}; {results['created']}"
 
 
@@ -58,10 +64,27 @@ def markdown_summary(results: dict[str, Any], gate_failures: list[str] | None = 
         out += [f"- `{c['id']}` {c['question']} — {'; '.join(c['failures'])}" for c in failed[:MAX_LISTED]]
         if len(failed) > MAX_LISTED:
             out.append(f"- … and {len(failed) - MAX_LISTED} more (see the HTML report or the JSON results)")
+    out += _unsupported_markdown(variants)
     if gate_failures is not None:
         out += ["", "**Gate: passed.**" if not gate_failures else "**Gate: FAILED**"]
         out += [f"- {f}" for f in gate_failures]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _unsupported_markdown(variants: list[dict[str, Any]]) -> list[str]:
+    """Per variant: how many answer sentences the support check found unsupported, and a few of them."""
+    out: list[str] = []
+    for v in variants:
+        flagged = [(c, u) for c in v["cases"] for u in c.get("unsupported") or []]
+        sentences = sum((c.get("support") or {}).get("sentences", 0) for c in v["cases"])
+        dropped = sum((c.get("support") or {}).get("dropped", 0) for c in v["cases"])
+        if not flagged and not dropped:
+            continue
+        out += ["", f"**{v['name']}** (support policy {v.get('support_policy', 'flag')}): {len(flagged)} of "
+                    f"{sentences} answer sentences unsupported, {dropped} dropped; for example:"]  # fmt: skip
+        for case, u in flagged[:MAX_FLAGGED]:
+            out.append(f"- `{case['id']}` ({u['reason']}, {u['score']:.2f}) {u['text']}")
+    return out
 
 
 _CSS = """

@@ -25,7 +25,7 @@ from app.rag.conversation import Turn
 from app.rag.service import Answer
 from evals import metrics as m
 from evals.judge import Judge, is_generative
-from evals.scoring import Grounding, aggregate, score_case
+from evals.scoring import Grounding, aggregate, score_case, support_scores
 from evals.suite import Case, Suite, VariantSpec
 from evals.workspace import release, variant_components, with_overrides
 
@@ -155,6 +155,8 @@ class CaseRunner:
             case, answer.answer, refused, ranked, len(passages), cited, sims, k=k,
             threshold=self.suite.groundedness_threshold,
         )  # fmt: skip
+        if answer.sentences or answer.support.get("dropped"):  # an uncited answer is not "grounded", but it is checked
+            scores.update(support_scores(answer.sentences, answer.support))
         verdict = None
         if self.judge is not None and not refused:
             verdict = self.judge.grade(case.question, passages, answer.answer, request_id=f"{rid}.judge",
@@ -172,6 +174,9 @@ class CaseRunner:
             "passages": len(passages),
             "similarities": sims,
             "judge": None if verdict is None else {"reason": verdict.reason},
+            "support": answer.support,
+            "unsupported": [{"text": s.text, "reason": s.reason, "score": s.score,
+                             "quote": s.span.quote if s.span else None} for s in answer.sentences if not s.supported],
             "metrics": scores,
             "passed": not failures,
             "failures": failures,
@@ -243,6 +248,7 @@ def run_variant(
             "name": spec.name, "prompt": prompt, "prompts_seen": dict(seen), "provider": components.chat_model.provider,
             "model": components.chat_model.model, "set": spec.set, "top_k": rag.config.top_k,
             "retrieval_mode": s.retrieval.mode, "judge": grader.prompt_id if grader else None,
+            "support_policy": s.support.policy, "support_threshold": s.support.threshold,
             "judge_cost_usd": judge_cost if grader else None, "metrics": aggregate(cases), "cases": cases,
         }  # fmt: skip
     finally:

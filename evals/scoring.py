@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from app.rag.claims import analyse
+from app.rag.support import SentenceSupport
 from app.text import split_sentences
 from evals import metrics as m
 from evals.suite import Case
@@ -38,6 +40,10 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("citation_validity", "citation validity"),
     MetricDef("citation_precision", "citation precision"),
     MetricDef("groundedness", "groundedness"),
+    MetricDef("support_recall", "citation recall (sentences backed by their citations)"),
+    MetricDef("support_precision", "citation precision (citations that back their sentence)"),
+    MetricDef("supported_share", "sentences shown as supported"),
+    MetricDef("number_mismatch_rate", "number mismatches", higher_is_better=False),
     MetricDef("refusal_accuracy", "refusal accuracy"),
     MetricDef("false_refusal_rate", "false refusal rate", higher_is_better=False),
     MetricDef("judge_faithfulness", "judge: faithfulness"),
@@ -51,7 +57,8 @@ METRIC_KEYS = {d.key: d for d in METRICS}
 QUALITY = [d.key for d in METRICS if not d.unit]
 # Per-case metrics averaged into the variant's metric of the same name.
 _AVERAGED = ("hit_at_k", "recall_at_k", "mrr", "ndcg_at_10", "fact_coverage", "token_f1", "citation_validity",
-             "citation_precision", "groundedness", "judge_faithfulness", "judge_relevance")  # fmt: skip
+             "citation_precision", "groundedness", "support_recall", "support_precision", "supported_share",
+             "number_mismatch_rate", "judge_faithfulness", "judge_relevance")  # fmt: skip
 
 
 class EmbedsDocuments(Protocol):
@@ -88,6 +95,29 @@ class Grounding:
             return [0.0] * len(sentences)
         sims = self._embed(sentences) @ self._embed(units).T
         return [round(float(x), 4) for x in sims.max(axis=1)]
+
+
+def support_scores(sentences: Sequence[SentenceSupport], support: dict[str, Any]) -> dict[str, float | None]:
+    """ALCE-style citation recall and precision with the support check as the judge, per answer.
+
+    Recall: the answer's claims (those the policy dropped included) that their citations back.
+    Precision: the citations that back their sentence on their own; one that adds nothing to a
+    sentence another citation backs does not count (ALCE's "irrelevant" citation), nor does any
+    citation of a sentence nothing backs. Number mismatches: sentences whose cited passages have
+    other numbers, among the claims with a number. None where there is nothing to count.
+    """
+    claims = [s for s in sentences if s.claim]
+    dropped = int(support.get("dropped") or 0)
+    pairs = [span for s in claims for span in s.spans]
+    with_numbers = [s for s in claims if analyse(s.text).numbers]
+    return {
+        "support_recall": sum(s.supported for s in claims) / (len(claims) + dropped) if claims or dropped else None,
+        "support_precision": sum(span.supports for span in pairs) / len(pairs) if pairs else None,
+        "supported_share": sum(s.supported for s in sentences) / len(sentences) if sentences else None,
+        "number_mismatch_rate": (
+            sum(s.reason == "number" for s in with_numbers) / len(with_numbers) if with_numbers else None
+        ),
+    }
 
 
 def score_case(

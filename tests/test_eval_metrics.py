@@ -15,7 +15,7 @@ from evals.compare import compare_variants
 from evals.gate import Gate, check_gate, load_gate
 from evals.judge import parse_verdict
 from evals.runner import plan_variants
-from evals.scoring import Grounding, aggregate
+from evals.scoring import Grounding, aggregate, support_scores
 from evals.suite import EvalError, Suite, load_suite
 from evals.workspace import parse_sets, with_overrides
 
@@ -63,6 +63,28 @@ def test_answer_metrics_by_hand() -> None:
     assert m.citation_precision(["has 27 days here", "other text"], ["27 days"]) == 0.5
     assert m.citation_precision([], ["27 days"]) is None
     assert m.groundedness([0.9, 0.5, 0.61], threshold=0.6) == pytest.approx(2 / 3)
+
+
+def test_support_metrics_by_hand() -> None:
+    """ALCE-style: recall over claims (dropped ones too), precision over (sentence, citation) pairs."""
+    from app.rag.support import CitedSpan, SentenceSupport
+
+    def span(n: int, supports: bool) -> CitedSpan:
+        return CitedSpan(n, f"c{n}", "s.md", None, 0, 1, "x", 0.9 if supports else 0.1, supports)
+
+    sentences = [
+        SentenceSupport("Leave is 27 days [1][2].", 0, 1, [1, 2], True, True, 0.9, "supported",
+                        [span(1, True), span(2, False)]),  # [2] adds nothing: irrelevant
+        SentenceSupport("It is 30 days [3].", 0, 1, [3], True, False, 0.1, "number", [span(3, False)]),
+        SentenceSupport("Here is more:", 0, 1, [], False, True, 0.0, "no_claim"),
+        SentenceSupport("Claims are paid monthly.", 0, 1, [], True, False, 0.0, "no_citation"),
+    ]  # fmt: skip
+    scores = support_scores(sentences, {"dropped": 1})
+    assert scores["support_recall"] == pytest.approx(1 / 4)  # 1 backed of 3 claims + 1 dropped
+    assert scores["support_precision"] == pytest.approx(1 / 3)  # 1 of 3 citations backs its sentence
+    assert scores["supported_share"] == pytest.approx(2 / 4)  # what the reader sees: the lead-in counts
+    assert scores["number_mismatch_rate"] == pytest.approx(1 / 2)  # of the two claims with a number
+    assert support_scores([], {}) == dict.fromkeys(scores)
 
 
 def test_percentile_and_mean() -> None:

@@ -74,6 +74,8 @@ def test_a_fact_without_a_marker_is_unsupported_a_lead_in_is_not() -> None:
     lead, fact = result.sentences
     assert lead.claim is False and lead.supported
     assert fact.claim and not fact.supported and fact.reason == "no_citation"
+    assert fact.suggested is not None and fact.suggested.n == 1 and "27 days" in fact.suggested.quote
+    assert check("Staff may bring dogs to the office.").sentences[0].suggested is None  # nothing says so
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,8 @@ import pytest
 from app.api.main import create_app
 from app.api.routes.web import WEB_DIR
 from app.bootstrap import Components
-from tests.conftest import ROOT
 from app.settings import LlmSettings, Settings
+from tests.conftest import ROOT
 from tests.servers import FakeOpenAI, serve_app
 
 CHROMIUM = Path("/usr/bin/chromium")

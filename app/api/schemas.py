@@ -121,6 +121,9 @@ class SentenceOut(BaseModel):
     )
     span: SpanOut | None = Field(..., description="The best supporting words among its cited passages.")
     spans: list[SpanOut] = Field(..., description="Each cited passage's best words for this sentence.")
+    suggested: SpanOut | None = Field(
+        None, description="A sentence without a marker: the retrieved passage that would support it, if any."
+    )
 
 
 class SupportOut(BaseModel):

@@ -20,6 +20,7 @@ passage is removed from the text. Measured in bench/support.py (docs/benchmarks.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -90,6 +91,7 @@ class SentenceSupport:
     score: float
     reason: str  # supported | no_claim | no_citation | invalid_citation | weak | number | name | negation
     spans: list[CitedSpan] = field(default_factory=list)
+    suggested: CitedSpan | None = None  # no marker: a retrieved passage that would have supported it
 
     @property
     def span(self) -> CitedSpan | None:
@@ -98,9 +100,10 @@ class SentenceSupport:
 
     def as_dict(self) -> dict[str, Any]:
         best = self.span
-        data = {k: v for k, v in self.__dict__.items() if k != "spans"}
+        data = {k: v for k, v in self.__dict__.items() if k not in ("spans", "suggested")}
         data["span"] = best.as_dict() if best is not None else None
         data["spans"] = [s.as_dict() for s in self.spans]
+        data["suggested"] = self.suggested.as_dict() if self.suggested is not None else None
         return data
 
 
@@ -196,22 +199,35 @@ class Verifier:
         for index, (start, end, text, claim, cited, scored, invalid) in enumerate(pending):
             spans = []
             for n, window, lexical, mismatch in scored:
-                hit = hits[n - 1]
                 score = lexical
                 if (index, n) in similarity:
                     score = 0.5 * lexical + 0.5 * similarity[(index, n)]
-                score = round(score * _PENALTY[mismatch], 4)
-                page = hit.metadata.get("page")
-                spans.append(
-                    CitedSpan(
-                        n=n, chunk_id=hit.id, source=str(hit.metadata.get("source", "")),
-                        page=int(page) if page is not None else None, start=window.start, end=window.end,
-                        quote=hit.text[window.start : window.end], score=score,
-                        supports=score >= self.config.threshold, mismatch=mismatch,
-                    )
-                )  # fmt: skip
-            results.append(self._verdict(text, start, end, claim, cited, spans, invalid))
+                spans.append(self._span(n, hits[n - 1], window, score * _PENALTY[mismatch], mismatch))
+            verdict = self._verdict(text, start, end, claim, cited, spans, invalid)
+            if verdict.claim and not cited:
+                verdict = dataclasses.replace(verdict, suggested=self._suggest(claim, hits))
+            results.append(verdict)
         return "".join(pieces), results
+
+    def _span(self, n: int, hit: Hit, window: _Window, score: float, mismatch: str | None) -> CitedSpan:
+        page = hit.metadata.get("page")
+        return CitedSpan(
+            n=n, chunk_id=hit.id, source=str(hit.metadata.get("source", "")),
+            page=int(page) if page is not None else None, start=window.start, end=window.end,
+            quote=hit.text[window.start : window.end], score=round(score, 4),
+            supports=score >= self.config.threshold, mismatch=mismatch,
+        )  # fmt: skip
+
+    def _suggest(self, claim: Claim, hits: Sequence[Hit]) -> CitedSpan | None:
+        """For a sentence without a marker: the retrieved passage that would support it, by the
+        offline check (word overlap and exact parts only), if one does. Shown, never cited for it."""
+        best: CitedSpan | None = None
+        for n, hit in enumerate(hits, start=1):
+            window, lexical, mismatch = _best_window(claim, hit.text)
+            span = self._span(n, hit, window, lexical * _PENALTY[mismatch], mismatch)
+            if span.supports and (best is None or span.score > best.score):
+                best = span
+        return best
 
     def _verdict(
         self, text: str, start: int, end: int, claim: Claim, cited: list[int], spans: list[CitedSpan], invalid: bool

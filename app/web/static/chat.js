@@ -154,7 +154,8 @@
       const node = el("span", "sentence" + (s.supported ? "" : " sentence--unsupported"));
       node.append(...textParts(text.slice(s.start, s.end), byNumber, new Map((s.spans || []).map((x) => [x.n, x]))));
       if (!s.supported) {
-        const why = "Not supported: " + (WHY[s.reason] || s.reason);
+        let why = "Not supported: " + (WHY[s.reason] || s.reason);
+        if (s.suggested) why += " (source [" + s.suggested.n + "] would support it)";
         node.title = why;
         node.append(el("span", "unsupported-badge", "unsupported"));
         node.setAttribute("aria-description", why);
