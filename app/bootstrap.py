@@ -179,7 +179,11 @@ class Components:
             max_question_chars=s.limits.max_question_chars,
             params=GenerationParams(temperature=s.llm.temperature, max_tokens=s.llm.max_tokens),
             support=SupportConfig(
-                policy=s.support.policy, threshold=s.support.threshold, embedding=s.support.embedding
+                policy=s.support.policy,
+                threshold=s.support.threshold,
+                embedding=s.support.embedding,
+                judge=s.support.judge,
+                judge_prompt=s.support.judge_prompt,
             ),
         )
         self.prompts.get(config.default_prompt)  # fail at start-up, not on the first request

@@ -157,6 +157,12 @@ class SupportSettings(BaseModel):
     embedding: bool = Field(
         True, description="Let the embedding model judge reworded sentences (~10 ms an answer that has some)."
     )
+    judge: bool = Field(
+        False,
+        description="Also ask the answering model (a generative provider) about sentences the offline check is "
+        "unsure of: one more call per such answer, ledgered as <request id>.verify.",
+    )
+    judge_prompt: str = Field("verify@v1", description="The judge's prompt, name@version.")
 
 
 class LimitSettings(BaseModel):

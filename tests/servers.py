@@ -58,7 +58,8 @@ def serve_app(app: FastAPI) -> Iterator[str]:
 class FakeOpenAI:
     """Speaks enough of /v1/chat/completions for the openai SDK; records what it received.
 
-    ``reply`` is the answer text; ``usage`` the token counts it reports (None: omit usage);
+    ``reply`` is the answer text (``replies``, if any, answer the next requests first, one each);
+    ``usage`` the token counts it reports (None: omit usage);
     ``delay_s`` sleeps before answering (timeouts); ``status`` forces an HTTP error.
     ``script`` lists what the next requests get before normal service resumes, one item
     per request: an HTTP status (429 and 503 carry ``Retry-After: retry_after``),
@@ -67,6 +68,7 @@ class FakeOpenAI:
 
     def __init__(self) -> None:
         self.reply = "Full-time employees get 27 days of annual leave [1]."
+        self.replies: list[str] = []
         self.usage: dict[str, int] | None = {"prompt_tokens": 321, "completion_tokens": 12}
         self.delay_s = 0.0
         self.status = 200
@@ -90,6 +92,7 @@ class FakeOpenAI:
                 with fake._lock:
                     fake.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
                     step = fake.script.pop(0) if fake.script else None
+                    reply = fake.replies.pop(0) if fake.replies and step is None else fake.reply
                 time.sleep(fake.delay_s)
                 if step == "hang":
                     time.sleep(fake.hang_s)
@@ -101,9 +104,9 @@ class FakeOpenAI:
                 elif fake.status != 200:
                     self._json(fake.status, {"error": {"message": "upstream exploded", "type": "server_error"}})
                 elif body.get("stream"):
-                    self._stream(body)
+                    self._stream(body, reply)
                 else:
-                    self._json(200, fake._completion(body))
+                    self._json(200, fake._completion(body, reply))
 
             def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
                 self._raw(status, json.dumps(payload).encode(), headers)
@@ -117,12 +120,12 @@ class FakeOpenAI:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _stream(self, body: dict[str, Any]) -> None:
+            def _stream(self, body: dict[str, Any], reply: str) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
                 base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": body["model"]}
-                words = fake.reply.split(" ")
+                words = reply.split(" ")
                 for i, word in enumerate(words):
                     delta = {"content": word + (" " if i < len(words) - 1 else "")}
                     chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
@@ -144,13 +147,13 @@ class FakeOpenAI:
         assert self.usage is not None
         return {**self.usage, "total_tokens": sum(self.usage.values())}
 
-    def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _completion(self, body: dict[str, Any], reply: str) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "id": "chatcmpl-1",
             "object": "chat.completion",
             "created": 1,
             "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": self.reply}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
         }
         if self.usage is not None:
             payload["usage"] = self._usage()

@@ -223,4 +223,39 @@ def test_extractive_answers_are_supported_sentence_by_sentence(handbook_componen
     answer = handbook_components.rag.answer(QUESTION, "handbook")
     assert answer.sentences and all(s.supported for s in answer.sentences), answer.sentences
     assert answer.support == {"policy": "flag", "sentences": len(answer.sentences), "claims": len(answer.sentences),
-                              "unsupported": 0, "dropped": 0, "refused": False}  # fmt: skip
+                              "unsupported": 0, "dropped": 0, "refused": False, "judged": 0}  # fmt: skip
+
+
+def test_the_optional_judge_decides_undecided_sentences_and_its_call_is_ledgered(
+    handbook_components: Components, embedder
+) -> None:  # type: ignore[no-untyped-def]
+    from app.settings import SupportSettings
+
+    reworded = "Staff working full time get twenty-seven paid holidays every year [1]."
+    with FakeOpenAI() as fake:
+        llm = LlmSettings(base_url=fake.base_url, model="gpt-4o-mini", timeout_s=5.0, max_retries=0)  # type: ignore[call-arg]
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None, data_dir=handbook_components.settings.data_dir, llm=llm,
+            support=SupportSettings(judge=True),  # type: ignore[call-arg]
+        )  # fmt: skip
+        components = Components(settings, embedder=embedder)
+        try:
+            fake.replies = [reworded, "1: no"]
+            answer = components.rag.answer(QUESTION, "handbook", use_cache=False, request_id="judged-no")
+            (sentence,) = answer.sentences
+            assert sentence.judge == "no" and not sentence.supported and answer.support["judged"] == 1
+            verify_call = fake.requests[-1]["body"]
+            assert "twenty-seven paid holidays" in verify_call["messages"][1]["content"]
+
+            fake.replies = [reworded, "1: yes"]
+            answer = components.rag.answer(QUESTION, "handbook", use_cache=False, request_id="judged-yes")
+            assert answer.sentences[0].judge == "yes" and answer.sentences[0].supported
+
+            fake.replies = [reworded, "I am not sure."]  # an unreadable verdict changes nothing
+            answer = components.rag.answer(QUESTION, "handbook", use_cache=False, request_id="judged-unsure")
+            assert answer.sentences[0].judge is None and answer.support["judged"] == 0
+
+            rows = {r["request_id"]: r for r in components.ledger.rows(0)}
+            assert rows["judged-no.verify"]["prompt"] == "verify@v1" and rows["judged-no.verify"]["cost_usd"] > 0
+        finally:
+            components.close()

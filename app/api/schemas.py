@@ -124,6 +124,9 @@ class SentenceOut(BaseModel):
     suggested: SpanOut | None = Field(
         None, description="A sentence without a marker: the retrieved passage that would support it, if any."
     )
+    judge: Literal["yes", "no"] | None = Field(
+        None, description="Decided by the model judge (KB_SUPPORT__JUDGE) where the offline check was unsure."
+    )
 
 
 class SupportOut(BaseModel):
@@ -133,6 +136,7 @@ class SupportOut(BaseModel):
     unsupported: int = Field(..., description="Sentences returned without support (policy flag).")
     dropped: int = Field(..., description="Unsupported sentences removed (policy drop).")
     refused: bool = Field(..., description="The answer was replaced by the refusal because it was unsupported.")
+    judged: int = Field(0, description="Sentences the model judge decided (KB_SUPPORT__JUDGE).")
 
 
 class UsageOut(BaseModel):

@@ -11,7 +11,7 @@ from app.llm.base import ChatModel, ChatRequest, Completion
 from app.llm.providers.extractive import REFUSAL
 from app.rag.citations import Citation, build_citations
 from app.rag.support import Policy, SentenceSupport, Verifier
-from app.rag.support_policy import Checked, verify_answer
+from app.rag.support_policy import Checked, RefinesSupport, verify_answer
 from vectorstore.store import Hit
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,13 @@ class Plan:
     support_policy: Policy | None = None  # the request's own; None: the configured one
 
 
-def finish(plan: Plan, completion: Completion | None, model_: ChatModel, verifier: Verifier) -> Answer:
+def finish(
+    plan: Plan,
+    completion: Completion | None,
+    model_: ChatModel,
+    verifier: Verifier,
+    judge: RefinesSupport | None = None,
+) -> Answer:
     """The Answer for a plan's completion, each sentence checked against what it cites and the support
     policy applied; or the refusal when the plan had no evidence (no model call: ``model_`` names who
     would have answered)."""
@@ -74,7 +80,9 @@ def finish(plan: Plan, completion: Completion | None, model_: ChatModel, verifie
         checked = Checked(REFUSAL, [], policy)
     else:
         cached, provider, model = completion.cached, completion.provider, completion.model
-        checked = verify_answer(verifier, completion.text, plan.hits, refusal=REFUSAL, policy=policy)
+        checked = verify_answer(
+            verifier, completion.text, plan.hits, refusal=REFUSAL, policy=policy, judge=judge, context=plan.request
+        )
         text = checked.text
         citations = build_citations(text, plan.hits)
         grounded = bool(citations) and not checked.refused

@@ -26,6 +26,7 @@ from app.rag.condense import Condenser
 from app.rag.conversation import Turn
 from app.rag.retrieval import MODES, Mode, RetrievalConfig, Retriever, SearchFilters, SearchHit
 from app.rag.support import POLICIES, EmbedsTexts, Policy, SupportConfig, Verifier
+from app.rag.support_judge import SupportJudge
 from app.rag.support_policy import MarkerFilter
 from app.text import escape_fence
 from prompts.registry import Prompt, PromptLookupError, PromptRegistry
@@ -86,6 +87,9 @@ class RagService:
         self.answer_cache = answer_cache
         self.hit_ledger = hit_ledger  # records answer cache hits, as the response cache's hits are
         self.verifier = Verifier(embedder if isinstance(embedder, EmbedsTexts) else None, self.config.support)
+        self.judge: SupportJudge | None = None  # the model's second opinion on undecided sentences
+        if self.config.support.judge and chat_model.provider != "extractive":
+            self.judge = SupportJudge(chat_model, prompts, self.config.support.judge_prompt)
 
     def _validate(self, question: str, top_k: int | None) -> tuple[str, int]:
         question = question.strip()
@@ -280,7 +284,7 @@ class RagService:
         if plan.cached is not None:
             return self._from_cache(plan)
         completion = self.chat_model.complete(plan.request) if plan.request is not None else None
-        answer = finish(plan, completion, self.chat_model, self.verifier)
+        answer = finish(plan, completion, self.chat_model, self.verifier, self.judge)
         self._remember(plan, answer, completion)
         return answer
 
@@ -301,7 +305,7 @@ class RagService:
             yield "done", answer
             return
         if plan.request is None:
-            answer = finish(plan, None, self.chat_model, self.verifier)
+            answer = finish(plan, None, self.chat_model, self.verifier, self.judge)
             self._remember(plan, answer, None)
             yield "token", REFUSAL
             yield "done", answer
@@ -317,7 +321,7 @@ class RagService:
                 completion = event.completion
         if completion is None:
             raise ProviderError("the provider's stream ended without a final answer")
-        answer = finish(plan, completion, self.chat_model, self.verifier)
+        answer = finish(plan, completion, self.chat_model, self.verifier, self.judge)
         self._remember(plan, answer, completion)
         if markers is None:
             yield "token", answer.answer

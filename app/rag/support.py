@@ -59,6 +59,8 @@ class SupportConfig:
     threshold: float = 0.5  # a sentence is supported when its best cited passage scores at least this
     embedding: bool = True  # let the embedding model judge reworded sentences
     max_embedded: int = 8  # texts per answer (the pairs closest to the threshold): bounds the added latency
+    judge: bool = False  # ask the answering model about undecided sentences (a generative provider only)
+    judge_prompt: str = "verify@v1"
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class SentenceSupport:
     reason: str  # supported | no_claim | no_citation | invalid_citation | weak | number | name | negation
     spans: list[CitedSpan] = field(default_factory=list)
     suggested: CitedSpan | None = None  # no marker: a retrieved passage that would have supported it
+    judge: str | None = None  # "yes"/"no": decided by the optional model judge (support_judge.py)
 
     @property
     def span(self) -> CitedSpan | None:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from app.llm.base import ChatRequest
 from app.rag.claims import MARKER
 from app.rag.support import Policy, SentenceSupport, Verifier
 from vectorstore.store import Hit
@@ -30,6 +31,7 @@ class Checked:
     policy: Policy = "flag"
     dropped: int = 0  # unsupported sentences removed (drop)
     refused: bool = False  # replaced by the refusal because its core was unsupported (refuse, or drop of all)
+    judged: int = 0  # sentences the optional model judge decided
 
     @property
     def claims(self) -> int:
@@ -42,7 +44,7 @@ class Checked:
     def summary(self) -> dict[str, Any]:
         return {
             "policy": self.policy, "sentences": len(self.sentences), "claims": self.claims,
-            "unsupported": self.unsupported, "dropped": self.dropped, "refused": self.refused,
+            "unsupported": self.unsupported, "dropped": self.dropped, "refused": self.refused, "judged": self.judged,
         }  # fmt: skip
 
 
@@ -64,14 +66,29 @@ def _without(text: str, sentences: Sequence[SentenceSupport], keep: Sequence[boo
     return Checked("".join(pieces), kept)
 
 
+class RefinesSupport(Protocol):
+    def refine(
+        self, sentences: list[SentenceSupport], hits: Sequence[Hit], *, threshold: float, context: ChatRequest | None
+    ) -> tuple[list[SentenceSupport], int]: ...
+
+
 def verify_answer(
-    verifier: Verifier, text: str, hits: Sequence[Hit], *, refusal: str, policy: Policy | None = None
-) -> Checked:
-    """Check ``text`` against ``hits`` and apply ``policy`` (the verifier's configured one by default)."""
+    verifier: Verifier, text: str, hits: Sequence[Hit], *, refusal: str, policy: Policy | None = None,
+    judge: RefinesSupport | None = None, context: ChatRequest | None = None,
+) -> Checked:  # fmt: skip
+    """Check ``text`` against ``hits`` (then, with a ``judge``, let it decide the undecided sentences) and
+    apply ``policy`` (the verifier's configured one by default); ``context``: the answer's request."""
     policy = policy or verifier.config.policy
     if text.strip().startswith(refusal.split(":")[0]):  # the model's own "I don't know": nothing to back
         return Checked(text, [], policy)
     cleaned, sentences = verifier.check(text, hits)
+    judged = 0
+    if judge is not None:
+        sentences, judged = judge.refine(sentences, hits, threshold=verifier.config.threshold, context=context)
+    return dataclasses.replace(_apply(cleaned, sentences, policy, refusal), judged=judged)
+
+
+def _apply(cleaned: str, sentences: list[SentenceSupport], policy: Policy, refusal: str) -> Checked:
     if policy == "flag":
         return Checked(cleaned, sentences, policy)
     claim_chars = sum(len(s.text) for s in sentences if s.claim)
