@@ -155,7 +155,9 @@ class CaseRunner:
             case, answer.answer, refused, ranked, len(passages), cited, sims, k=k,
             threshold=self.suite.groundedness_threshold,
         )  # fmt: skip
-        if answer.sentences or answer.support.get("dropped"):  # an uncited answer is not "grounded", but it is checked
+        if (
+            answer.sentences or answer.support.get("dropped") or answer.support.get("refused")
+        ):  # an uncited answer is not "grounded", but it is checked
             scores.update(support_scores(answer.sentences, answer.support))
         verdict = None
         if self.judge is not None and not refused:

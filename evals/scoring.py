@@ -100,7 +100,7 @@ class Grounding:
 def support_scores(sentences: Sequence[SentenceSupport], support: dict[str, Any]) -> dict[str, float | None]:
     """ALCE-style citation recall and precision with the support check as the judge, per answer.
 
-    Recall: the answer's claims (those the policy dropped included) that their citations back.
+    Recall: the answer's claims (those the policy dropped or withheld included) that their citations back.
     Precision: the citations that back their sentence on their own; one that adds nothing to a
     sentence another citation backs does not count (ALCE's "irrelevant" citation), nor does any
     citation of a sentence nothing backs. Number mismatches: sentences whose cited passages have
@@ -108,10 +108,13 @@ def support_scores(sentences: Sequence[SentenceSupport], support: dict[str, Any]
     """
     claims = [s for s in sentences if s.claim]
     dropped = int(support.get("dropped") or 0)
+    # From the summary where there is one: a refused answer's withheld sentences count too.
+    claimed = int(support.get("claims", len(claims)))
+    unsupported = int(support.get("unsupported", sum(not s.supported for s in claims)))
     pairs = [span for s in claims for span in s.spans]
     with_numbers = [s for s in claims if analyse(s.text).numbers]
     return {
-        "support_recall": sum(s.supported for s in claims) / (len(claims) + dropped) if claims or dropped else None,
+        "support_recall": (claimed - unsupported) / (claimed + dropped) if claimed or dropped else None,
         "support_precision": sum(span.supports for span in pairs) / len(pairs) if pairs else None,
         "supported_share": sum(s.supported for s in sentences) / len(sentences) if sentences else None,
         "number_mismatch_rate": (

@@ -121,8 +121,8 @@ def test_variants_are_compared_case_by_case(handbook_run: tuple[Components, Any]
 class JudgingOpenAI(FakeOpenAI):
     """Answers questions with a fixed cited sentence, and judge prompts with grades."""
 
-    def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
-        payload = super()._completion(body)
+    def _completion(self, body: dict[str, Any], reply: str) -> dict[str, Any]:
+        payload = super()._completion(body, reply)
         if "You grade answers" in body["messages"][0]["content"]:
             payload["choices"][0]["message"]["content"] = '{"faithfulness": 5, "relevance": 4, "reason": "fine"}'
         return payload

@@ -8,17 +8,21 @@ marker, and a marker past the last passage, over /chat, SSE and /v1.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.bootstrap import Components
 from app.llm.providers.extractive import REFUSAL
-from app.rag.claims import analyse, answer_sentences, missing_numbers
+from app.rag.claims import analyse, answer_sentences, missing_numbers, normalize_markers, passage_sentences
 from app.rag.support import SupportConfig, Verifier
 from app.rag.support_policy import MarkerFilter, verify_answer
 from app.settings import LlmSettings, Settings
@@ -259,3 +263,58 @@ def test_the_optional_judge_decides_undecided_sentences_and_its_call_is_ledgered
             assert rows["judged-no.verify"]["prompt"] == "verify@v1" and rows["judged-no.verify"]["cost_usd"] > 0
         finally:
             components.close()
+
+
+def test_an_answer_that_only_begins_like_the_refusal_is_still_checked() -> None:
+    hedged = check("I don't know exactly, but leave is 45 days [9]. Receipts are due within 30 days [2].", "drop")
+    assert "[9]" not in hedged.text and "45 days" not in hedged.text and hedged.dropped == 1
+    assert check(REFUSAL, "drop").sentences == []  # the refusal itself has nothing to back
+
+
+def test_a_short_sentence_is_a_claim_of_its_own_unless_the_cited_passage_holds_it() -> None:
+    invented = check("Dogs are allowed. Full-time employees receive 27 days of paid annual leave [1].")
+    assert [(s.text, s.supported) for s in invented.sentences] == [
+        ("Dogs are allowed.", False), ("Full-time employees receive 27 days of paid annual leave [1].", True),
+    ]  # fmt: skip
+    quoted = check("Annual leave. Full-time employees receive 27 days of paid annual leave [1].")  # a heading
+    assert len(quoted.sentences) == 1 and quoted.sentences[0].supported
+
+
+def test_marker_lists_and_nested_markers() -> None:
+    listed = check("Full-time employees receive 27 days of paid annual leave [1, 2].")
+    assert listed.text.endswith("[1][2].") and listed.sentences[0].citations == [1, 2]
+    nested = MarkerFilter(n_passages=3)
+    out = nested.feed("Leave [[9]5] days [1") + nested.feed("]. More [5") + nested.feed("[9]") + nested.feed("] x.")
+    assert out + nested.flush() == "Leave days [1]. More x."
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab [],0123456789. \n", max_size=60), st.lists(st.integers(0, 60), max_size=8))
+def test_streamed_text_never_carries_a_marker_that_names_no_passage(text: str, cuts: list[int]) -> None:
+    stream = MarkerFilter(n_passages=3)
+    bounds = [0, *sorted(c for c in cuts if c <= len(text)), len(text)]
+    out = "".join(stream.feed(text[a:b]) for a, b in itertools.pairwise(bounds)) + stream.flush()
+    assert all(1 <= int(n) <= 3 for n in re.findall(r"\[(\d{1,3})\]", out)), out
+    assert out.split() == normalize_markers(text, 3).split() or "".join(out.split()) == "".join(
+        normalize_markers(text, 3).split()
+    )
+
+
+def test_drop_keeps_paragraph_breaks_and_refuse_counts_what_it_withheld() -> None:
+    answer = "Full-time employees receive 27 days of paid annual leave [1].\n\nIt is 28 [1]. Claims are paid [2]."
+    assert (
+        check(answer, "drop").text
+        == "Full-time employees receive 27 days of paid annual leave [1].\n\nClaims are paid [2]."
+    )
+    refused = check("It is 28 days [1]. Leave expires on 1 May [1].", "refuse")
+    assert refused.text == REFUSAL and refused.summary()["claims"] == 2 and refused.summary()["unsupported"] == 2
+
+
+def test_hostile_text_is_split_in_linear_time() -> None:
+    """Catastrophic backtracking would take minutes on these (a 40,000-character run took 47 s before)."""
+    started = time.perf_counter()
+    for hostile in ("!" * 200_000, "." * 200_000, "-" * 200_000, " " * 200_000 + "x", "[" * 100_000 + "1]" * 100):
+        answer_sentences(hostile)
+        passage_sentences(hostile)
+        check(hostile[:20_000])
+    assert time.perf_counter() - started < 20

@@ -254,7 +254,7 @@ def generative_server(handbook_components: Components, embedder) -> Iterator[tup
 def test_an_unsupported_sentence_is_marked_and_its_marker_says_why(generative_server, page, artifacts: Path) -> None:  # type: ignore[no-untyped-def]
     url, token, fake = generative_server
     fake.reply = (
-        "Full-time employees receive 27 days of paid annual leave per calendar year [1]. "
+        "Full-time employees 📅📅📅 receive 27 days of paid annual leave per calendar year [1]. "  # 📅: 2 UTF-16 units
         "Up to 9 unused days may be carried over into the next year [1]."
     )
     page.goto(url)
@@ -265,6 +265,7 @@ def test_an_unsupported_sentence_is_marked_and_its_marker_says_why(generative_se
     turn.locator(".meta").first.wait_for()
     unsupported = turn.locator(".sentence--unsupported")
     assert unsupported.count() == 1 and "9 unused days" in unsupported.inner_text()
+    assert turn.locator(".sentence button.cite").count() == 2  # offsets after the emoji still land on markers
     assert "not supported" in turn.locator(".support-note").inner_text()
     assert "number differs" in (unsupported.get_attribute("title") or "")
     page.screenshot(path=str(artifacts / "1-flagged.png"))

@@ -17,6 +17,8 @@ from typing import Protocol
 
 import numpy as np
 
+from vectorstore.tables import use_wal
+
 log = logging.getLogger(__name__)
 
 
@@ -38,7 +40,7 @@ class EmbeddingCache:
         self._conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
         self._lock = threading.Lock()
         with self._lock, self._conn:
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            use_wal(self._conn)  # a second process opening a new cache at the same moment waits, not fails
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS vectors (model TEXT NOT NULL, key TEXT NOT NULL, vector BLOB NOT NULL,"
                 " PRIMARY KEY (model, key))"

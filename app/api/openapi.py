@@ -18,6 +18,18 @@ _CITATION = {
     "snippet": "Full-time employees receive 27 days of paid annual leave per calendar year…",
     "text": "Annual leave. Full-time employees receive 27 days of paid annual leave per calendar year, plus…",
 }  # fmt: skip
+_SPAN = {
+    "n": 1, "chunk_id": _CITATION["chunk_id"], "source": "handbook.pdf", "page": 2, "start": 14, "end": 89,
+    "quote": "Full-time employees receive 27 days of paid annual leave per calendar year,", "score": 0.98,
+    "supports": True, "mismatch": None,
+}  # fmt: skip
+_SENTENCE = {
+    "text": "Full-time employees receive 27 days of paid annual leave per calendar year [1].", "start": 0, "end": 79,
+    "citations": [1], "claim": True, "supported": True, "score": 0.98, "reason": "supported", "span": _SPAN,
+    "spans": [_SPAN], "suggested": None, "judge": None,
+}  # fmt: skip
+_SUPPORT = {"policy": "flag", "sentences": 1, "claims": 1, "unsupported": 0, "dropped": 0, "refused": False,
+            "judged": 0}  # fmt: skip
 _ANSWER = {
     "answer": "Full-time employees receive 27 days of paid annual leave per calendar year [1].",
     "citations": [_CITATION], "prompt": "answer@v2", "provider": "extractive", "model": "extractive",
@@ -25,7 +37,7 @@ _ANSWER = {
     "request_id": "3f1d0c9e8b7a4c2d9e0f1a2b3c4d5e6f", "latency_ms": 41.7, "collections": ["handbook"],
     "standalone_question": "How many days of annual leave do I get?",
     "retrieved": [{"chunk_id": _CITATION["chunk_id"], "collection": "handbook", "source": "handbook.pdf", "page": 2}],
-    "conversation_id": "9f1c0e2a4b6d4e8f9a0b1c2d3e4f5a6b",
+    "conversation_id": "9f1c0e2a4b6d4e8f9a0b1c2d3e4f5a6b", "sentences": [_SENTENCE], "support": _SUPPORT,
 }  # fmt: skip
 _JOB = {
     "id": "b1946ac92492", "collection": "hr", "files": ["leave.pdf"], "status": "succeeded",
@@ -94,6 +106,8 @@ RESPONSES: dict[tuple[str, str], Any] = {
             "standalone_question": "How many days of annual leave do I get?",
             "cost_usd": 0.0,
             "latency_ms": 41.7,
+            "sentences": [_SENTENCE],
+            "support": _SUPPORT,
         },
     },
     ("post", "/admin/collections/{collection}/documents"): {

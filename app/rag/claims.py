@@ -19,11 +19,12 @@ from functools import lru_cache
 
 from app.text import terms
 
-MARKER = re.compile(r"\s*\[(\d{1,3})\]")
+MARKER = re.compile(r"(?<!\s)\s*\[(\d{1,3})\]")  # (?<!\s): a run of blanks is tried once, not at each blank
+_MARKER_LIST = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})+)\]")  # "[1, 2]": models drift from "[1][2]"
 # A sentence ends at . ! ? (then any [n] markers that belong to it) before white space and a capital,
 # a digit, a quote, a bracket or a list bullet; or at a line break.
-_ANSWER_END = re.compile(r"[.!?]+(?:\s*\[\d{1,3}\])*(?=\s+[A-Z0-9\"'(\[*•-]|\s*$)|\n+")
-_PASSAGE_END = re.compile(r"[.!?]+(?=\s+[A-Z0-9\"'(*•-])|\n\s*\n|\n(?=\s*(?:[-*+•]|\d+[.)])\s)")
+_ANSWER_END = re.compile(r"(?<![.!?])[.!?]+(?:\s*\[\d{1,3}\])*(?=\s+[A-Z0-9\"'(\[*•-]|\s*$)|\n+")
+_PASSAGE_END = re.compile(r"(?<![.!?])[.!?]+(?=\s+[A-Z0-9\"'(*•-])|\n\s*\n|\n(?=\s*(?:[-*+•]|\d+[.)])\s)")
 _ABBREVIATION = re.compile(r"(?:\b(?:e\.g|i\.e|etc|vs|cf|approx|no|fig|dr|mr|mrs|ms|st)|\b[A-Za-z])\.$", re.I)
 _NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+(?:[.,:/]\d+)*|\.\d+)")
 _WORD = re.compile(r"[A-Za-z0-9_][\w'’+.-]*[\w+]|[A-Za-z0-9]")
@@ -143,16 +144,23 @@ def _spans(text: str, boundary: re.Pattern[str]) -> list[tuple[int, int]]:
 
 
 def answer_sentences(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence of an answer, its trailing [n] markers included. A short lead-in
-    without a marker ("Annual leave.") belongs to the sentence it labels, as app.text splits passages."""
-    spans = _spans(text, _ANSWER_END)
-    merged: list[tuple[int, int]] = []
-    for start, end in spans:
-        lead = text[merged[-1][0] : merged[-1][1]] if merged else ""
-        if lead and len(lead) <= 20 and not MARKER.search(lead) and "\n" not in text[merged[-1][1] : start]:
-            start = merged.pop()[0]
-        merged.append((start, end))
-    return merged
+    """(start, end) of each sentence of an answer, its trailing [n] markers included."""
+    return _spans(text, _ANSWER_END)
+
+
+def strip_markers(text: str) -> str:
+    return MARKER.sub("", text)
+
+
+def normalize_markers(text: str, n_passages: int) -> str:
+    """``[1, 2]`` written as ``[1][2]``, and without the markers that name no passage (``[0]``, ``[9]`` of
+    five): repeated until nothing changes, so removing ``[9]`` from ``[[9]5]`` cannot leave a ``[5]``."""
+    while True:
+        expanded = _MARKER_LIST.sub(lambda m: "".join(f"[{n.strip()}]" for n in m.group(1).split(",")), text)
+        cleaned = MARKER.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= n_passages else "", expanded)
+        if cleaned == text:
+            return text
+        text = cleaned
 
 
 _HEADING_LINE = re.compile(r"^[^\n]{1,60}(?<![.!?,;:)])\n(?=[A-Z0-9])", re.M)
@@ -175,14 +183,13 @@ def markers(sentence: str) -> list[int]:
     return list(dict.fromkeys(int(m.group(1)) for m in MARKER.finditer(sentence)))
 
 
-_NOT_A_CLAIM = re.compile(
-    r"(?is)^\W*(?:.*[:?]|(?:i hope|hope this|let me know|feel free|happy to help|please (?:ask|let|contact))\b.*)$"
-)
+_POLITE = re.compile(r"^\W*(?:i hope|hope this|let me know|feel free|happy to help|please (?:ask|let|contact))\b", re.I)
 
 
 def is_claim(claim: Claim, text: str) -> bool:
     """Whether a sentence states something a source must back ("Here is what I found:", a question back to
     the reader or "I hope this helps." do not)."""
-    if _NOT_A_CLAIM.match(MARKER.sub("", text).strip()):
+    plain = strip_markers(text).strip()
+    if plain.endswith((":", "?")) or _POLITE.match(plain):
         return False
     return len(claim.terms) >= 2 or bool(claim.numbers) or bool(claim.names)

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from app.rag.claims import (
-    MARKER,
     Claim,
     analyse,
     answer_sentences,
@@ -35,7 +34,9 @@ from app.rag.claims import (
     markers,
     missing_names,
     missing_numbers,
+    normalize_markers,
     passage_sentences,
+    strip_markers,
 )
 from vectorstore.store import Hit
 
@@ -179,15 +180,16 @@ class Verifier:
         self.config = config or SupportConfig()
 
     def check(self, answer: str, hits: Sequence[Hit]) -> tuple[str, list[SentenceSupport]]:
-        """The answer without markers that name no retrieved passage, and the support of each of its
-        sentences (offsets inside that text)."""
+        """The answer without markers that name no retrieved passage (``[1, 2]`` written ``[1][2]``), and the
+        support of each of its sentences (offsets inside that text)."""
+        answer = normalize_markers(answer, 999)  # lists expanded first: their markers then end a sentence
         pieces: list[str] = []
         pending = []
         cursor = 0
-        for start, end in answer_sentences(answer):
+        for start, end in self._sentences(answer, hits):
             pieces.append(answer[cursor:start])
             raw = answer[start:end]
-            text = MARKER.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= len(hits) else "", raw).strip()
+            text = normalize_markers(raw, len(hits)).strip()
             invalid = text != raw.strip() and not markers(text)
             at = sum(map(len, pieces))
             pieces.append(text)
@@ -211,6 +213,28 @@ class Verifier:
                 verdict = dataclasses.replace(verdict, suggested=self._suggest(claim, hits))
             results.append(verdict)
         return "".join(pieces), results
+
+    @staticmethod
+    def _sentences(answer: str, hits: Sequence[Hit]) -> list[tuple[int, int]]:
+        """The answer's sentences; a lead-in the next sentence's cited passage holds verbatim ("Annual leave."
+        before the sentence under that heading, as the extractive provider quotes it) belongs to that sentence,
+        any other sentence stands alone ("Dogs are allowed." is a claim of its own)."""
+        spans = answer_sentences(answer)
+        merged: list[tuple[int, int]] = []
+        i = 0
+        while i < len(spans):
+            start, end = spans[i]
+            lead = answer[start:end]
+            nxt = spans[i + 1] if i + 1 < len(spans) else None
+            if nxt and len(lead) <= 40 and not markers(lead) and "\n" not in answer[end : nxt[0]]:
+                cited = [n for n in markers(answer[nxt[0] : nxt[1]]) if 1 <= n <= len(hits)]
+                if any(lead.rstrip(".!?:") in hits[n - 1].text for n in cited):
+                    merged.append((start, nxt[1]))
+                    i += 2
+                    continue
+            merged.append((start, end))
+            i += 1
+        return merged
 
     def _span(self, n: int, hit: Hit, window: _Window, score: float, mismatch: str | None) -> CitedSpan:
         page = hit.metadata.get("page")
@@ -257,7 +281,7 @@ class Verifier:
             for n, window, lexical, mismatch in scored:
                 if mismatch is None and UNDECIDED[0] <= lexical < UNDECIDED[1]:
                     quote = hits[n - 1].text[window.start : window.end][:EMBEDDED_CHARS]
-                    pairs.append((abs(lexical - self.config.threshold), index, n, MARKER.sub("", text), quote))
+                    pairs.append((abs(lexical - self.config.threshold), index, n, strip_markers(text), quote))
         pairs = sorted(pairs)[: self.config.max_embedded // 2]
         if not pairs:
             return {}

@@ -14,12 +14,13 @@ The policy and its outcome travel with the answer, its audit row and the eval re
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app.llm.base import ChatRequest
-from app.rag.claims import MARKER
+from app.rag.claims import normalize_markers
 from app.rag.support import Policy, SentenceSupport, Verifier
 from vectorstore.store import Hit
 
@@ -32,6 +33,7 @@ class Checked:
     dropped: int = 0  # unsupported sentences removed (drop)
     refused: bool = False  # replaced by the refusal because its core was unsupported (refuse, or drop of all)
     judged: int = 0  # sentences the optional model judge decided
+    withheld: tuple[int, int] = (0, 0)  # refused: the claims and unsupported sentences of the answer withheld
 
     @property
     def claims(self) -> int:
@@ -43,23 +45,32 @@ class Checked:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "policy": self.policy, "sentences": len(self.sentences), "claims": self.claims,
-            "unsupported": self.unsupported, "dropped": self.dropped, "refused": self.refused, "judged": self.judged,
-        }  # fmt: skip
+            "policy": self.policy,
+            "sentences": len(self.sentences),
+            "claims": self.claims + self.withheld[0],
+            "unsupported": self.unsupported + self.withheld[1],
+            "dropped": self.dropped,
+            "refused": self.refused,
+            "judged": self.judged,
+        }
 
 
 def _without(text: str, sentences: Sequence[SentenceSupport], keep: Sequence[bool]) -> Checked:
-    """The text of the kept sentences, each after the separator that preceded it, offsets renumbered."""
+    """The text of the kept sentences, each after the separator that preceded it (a paragraph break or a
+    line break among the dropped ones is kept), offsets renumbered."""
     pieces: list[str] = []
     kept: list[SentenceSupport] = []
+    gap = ""  # the text since the last kept sentence
     cursor = 0
     for sentence, keep_it in zip(sentences, keep, strict=True):
-        separator = text[cursor : sentence.start]
+        gap += text[cursor : sentence.start]
         cursor = sentence.end
         if not keep_it:
+            gap += " "
             continue
         if pieces:
-            pieces.append("\n" if "\n" in separator else " ")
+            pieces.append("\n\n" if "\n\n" in gap else "\n" if "\n" in gap else " ")
+        gap = ""
         at = sum(map(len, pieces))
         pieces.append(sentence.text)
         kept.append(dataclasses.replace(sentence, start=at, end=at + len(sentence.text)))
@@ -79,7 +90,7 @@ def verify_answer(
     """Check ``text`` against ``hits`` (then, with a ``judge``, let it decide the undecided sentences) and
     apply ``policy`` (the verifier's configured one by default); ``context``: the answer's request."""
     policy = policy or verifier.config.policy
-    if text.strip().startswith(refusal.split(":")[0]):  # the model's own "I don't know": nothing to back
+    if text.strip() == refusal:  # the model's own refusal: nothing to back ("I don't know, but..." is checked)
         return Checked(text, [], policy)
     cleaned, sentences = verifier.check(text, hits)
     judged = 0
@@ -95,7 +106,8 @@ def _apply(cleaned: str, sentences: list[SentenceSupport], policy: Policy, refus
     unsupported_chars = sum(len(s.text) for s in sentences if not s.supported)
     if policy == "refuse":
         if claim_chars and unsupported_chars * 2 >= claim_chars:
-            return Checked(refusal, [], policy, refused=True)
+            withheld = (sum(s.claim for s in sentences), sum(not s.supported for s in sentences))
+            return Checked(refusal, [], policy, refused=True, withheld=withheld)
         return Checked(cleaned, sentences, policy)
     if all(s.supported for s in sentences):
         return Checked(cleaned, sentences, policy)
@@ -109,24 +121,24 @@ def _apply(cleaned: str, sentences: list[SentenceSupport], policy: Policy, refus
 class MarkerFilter:
     """Streamed text without the markers that name no retrieved passage, as ``check`` removes them.
 
-    A ``[`` holds the text back until its marker closes (or cannot be one), so ``[7]`` for five
-    passages never reaches a streaming client, not even split over two tokens.
+    The text is cleaned as a whole (``normalize_markers``) and a tail that may still become a marker
+    (``[``, ``[1``, ``[1, 2``) is held back, so ``[9]`` for five passages never reaches a streaming
+    client, not even split over tokens or formed by removing another (``[[9]5]``).
     """
+
+    _OPEN = re.compile(r"\s*\[[\d,\s]{0,16}$")
 
     def __init__(self, n_passages: int):
         self.n_passages = n_passages
         self._held = ""
 
     def feed(self, delta: str) -> str:
-        text = self._held + delta
-        cut = text.rfind("[")
-        opened = text[cut + 1 :] if cut != -1 else "]"
-        if not (len(opened) <= 3 and (opened.isdigit() or not opened)):  # "[", "[1", "[12" may become a marker
-            cut = len(text)
-        cut = len(text[:cut].rstrip())  # white space before a marker goes with it, as in ``check``
+        text = normalize_markers(self._held + delta, self.n_passages)
+        tail = self._OPEN.search(text)
+        cut = tail.start() if tail else len(text.rstrip())  # white space goes with what follows it
         text, self._held = text[:cut], text[cut:]
-        return MARKER.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= self.n_passages else "", text)
+        return text
 
     def flush(self) -> str:
         held, self._held = self._held, ""
-        return MARKER.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= self.n_passages else "", held)
+        return held

@@ -143,16 +143,28 @@
     negation: "the cited passage says the opposite",
   };
 
+  // The server's offsets count code points (Python), JavaScript's strings UTF-16 units: an emoji or a
+  // math letter is one of the first and two of the second. unit(cp) is the UTF-16 offset of a code point offset.
+  function utf16(text) {
+    const units = [];
+    let at = 0;
+    for (const ch of text) { units.push(at); at += ch.length; }
+    units.push(at);
+    return (cp) => (cp >= 0 && cp < units.length ? units[cp] : -1);
+  }
+
   // The answer sentence by sentence: each unsupported one marked, and says why.
   function renderSentences(target, text, citations, sentences) {
     const byNumber = new Map((citations || []).map((c) => [c.n, c]));
+    const unit = utf16(text);
     const parts = [];
     let last = 0;
     for (const s of sentences) {
-      if (s.start < last || s.end > text.length) return renderText(target, text, citations); // not ours: plain
-      if (s.start > last) parts.push(document.createTextNode(text.slice(last, s.start)));
+      const start = unit(s.start), end = unit(s.end);
+      if (start < last || end < start) return renderText(target, text, citations); // not ours: plain
+      if (start > last) parts.push(document.createTextNode(text.slice(last, start)));
       const node = el("span", "sentence" + (s.supported ? "" : " sentence--unsupported"));
-      node.append(...textParts(text.slice(s.start, s.end), byNumber, new Map((s.spans || []).map((x) => [x.n, x]))));
+      node.append(...textParts(text.slice(start, end), byNumber, new Map((s.spans || []).map((x) => [x.n, x]))));
       if (!s.supported) {
         let why = "Not supported: " + (WHY[s.reason] || s.reason);
         if (s.suggested) why += " (source [" + s.suggested.n + "] would support it)";
@@ -161,7 +173,7 @@
         node.setAttribute("aria-description", why);
       }
       parts.push(node);
-      last = s.end;
+      last = end;
     }
     if (last < text.length) parts.push(document.createTextNode(text.slice(last)));
     target.replaceChildren(...parts);
@@ -235,11 +247,11 @@
   }
 
   // The words at [start, end) of the passage: the verifier's offsets, exact (no search).
-  function spanParts(passage, span) {
+  function spanParts(passage, start, end, supports) {
     return [
-      document.createTextNode(passage.slice(0, span.start)),
-      el("mark", "support" + (span.supports ? "" : " support--weak"), passage.slice(span.start, span.end)),
-      document.createTextNode(passage.slice(span.end)),
+      document.createTextNode(passage.slice(0, start)),
+      el("mark", "support" + (supports ? "" : " support--weak"), passage.slice(start, end)),
+      document.createTextNode(passage.slice(end)),
     ];
   }
 
@@ -248,8 +260,11 @@
     $("passage-title").textContent = c.source;
     $("passage-where").textContent = whereText(c) || "no page or heading recorded";
     const passage = c.text || c.snippet || "";
-    const exact = span && c.text && span.end <= passage.length && passage.slice(span.start, span.end) === span.quote;
-    $("passage-text").replaceChildren(...(exact ? spanParts(passage, span) : highlighted(passage, c.snippet)));
+    const unit = utf16(passage);
+    const [start, end] = span ? [unit(span.start), unit(span.end)] : [-1, -1];
+    const exact = span && c.text && start >= 0 && end >= start && passage.slice(start, end) === span.quote;
+    $("passage-text").replaceChildren(
+      ...(exact ? spanParts(passage, start, end, span.supports) : highlighted(passage, c.snippet)));
     const support = !exact ? "" : span.supports
       ? "The highlighted words support the sentence (support " + span.score.toFixed(2) + ")"
       : "Not supported: " + (WHY[span.mismatch] || WHY.weak) + " (closest words highlighted, support " + span.score.toFixed(2) + ")";
