@@ -46,7 +46,10 @@ POLICIES: tuple[Policy, ...] = ("flag", "drop", "refuse")
 NUMBER_MISMATCH, NAME_MISMATCH, NEGATION_MISMATCH = 0.25, 0.45, 0.4
 # Overlap outside this band decides alone; inside it the embedding model has a say.
 UNDECIDED = (0.25, 0.9)
-EMBEDDED_CHARS = 400  # of a window, for the embedding model (two sentences; its limit is 256 tokens)
+# Of a sentence or a window, for the embedding model: the time of a call grows with its longest text
+# (a 700-character sentence of code took 36 ms where two short ones take 7), and the first 200
+# characters say what a sentence is about; with 4 texts a worst-case answer adds 15 ms p95 (bench/support.py).
+EMBEDDED_CHARS = 200
 
 
 @runtime_checkable
@@ -59,7 +62,7 @@ class SupportConfig:
     policy: Policy = "flag"
     threshold: float = 0.5  # a sentence is supported when its best cited passage scores at least this
     embedding: bool = True  # let the embedding model judge reworded sentences
-    max_embedded: int = 8  # texts per answer (the pairs closest to the threshold): bounds the added latency
+    max_embedded: int = 4  # texts per answer (the pairs closest to the threshold): bounds the added latency
     judge: bool = False  # ask the answering model about undecided sentences (a generative provider only)
     judge_prompt: str = "verify@v1"
 
@@ -281,7 +284,8 @@ class Verifier:
             for n, window, lexical, mismatch in scored:
                 if mismatch is None and UNDECIDED[0] <= lexical < UNDECIDED[1]:
                     quote = hits[n - 1].text[window.start : window.end][:EMBEDDED_CHARS]
-                    pairs.append((abs(lexical - self.config.threshold), index, n, strip_markers(text), quote))
+                    sentence = strip_markers(text)[:EMBEDDED_CHARS]
+                    pairs.append((abs(lexical - self.config.threshold), index, n, sentence, quote))
         pairs = sorted(pairs)[: self.config.max_embedded // 2]
         if not pairs:
             return {}
