@@ -43,6 +43,16 @@ LLM_FALLBACKS = Counter("kb_llm_fallbacks_total", "Calls handed to the next prov
 CACHE_HITS = Counter("kb_cache_hits_total", "Response cache hits.")
 CACHE_MISSES = Counter("kb_cache_misses_total", "Response cache misses (cacheable calls only).")
 ANSWER_CACHE_HITS = Counter("kb_answer_cache_hits_total", "Answers served from the in-process answer cache.")
+SUPPORT_SENTENCES = Counter(
+    "kb_support_sentences_total",
+    "Claims of freshly generated answers by support outcome (supported, unsupported, dropped, withheld).",
+    ["policy", "outcome"],
+)
+SUPPORT_REFUSALS = Counter(
+    "kb_support_refusals_total",
+    "Answers replaced by the refusal for lack of support (policy refuse or drop).",
+    ["policy"],
+)
 
 
 def render_latest() -> tuple[bytes, str]:

@@ -27,6 +27,7 @@ from app.rag.support import SupportConfig, Verifier
 from app.rag.support_policy import MarkerFilter, verify_answer
 from app.settings import LlmSettings, Settings
 from tests.servers import FakeOpenAI, api_client
+from tests.test_gateway_api import metric
 from vectorstore.store import Hit
 
 LEAVE = (
@@ -165,6 +166,7 @@ def test_chat_flags_a_wrong_number_and_never_returns_an_out_of_range_marker(gene
     fake, components = generative
     with api_client(components) as client:
         fake.reply, wrong = _crafted_reply(client)
+        before = client.get("/metrics").text
         body = client.post("/chat", json={"question": QUESTION, "collection": "handbook", "cache": False}).json()
         assert "[9]" not in body["answer"] and body["support"]["policy"] == "flag"
         by_text = {s["text"].split(" [")[0]: s for s in body["sentences"]}
@@ -185,6 +187,15 @@ def test_chat_flags_a_wrong_number_and_never_returns_an_out_of_range_marker(gene
 
         bad = client.post("/chat", json={"question": QUESTION, "collection": "handbook", "support_policy": "maybe"})
         assert bad.status_code == 422
+        after = client.get("/metrics").text
+    counted = {
+        (policy, outcome): metric(after, "kb_support_sentences_total", policy=policy, outcome=outcome)
+        - metric(before, "kb_support_sentences_total", policy=policy, outcome=outcome)
+        for policy in ("flag", "drop")
+        for outcome in ("supported", "unsupported", "dropped")
+    }
+    assert counted == {("flag", "supported"): 1, ("flag", "unsupported"): 2, ("flag", "dropped"): 0,
+                       ("drop", "supported"): 1, ("drop", "unsupported"): 0, ("drop", "dropped"): 2}  # fmt: skip
     assert components.audit is not None
     rows = components.audit.rows()[-2:]
     columns = ("support_policy", "claims", "unsupported", "dropped", "refused_unsupported")

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from app import metrics
 from app.llm.base import ChatModel, ChatRequest, Completion
 from app.llm.providers.extractive import REFUSAL
 from app.rag.citations import Citation, build_citations
@@ -62,6 +63,21 @@ class Plan:
     support_policy: Policy | None = None  # the request's own; None: the configured one
 
 
+def _count(checked: Checked) -> None:
+    """Prometheus: a fresh answer's claims by what the support policy did with them."""
+    summary = checked.summary()
+    claims, unsupported = summary["claims"], summary["unsupported"]
+    if checked.refused:
+        outcomes = {"withheld": claims, "dropped": checked.dropped}
+    else:
+        outcomes = {"supported": claims - unsupported, "unsupported": unsupported, "dropped": checked.dropped}
+    for outcome, n in outcomes.items():
+        if n:
+            metrics.SUPPORT_SENTENCES.labels(checked.policy, outcome).inc(n)
+    if checked.refused:
+        metrics.SUPPORT_REFUSALS.labels(checked.policy).inc()
+
+
 def finish(
     plan: Plan,
     completion: Completion | None,
@@ -84,6 +100,7 @@ def finish(
             verifier, completion.text, plan.hits, refusal=REFUSAL, policy=policy, judge=judge, context=plan.request
         )
         text = checked.text
+        _count(checked)
         citations = build_citations(text, plan.hits)
         grounded = bool(citations) and not checked.refused
         usage = {
