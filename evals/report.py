@@ -82,8 +82,13 @@ def _unsupported_markdown(variants: list[dict[str, Any]]) -> list[str]:
             continue
         out += ["", f"**{v['name']}** (support policy {v.get('support_policy', 'flag')}): {len(flagged)} of "
                     f"{sentences} answer sentences unsupported, {dropped} dropped; for example:"]  # fmt: skip
+        uncited = [u for _, u in flagged if u["reason"] == "no_citation"]
+        backed = sum(1 for u in uncited if u.get("suggested"))
+        if uncited:
+            out.append(f"- {len(uncited)} carry no marker; a retrieved passage would support {backed} of them")
         for case, u in flagged[:MAX_FLAGGED]:
-            out.append(f"- `{case['id']}` ({u['reason']}, {u['score']:.2f}) {u['text']}")
+            hint = f", passage [{u['suggested']}] would support it" if u.get("suggested") else ""
+            out.append(f"- `{case['id']}` ({u['reason']}, {u['score']:.2f}{hint}) {u['text']}")
     return out
 
 

@@ -178,7 +178,9 @@ class CaseRunner:
             "judge": None if verdict is None else {"reason": verdict.reason},
             "support": answer.support,
             "unsupported": [{"text": s.text, "reason": s.reason, "score": s.score,
-                             "quote": s.span.quote if s.span else None} for s in answer.sentences if not s.supported],
+                             "quote": s.span.quote if s.span else None,
+                             "suggested": s.suggested.n if s.suggested else None}
+                            for s in answer.sentences if not s.supported],
             "metrics": scores,
             "passed": not failures,
             "failures": failures,
