@@ -23,7 +23,11 @@ MARKER = re.compile(r"(?<!\s)\s*\[(\d{1,3})\]")  # (?<!\s): a run of blanks is t
 _MARKER_LIST = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})+)\]")  # "[1, 2]": models drift from "[1][2]"
 # A sentence ends at . ! ? (then any [n] markers that belong to it) before white space and a capital,
 # a digit, a quote, a bracket or a list bullet; or at a line break.
-_ANSWER_END = re.compile(r"(?<![.!?])[.!?]+(?:\s*\[\d{1,3}\])*(?=\s+[A-Z0-9\"'(\[*•-]|\s*$)|\n+")
+# A marker followed by a capital ends one too: the extractive provider cites a heading line as "2.5.1 How can R
+# be installed [1] Otherwise, ..." with no period, and its two claims cite two passages.
+_ANSWER_END = re.compile(
+    r"(?<![.!?])[.!?]+(?:\s*\[\d{1,3}\])*(?=\s+[A-Z0-9\"'(\[*•-]|\s*$)|(?:\[\d{1,3}\])+(?=\s+[A-Z])|\n+"
+)
 _PASSAGE_END = re.compile(r"(?<![.!?])[.!?]+(?=\s+[A-Z0-9\"'(*•-])|\n\s*\n|\n(?=\s*(?:[-*+•]|\d+[.)])\s)")
 _ABBREVIATION = re.compile(r"(?:\b(?:e\.g|i\.e|etc|vs|cf|approx|no|fig|dr|mr|mrs|ms|st)|\b[A-Za-z])\.$", re.I)
 _NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+(?:[.,:/]\d+)*|\.\d+)")
