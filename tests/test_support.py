@@ -123,9 +123,7 @@ def test_a_reworded_sentence_is_judged_by_the_embedding_model(embedder) -> None:
 
 
 def test_answer_sentences_keep_their_markers_and_abbreviations() -> None:
-    text = (
-        "Use e.g. the app [1]. It works.[2] Then stop!\n- a list item [1]\n2.5 Installing R [2] Run the installer [3]"
-    )
+    text = "Use e.g. the app [1]. It works.[2] Then stop!\n- a list item [1]\n2.5 Install R [2] Run the installer [3]"
     assert [text[s:e] for s, e in answer_sentences(text)] == [
         "Use e.g. the app [1].", "It works.[2]", "Then stop!", "- a list item [1]", "2.5 Install R [2]",
         "Run the installer [3]",
