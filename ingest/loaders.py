@@ -16,6 +16,7 @@ from pathlib import Path
 
 from app.errors import IngestError
 from ingest.limits import FileLimits, check_chunks, check_pages, check_text_size, check_zip
+from ingest.pdf_structure import clean_page, outline, running_lines, split_at_sections
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +76,8 @@ def load_pdf(data: bytes, path: Path, limits: FileLimits = FileLimits()) -> Load
         if reader.is_encrypted:
             raise IngestError(f"{path.name} is an encrypted PDF; remove the password and retry")
         check_pages(len(reader.pages), path.name, limits)
-        sections = []
-        for number, page in enumerate(reader.pages, start=1):
-            text = (page.extract_text() or "").strip()
-            if text:
-                first_line = text.splitlines()[0].strip()
-                heading = first_line if 0 < len(first_line) <= 100 else None
-                sections.append(Section(text=text, page=number, heading=heading))
+        pages = [(page.extract_text() or "").strip().splitlines() for page in reader.pages]
+        sections = _pdf_sections(pages, outline(reader))
         metadata = reader.metadata
         title = str(metadata.get("/Title") if metadata else "") or path.stem
     except IngestError:
@@ -91,6 +87,27 @@ def load_pdf(data: bytes, path: Path, limits: FileLimits = FileLimits()) -> Load
     if not sections:
         raise IngestError(f"{path.name} has no extractable text (a scanned PDF?); run OCR on it first")
     return LoadedDocument(title=title, sections=sections)
+
+
+def _pdf_sections(pages: list[list[str]], entries: list[tuple[int, str, str]]) -> list[Section]:
+    """Each page's text without running headers and footers, cut where outline sections begin; a part's
+    heading is its section path, or (no outline) the page's first line."""
+    running = running_lines(pages)
+    starting: dict[int, list[tuple[str, str]]] = {}
+    for page, title, section in entries:
+        starting.setdefault(page, []).append((title, section))
+    sections: list[Section] = []
+    current: str | None = None
+    for number, lines in enumerate(pages, start=1):
+        text = clean_page(lines, running)
+        here = starting.get(number, [])
+        for path, body in split_at_sections(text, here, current) if text else []:
+            first_line = body.splitlines()[0].strip()
+            heading = path if entries else (first_line if 0 < len(first_line) <= 100 else None)
+            sections.append(Section(text=body, page=number, heading=heading))
+        if here:
+            current = here[-1][1]
+    return sections
 
 
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")

@@ -1,0 +1,91 @@
+"""PDF structure on real manuals (Debian's libtasn1 and shared-mime-info documentation): the outline
+names each part of a page, running headers, footers and page numbers are in no chunk, and a word
+hyphenated at a line end is found whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.bootstrap import Components
+from ingest.loaders import load
+from ingest.pdf_structure import clean_page, running_lines, split_at_sections
+from tests.real_pdfs import MANUALS
+
+LIBTASN1, MIME_SPEC = MANUALS
+
+
+@pytest.fixture(scope="module")
+def manuals() -> dict[str, Path]:
+    missing = [str(m) for m in MANUALS if not m.is_file()]
+    if missing:
+        pytest.skip(f"real PDF manuals not installed: {', '.join(missing)} (make test installs them as root)")
+    return {m.stem: m for m in MANUALS}
+
+
+def test_the_outline_names_the_section_of_each_part_of_a_page(manuals: dict[str, Path]) -> None:
+    doc = load(LIBTASN1, LIBTASN1.read_bytes())
+    page6 = [(s.heading, s.text.splitlines()[0]) for s in doc.sections if s.page == 6]
+    # page 6 ends section 2.1 (continued from page 5) and starts 2.2: two parts, each with its path
+    assert page6 == [
+        ("2 ASN.1 structure handling > ASN.1 syntax", "• UTF8String;"),
+        ("2 ASN.1 structure handling > Naming", "2.2 Naming"),
+    ]
+    mime = load(MIME_SPEC, MIME_SPEC.read_bytes())
+    assert [s.heading for s in mime.sections if s.page == 2] == [
+        "1. Introduction > 1.3. Language used in this specification",
+        "2. Unified system",
+        "2. Unified system > 2.1. Directory layout",
+    ]
+
+
+def test_running_headers_footers_and_page_numbers_are_in_no_chunk(manuals: dict[str, Path]) -> None:
+    mime = load(MIME_SPEC, MIME_SPEC.read_bytes())
+    header = "Shared MIME-info Database"  # the first line of all 17 pages (the title page's title is that line)
+    assert not [s.page for s in mime.sections for line in s.text.splitlines() if line == header]
+    assert any(header in s.text for s in mime.sections)  # where the text itself names the spec, it stays
+    assert all(s.text.splitlines()[-1].strip() != str(s.page) for s in mime.sections)
+    libtasn1 = load(LIBTASN1, LIBTASN1.read_bytes())
+    assert not [s.page for s in libtasn1.sections if "Chapter 2: ASN.1 structure handling" in s.text]
+    # the chapter's own title, at the top of its first page, stays: it is content, not a running header
+    assert any(s.text.startswith("2 ASN.1 structure handling\n") for s in libtasn1.sections)
+
+
+def test_running_lines_need_three_pages_or_two_in_a_row() -> None:
+    pages = [["Manual", "Intro text", "1"], ["Manual", "More text", "2"], ["Manual", "Last words", "3"]]
+    assert running_lines(pages) == {"manual", "#"}
+    assert running_lines([["A title", "body"], ["Other", "Step 2"], ["A title", "Step 3"]]) == set()
+    chapter = [["Chapter 2: Naming things 7", "a"], ["Chapter 2: Naming things 8", "b"], ["Chapter 3: Other 9", "c"]]
+    assert running_lines(chapter) == {"chapter #: naming things #"}
+    assert clean_page(["Manual", "Text on two", "lines with a hyphen-", "ated word.", "3"], {"manual"}) == (
+        "Text on two\nlines with a hyphenated word."
+    )
+
+
+def test_a_section_title_not_found_on_the_page_starts_at_its_top() -> None:
+    parts = split_at_sections("text of the page\nmore", [("Missing title", "A > Missing title")], "A")
+    assert parts == [("A > Missing title", "text of the page\nmore")]
+
+
+def test_a_word_hyphenated_at_a_line_end_is_found_whole(
+    manuals: dict[str, Path], settings_factory, embedder, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    assert "man-\nagement" in (LIBTASN1.read_bytes() and _page_text(LIBTASN1, 4))  # hyphenated in the PDF
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / LIBTASN1.name).write_bytes(LIBTASN1.read_bytes())
+    components = Components(settings_factory(), embedder=embedder)
+    try:
+        assert components.ingest_pipeline.ingest([folder], "asn1").failed == []
+        hits = components.rag.search("management", ["asn1"], mode="lexical", top_k=5)
+        assert hits and hits[0].metadata["page"] == 4 and "management" in hits[0].text
+        assert hits[0].metadata["heading"] == "1 Introduction"
+    finally:
+        components.close()
+
+
+def _page_text(path: Path, page: int) -> str:
+    from pypdf import PdfReader
+
+    return PdfReader(path).pages[page - 1].extract_text() or ""
