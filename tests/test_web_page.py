@@ -138,7 +138,8 @@ def test_ask_see_citation_open_passage_and_follow_up(server: tuple[str, str], pa
     first.locator(".sources").wait_for()
     assert "27 days" in first.locator(".answer-text").inner_text()
     sources = first.locator(".sources li")
-    assert re.search(r"handbook\.pdf\s*page 2\b", sources.nth(0).inner_text())
+    where = r"handbook\.pdf\s*Fernhill Analytics Employee Handbook › HR Policy: Time Off › page 2\b"
+    assert re.search(where, sources.nth(0).inner_text()), sources.nth(0).inner_text()
     assert "answer@v" in first.locator(".meta").first.inner_text()
     page.screenshot(path=str(artifacts / "2-answer.png"))
 

@@ -17,6 +17,7 @@ _CITATION = {
     "chunk_id": "44a71b4d7cb9e0ff-00001-3e920ee29dc3", "score": 0.61,
     "snippet": "Full-time employees receive 27 days of paid annual leave per calendar year…",
     "text": "Annual leave. Full-time employees receive 27 days of paid annual leave per calendar year, plus…",
+    "title": "Fernhill Analytics Employee Handbook",
 }  # fmt: skip
 _SPAN = {
     "n": 1, "chunk_id": _CITATION["chunk_id"], "source": "handbook.pdf", "page": 2, "start": 14, "end": 89,

@@ -91,6 +91,7 @@ class CitationOut(BaseModel):
     score: float
     snippet: str = Field(..., description="The part of the passage that supports the cited claim.")
     text: str = Field(..., description="The whole passage given to the model.")
+    title: str | None = Field(None, description="The document's title; heading is the section path inside it.")
 
 
 class SpanOut(BaseModel):

@@ -30,6 +30,7 @@ class Citation:
     score: float
     snippet: str
     text: str = ""  # the whole passage, for a reader who wants more than the snippet
+    title: str | None = None  # the document's title (PDF metadata, first Markdown heading, ...)
 
     def as_dict(self) -> dict[str, Any]:
         # Every field is a scalar: a plain copy, not dataclasses.asdict's recursive deepcopy
@@ -104,6 +105,7 @@ def build_citations(answer: str, hits: list[Hit]) -> list[Citation]:
                     score=round(hit.score, 4),
                     snippet=snippet,
                     text=hit.text,
+                    title=str(hit.metadata["title"]) if hit.metadata.get("title") else None,
                 )
             )
     return citations

@@ -179,8 +179,11 @@
     target.replaceChildren(...parts);
   }
 
+  // "Document title › Section › Subsection › page N"; the source file name is shown beside it.
   function whereText(c) {
-    return [c.page != null ? "page " + c.page : "", c.heading || ""].filter(Boolean).join(" · ");
+    const path = [c.title && c.title !== c.source ? c.title : "", ...(c.heading || "").split(" > ")];
+    if (c.page != null) path.push("page " + c.page);
+    return path.map((p) => p.trim()).filter(Boolean).join(" › ");
   }
 
   function renderFinal(view, resp) {
