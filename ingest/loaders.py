@@ -101,13 +101,32 @@ def _pdf_sections(pages: list[list[str]], entries: list[tuple[int, str, str]]) -
     for number, lines in enumerate(pages, start=1):
         text = clean_page(lines, running)
         here = starting.get(number, [])
-        for path, body in split_at_sections(text, here, current) if text else []:
+        for i, (path, body) in enumerate(split_at_sections(text, here, current) if text else []):
+            if i == 0 and sections and sections[-1].page == number - 1:
+                body = _continue_paragraph(sections, body)
+                if not body:
+                    continue
             first_line = body.splitlines()[0].strip()
             heading = path if entries else (first_line if 0 < len(first_line) <= 100 else None)
             sections.append(Section(text=body, page=number, heading=heading))
         if here:
             current = here[-1][1]
     return sections
+
+
+def _continue_paragraph(sections: list[Section], body: str) -> str:
+    """A sentence cut by a page break is kept whole, cited at the page where it starts: when the previous
+    page ends mid-sentence and this one opens in lower case, the opening up to the end of its first sentence
+    moves to the previous page's last part. Returns what stays on this page."""
+    previous = sections[-1]
+    if previous.text.rstrip().endswith((".", "!", "?", ":")) or not body[:1].islower():
+        return body
+    match = re.search(r"[.!?:](?=\s|$)", body[:400])  # a sentence's tail, not a code listing's next page
+    if match is None:
+        return body
+    cut = match.end()
+    sections[-1] = Section(f"{previous.text}\n{body[:cut].strip()}", previous.page, previous.heading)
+    return body[cut:].strip()
 
 
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")

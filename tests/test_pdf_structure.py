@@ -52,6 +52,14 @@ def test_running_headers_footers_and_page_numbers_are_in_no_chunk(manuals: dict[
     assert any(s.text.startswith("2 ASN.1 structure handling\n") for s in libtasn1.sections)
 
 
+def test_a_sentence_cut_by_a_page_break_is_kept_whole_at_the_page_it_starts(manuals: dict[str, Path]) -> None:
+    assert _page_text(MIME_SPEC, 2).endswith("Information found in a\n2")  # the PDF cuts it (2: the page number)
+    mime = load(MIME_SPEC, MIME_SPEC.read_bytes())
+    (whole,) = [s for s in mime.sections if "Information found in a\ndirectory is added" in s.text]
+    assert whole.page == 2 and whole.text.endswith("to overwrite parts of a mimetype definition.")
+    assert not any(s.page == 3 and s.text.startswith("directory is added") for s in mime.sections)
+
+
 def test_running_lines_need_three_pages_or_two_in_a_row() -> None:
     pages = [["Manual", "Intro text", "1"], ["Manual", "More text", "2"], ["Manual", "Last words", "3"]]
     assert running_lines(pages) == {"manual", "#"}
