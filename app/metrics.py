@@ -50,7 +50,7 @@ SUPPORT_SENTENCES = Counter(
 )
 SUPPORT_REFUSALS = Counter(
     "kb_support_refusals_total",
-    "Answers replaced by the refusal for lack of support (policy refuse or drop).",
+    "Answers replaced by the refusal for lack of support (refuse, or drop of every sentence).",
     ["policy"],
 )
 
