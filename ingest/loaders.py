@@ -79,7 +79,7 @@ def load_pdf(data: bytes, path: Path, limits: FileLimits = FileLimits()) -> Load
         pages = [(page.extract_text() or "").strip().splitlines() for page in reader.pages]
         sections = _pdf_sections(pages, outline(reader))
         metadata = reader.metadata
-        title = str(metadata.get("/Title") if metadata else "") or path.stem
+        title = str((metadata.get("/Title") if metadata else None) or "").strip() or path.stem
     except IngestError:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:

@@ -46,7 +46,18 @@ def running_lines(pages: list[list[str]]) -> set[str]:
         # same edge, and a header's length: "Step 2" / "Step 3" opening two pages is content
         twice_in_a_row |= {line for line in (top & previous[0]) | (bottom & previous[1]) if len(line.split()) >= 3}
         previous = (top, bottom)
-    return {line for line, count in seen.items() if count >= 3} | twice_in_a_row
+    frequent = {line for line, count in seen.items() if count >= 3 and _header_like(line, count, len(pages))}
+    return frequent | twice_in_a_row
+
+
+def _header_like(line: str, count: int, pages: int) -> bool:
+    """Whether a line repeated at page edges reads as a running header rather than repeated content: it has
+    words (Maxima's "(%o1)" output labels and bare numbers like "2.5" are content), and a single word
+    ("Note", "Tip" of an admonition) must open or close at least half the pages."""
+    words = [w for w in re.findall(r"[a-z]{2,}", line)]
+    if not words:
+        return bool(_PAGE_NUMBER.match(line.replace("#", "1")))
+    return len(line.split()) >= 2 or count * 2 >= pages
 
 
 def clean_page(lines: list[str], running: set[str]) -> str:

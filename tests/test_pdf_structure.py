@@ -71,6 +71,19 @@ def test_running_lines_need_three_pages_or_two_in_a_row() -> None:
     )
 
 
+def test_repeated_content_at_page_edges_is_not_a_running_header() -> None:
+    """Seen in the Maxima book and the Debian Reference: output labels, numbers and admonition words repeat
+    at page edges but are content."""
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
+    pages = [["(%o1)", "Note" if i % 3 == 0 else words[i], f"{words[i]} {words[-i]} text", "2.5"] for i in range(10)]
+    assert running_lines(pages) == set()  # "Note" opens 4 of 10 pages: an admonition, not a header
+    assert running_lines([["Note", f"t{i}"] for i in range(4)]) == {"note"}  # on every page: a header
+
+
+def test_a_pdf_without_a_title_is_named_after_its_file(manuals: dict[str, Path]) -> None:
+    assert load(LIBTASN1, LIBTASN1.read_bytes()).title == "libtasn1"  # its metadata has no /Title
+
+
 def test_a_section_title_not_found_on_the_page_starts_at_its_top() -> None:
     parts = split_at_sections("text of the page\nmore", [("Missing title", "A > Missing title")], "A")
     assert parts == [("A > Missing title", "text of the page\nmore")]
