@@ -87,7 +87,9 @@ def run(loader: str, pdf_dir: Path, work: Path, cases: list[dict[str, Any]]) -> 
     if loader == "plain":
         loaders._pdf_sections = plain_pdf_sections  # type: ignore[assignment]
     try:
-        components = Components(Settings(_env_file=None, data_dir=work / f"data-{loader}"))  # type: ignore[call-arg]
+        data_dir = work / f"data-{loader}"
+        shutil.rmtree(data_dir, ignore_errors=True)  # a kept store would skip the unchanged PDFs: old chunks
+        components = Components(Settings(_env_file=None, data_dir=data_dir))  # type: ignore[call-arg]
         report = components.ingest_pipeline.ingest([folder], "rpdf")
         print(f"{loader}: ingested {report.added + report.unchanged} PDFs, {report.chunks_embedded} chunks embedded")
         scores: dict[str, dict[int, float]] = {}

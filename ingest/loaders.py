@@ -16,7 +16,7 @@ from pathlib import Path
 
 from app.errors import IngestError
 from ingest.limits import FileLimits, check_chunks, check_pages, check_text_size, check_zip
-from ingest.pdf_structure import clean_page, outline, running_lines, split_at_sections
+from ingest.pdf_structure import clean_page, compounds, outline, running_lines, split_at_sections
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +93,17 @@ def _pdf_sections(pages: list[list[str]], entries: list[tuple[int, str, str]]) -
     """Each page's text without running headers and footers, cut where outline sections begin; a part's
     heading is its section path, or (no outline) the page's first line."""
     running = running_lines(pages)
+    hyphenated = compounds(pages)
     starting: dict[int, list[tuple[str, str]]] = {}
     for page, title, section in entries:
         starting.setdefault(page, []).append((title, section))
     sections: list[Section] = []
     current: str | None = None
     for number, lines in enumerate(pages, start=1):
-        text = clean_page(lines, running)
+        text = clean_page(lines, running, hyphenated)
         here = starting.get(number, [])
         for i, (path, body) in enumerate(split_at_sections(text, here, current) if text else []):
-            if i == 0 and sections and sections[-1].page == number - 1:
+            if i == 0 and sections and sections[-1].page == number - 1 and path == current:
                 body = _continue_paragraph(sections, body)
                 if not body:
                     continue
@@ -114,6 +115,9 @@ def _pdf_sections(pages: list[list[str]], entries: list[tuple[int, str, str]]) -
     return sections
 
 
+_CODE = re.compile(r"<-|[{};]|\w\(|^\s*[#>$%]", re.M)  # R, C, shell: a listing continues, not a sentence
+
+
 def _continue_paragraph(sections: list[Section], body: str) -> str:
     """A sentence cut by a page break is kept whole, cited at the page where it starts: when the previous
     page ends mid-sentence and this one opens in lower case, the opening up to the end of its first sentence
@@ -122,7 +126,7 @@ def _continue_paragraph(sections: list[Section], body: str) -> str:
     if previous.text.rstrip().endswith((".", "!", "?", ":")) or not body[:1].islower():
         return body
     match = re.search(r"[.!?:](?=\s|$)", body[:400])  # a sentence's tail, not a code listing's next page
-    if match is None:
+    if match is None or _CODE.search(body[: match.end()]):
         return body
     cut = match.end()
     sections[-1] = Section(f"{previous.text}\n{body[:cut].strip()}", previous.page, previous.heading)

@@ -17,19 +17,39 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-EDGE_LINES = 2  # a running header or footer sits within the first or last two lines of a page
-_PAGE_NUMBER = re.compile(r"^(?:page\s*)?(?:\d{1,4}|[ivxlcdm]{1,6})(?:\s*(?:of|/)\s*\d{1,4})?$", re.I)
+# A page number: digits ("12", "Page 3 of 40") or a lower-case roman numeral (front matter); an upper-case
+# "V" or "X" alone on a line is an index letter or an axis label.
+_PAGE_NUMBER = re.compile(r"^(?:(?:page\s*)?\d{1,4}(?:\s*(?:of|/)\s*\d{1,4})?|[ivxlcdm]{1,6})$")
 _HYPHENATED = re.compile(r"(?<=[a-z])-\n(?=[a-z])")
+_COMPOUND = re.compile(r"\b[a-z]+-[a-z]+\b")
 
 
 def _normal(line: str) -> str:
     """A line with its numbers blanked: "Chapter 2: Naming 7" and "Chapter 2: Naming 8" are the same header."""
-    return re.sub(r"\d+", "#", " ".join(line.split()).lower())
+    text = " ".join(line.split()).lower().translate(_QUOTES)
+    return re.sub(r"\d+", "#", text)
+
+
+_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
+# Section numbering in front of a title: "2.1", "A.2", "IV.", "Appendix B", "Chapter 3:".
+_NUMBERING = re.compile(r"^(?:(?:appendix|chapter|part|section)\s+)?(?:#|[a-z]|[ivx]+)(?:\.#)*\.?:?\s+")
 
 
 def _title(line: str) -> str:
     """A heading without its numbering: the outline says "ASN.1 syntax" where the page says "2.1 ASN.1 syntax"."""
-    return re.sub(r"^(?:#[.#]*\s*)+", "", _normal(line))
+    return _NUMBERING.sub("", _normal(line), count=1).strip()
+
+
+def _edges(lines: list[str]) -> tuple[list[int], list[int]]:
+    """Where a running header or footer may be (line indexes): the first and the last line, and the one after
+    (before) a bare page number ("3" then "Chapter 1: Intro"). A page's second line is content otherwise."""
+    text = [i for i, line in enumerate(lines) if line.strip()]
+    top, bottom = text[:1], text[-1:]
+    if len(text) > 2 and _PAGE_NUMBER.match(lines[text[0]].strip()):
+        top.append(text[1])
+    if len(text) > 2 and _PAGE_NUMBER.match(lines[text[-1]].strip()):
+        bottom.append(text[-2])
+    return top, bottom
 
 
 def running_lines(pages: list[list[str]]) -> set[str]:
@@ -40,8 +60,8 @@ def running_lines(pages: list[list[str]]) -> set[str]:
     previous: tuple[set[str], set[str]] = (set(), set())
     twice_in_a_row: set[str] = set()
     for lines in pages:
-        top = {_normal(line) for line in lines[:EDGE_LINES] if line.strip()}
-        bottom = {_normal(line) for line in lines[-EDGE_LINES:] if line.strip()}
+        top_at, bottom_at = _edges(lines)
+        top, bottom = {_normal(lines[i]) for i in top_at}, {_normal(lines[i]) for i in bottom_at}
         seen.update(top | bottom)
         # same edge, and a header's length: "Step 2" / "Step 3" opening two pages is content
         twice_in_a_row |= {line for line in (top & previous[0]) | (bottom & previous[1]) if len(line.split()) >= 3}
@@ -54,21 +74,38 @@ def _header_like(line: str, count: int, pages: int) -> bool:
     """Whether a line repeated at page edges reads as a running header rather than repeated content: it has
     words (Maxima's "(%o1)" output labels and bare numbers like "2.5" are content), and a single word
     ("Note", "Tip" of an admonition) must open or close at least half the pages."""
-    words = [w for w in re.findall(r"[a-z]{2,}", line)]
+    words = re.findall(r"[a-z]{2,}", line)
     if not words:
         return bool(_PAGE_NUMBER.match(line.replace("#", "1")))
     return len(line.split()) >= 2 or count * 2 >= pages
 
 
-def clean_page(lines: list[str], running: set[str]) -> str:
-    """The page's text without its running headers, footers and page numbers, hyphenation undone."""
-    keep = list(lines)
-    for index in [*range(min(EDGE_LINES, len(keep))), *range(max(0, len(keep) - EDGE_LINES), len(keep))]:
-        line = keep[index].strip()
-        if line and (_normal(line) in running or _PAGE_NUMBER.match(line)):
-            keep[index] = ""
+def compounds(pages: list[list[str]]) -> set[str]:
+    """Hyphenated words the document writes inside a line ("command-line"): a line-end hyphen inside one of
+    them is the word's own, not the typesetter's."""
+    return {m.group(0) for lines in pages for line in lines for m in _COMPOUND.finditer(line.lower())}
+
+
+def clean_page(lines: list[str], running: set[str], keep_hyphens: frozenset[str] | set[str] = frozenset()) -> str:
+    """The page's text without its running headers, footers and page numbers, hyphenation undone (not in an
+    option such as "--no-site-file" nor in a compound the document writes with its hyphen elsewhere).
+    A page made only of such lines keeps them: its content is what repeats."""
+    top, bottom = _edges(lines)
+    gone = {i for i in {*top, *bottom} if _normal(lines[i]) in running or _PAGE_NUMBER.match(lines[i].strip())}
+    keep = [line for i, line in enumerate(lines) if i not in gone]
+    if not any(line.strip() for line in keep):
+        keep = list(lines)
     text = "\n".join(line for line in keep if line.strip())
-    return _HYPHENATED.sub("", text)
+    return _HYPHENATED.sub(lambda m: _unhyphenate(text, m, keep_hyphens), text)
+
+
+def _unhyphenate(text: str, match: re.Match[str], keep_hyphens: frozenset[str] | set[str]) -> str:
+    before = re.search(r"(\S*)$", text[: match.start()])
+    after = re.match(r"[a-z]+", text[match.end() :])
+    head = before.group(1) if before else ""
+    if head.startswith("-") or f"{head.lower()}-{after.group(0) if after else ''}".lstrip("(\"'") in keep_hyphens:
+        return "-"
+    return ""
 
 
 def outline(reader: Any) -> list[tuple[int, str, str]]:
@@ -99,34 +136,52 @@ def outline(reader: Any) -> list[tuple[int, str, str]]:
     return entries
 
 
+def _finds(lines: list[str], at: int, title: str) -> int | None:
+    """The line from ``at`` on where a section titled ``title`` begins: the line reads as the title without
+    its numbering, or does with the next line (a title wrapped over two), or starts with a section number
+    and the title ("3.2.1 if", not the prose "If the statement..." for the outline's "if")."""
+    wanted = _title(title)
+    if not wanted:
+        return None
+    for i in range(at, len(lines)):
+        normal = _normal(lines[i])
+        bare = _NUMBERING.sub("", normal, count=1).strip()
+        if bare == wanted or (bare != normal and bare.startswith(wanted)):
+            return i
+        if i + 1 < len(lines) and wanted.startswith(bare) and bare and _title(f"{lines[i]} {lines[i + 1]}") == wanted:
+            return i
+    return None
+
+
 def split_at_sections(text: str, starting: list[tuple[str, str]], current: str | None) -> list[tuple[str | None, str]]:
     """A page's text cut where the sections that start on it begin (a line that reads as the entry's title),
-    each part with its section path; the part before the first is the section ``current`` at the page's
-    top. A title not found in the text starts at the page's top (the outline says it is on this page)."""
+    each part with its section path; the part before the first is the section ``current`` at the page's top.
+    A title not found in the text cuts nothing: its section begins somewhere the text does not show."""
     lines = text.splitlines()
-    cuts: list[tuple[int, str]] = []
+    cuts: list[tuple[int, str | None]] = []
     at = 0
     for title, path in starting:
-        wanted = _title(title)
-        found = next((i for i in range(at, len(lines)) if wanted and _title(lines[i]).startswith(wanted)), None)
-        if found is None:
-            if not cuts or cuts[-1][0] == 0:
-                cuts = [(0, path)]
-            continue
-        cuts.append((found, path))
-        at = found + 1
+        found = _finds(lines, at, title)
+        if found is not None:
+            cuts.append((found, path))
+            at = found + 1
+    if not cuts or cuts[0][0] > 0:
+        cuts.insert(0, (0, current))
+        opened_by_title = [False] + [True] * (len(cuts) - 1)
+    else:
+        opened_by_title = [True] * len(cuts)
     parts: list[tuple[str | None, str]] = []
-    bounds: list[tuple[int, str | None]] = [(0, current), *cuts] if not cuts or cuts[0][0] > 0 else list(cuts)
     carried = ""  # a part that is only its title ("2 ASN.1 structure handling") opens the next one
-    for (start, section), (end, _) in zip(bounds, [*bounds[1:], (len(lines), None)], strict=True):
+    ends = [start for start, _ in cuts[1:]] + [len(lines)]
+    for (start, section), end, titled in zip(cuts, ends, opened_by_title, strict=True):
         body = "\n".join(lines[start:end]).strip()
         if not body:
             continue
-        if "\n" not in body and end < len(lines):
+        if titled and "\n" not in body and end < len(lines):
             carried += body + "\n"
             continue
         parts.append((section, carried + body))
         carried = ""
     if carried:
-        parts.append((bounds[-1][1], carried.strip()))
+        parts.append((cuts[-1][1], carried.strip()))
     return parts

@@ -10,7 +10,7 @@ import pytest
 
 from app.bootstrap import Components
 from ingest.loaders import load
-from ingest.pdf_structure import clean_page, running_lines, split_at_sections
+from ingest.pdf_structure import clean_page, compounds, running_lines, split_at_sections
 from tests.real_pdfs import MANUALS
 
 LIBTASN1, MIME_SPEC = MANUALS
@@ -84,9 +84,46 @@ def test_a_pdf_without_a_title_is_named_after_its_file(manuals: dict[str, Path])
     assert load(LIBTASN1, LIBTASN1.read_bytes()).title == "libtasn1"  # its metadata has no /Title
 
 
-def test_a_section_title_not_found_on_the_page_starts_at_its_top() -> None:
-    parts = split_at_sections("text of the page\nmore", [("Missing title", "A > Missing title")], "A")
-    assert parts == [("A > Missing title", "text of the page\nmore")]
+def test_section_titles_are_matched_as_titles_not_as_prose() -> None:
+    """Seen in the R manuals: appendix numbering, a one-word title that is also a word of the prose, a title
+    the page does not show (its section begins where the text does not say: nothing is cut)."""
+    page = "end of the previous answer.\nmore of it.\nA.2 Useful libraries\nnew text"
+    assert split_at_sections(page, [("Useful libraries", "A > Useful libraries")], "A > Essential") == [
+        ("A > Essential", "end of the previous answer.\nmore of it."),
+        ("A > Useful libraries", "A.2 Useful libraries\nnew text"),
+    ]
+    prose = "x\nIf the statement is incomplete, lines are read.\nmore\n3.2.1 if\nThe if statement"
+    assert [p for p, _ in split_at_sections(prose, [("if", "CS > if")], "CS")] == ["CS", "CS > if"]
+    missing = split_at_sections("text of the page\nmore", [("Missing title", "A > Missing title")], "A")
+    assert missing == [("A", "text of the page\nmore")]
+    wrapped = "answer.\n7.31 How can I put error bars or confidence\nbands on my plot?\nUse arrows()."
+    title = "How can I put error bars or confidence bands on my plot?"
+    assert [p for p, _ in split_at_sections(wrapped, [(title, "FAQ > bars")], "FAQ")] == ["FAQ", "FAQ > bars"]
+
+
+def test_what_looks_like_a_header_or_a_hyphen_but_is_content_stays() -> None:
+    """The review's cases from the R reference manual and R-exts: a second line repeated on many pages is
+    content, an option keeps its hyphens, a compound written with its hyphen elsewhere keeps it, and a
+    document whose pages are all alike keeps its text."""
+    names = ["array", "apply", "abs", "all", "any", "aov"]
+    pages = [[f"{n} {i}", "See Also", f"{n} prose", "#include <R.h>", f"end of {n}"] for i, n in enumerate(names)]
+    assert running_lines(pages) == set()  # only a page's first and last lines can be its header or footer
+    hyphens = compounds([["a command-line tool"]])
+    text = clean_page(
+        ["Start R with --no-", "site-file or a command-", "line option; re-", "start it."], set(), hyphens
+    )
+    assert text == "Start R with --no-site-file or a command-line option; restart it."
+    receipt = ["Thank you for your order.", "Please keep this receipt."]
+    assert clean_page(receipt, running_lines([receipt] * 3)) == "Thank you for your order.\nPlease keep this receipt."
+
+
+def test_a_new_section_is_not_pulled_onto_the_previous_page() -> None:
+    from ingest.loaders import _pdf_sections
+
+    pages = [["Arithmetic", "x %/% 5 is integer division and"], ["array Multi-way Arrays", "creates arrays.", "More."]]
+    sections = _pdf_sections(pages, [(1, "Arithmetic", "Arithmetic"), (2, "array Multi-way Arrays", "array")])
+    assert [(s.page, s.heading) for s in sections] == [(1, "Arithmetic"), (2, "array")]
+    assert sections[1].text.startswith("array Multi-way Arrays")
 
 
 def test_a_word_hyphenated_at_a_line_end_is_found_whole(
