@@ -178,13 +178,7 @@ class Components:
             context_token_budget=s.prompts.context_token_budget,
             max_question_chars=s.limits.max_question_chars,
             params=GenerationParams(temperature=s.llm.temperature, max_tokens=s.llm.max_tokens),
-            support=SupportConfig(
-                policy=s.support.policy,
-                threshold=s.support.threshold,
-                embedding=s.support.embedding,
-                judge=s.support.judge,
-                judge_prompt=s.support.judge_prompt,
-            ),
+            support=SupportConfig(**s.support.model_dump()),  # same field names: a new setting needs no edit here
         )
         self.prompts.get(config.default_prompt)  # fail at start-up, not on the first request
         get_encoding()  # load the token counter now: on first use it writes a cache file, which a full disk refuses

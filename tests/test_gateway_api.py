@@ -8,13 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from app.bootstrap import Components
 from app.llm.base import ChatRequest, GenerationParams, Message
 from app.settings import LlmSettings, ModelPrice, Settings, get_settings
-from tests.servers import FakeOpenAI, api_client
+from tests.servers import FakeOpenAI, api_client, metric
 
 MINI = ModelPrice(input_per_million=0.15, output_per_million=0.60)
 QUESTION = {"question": "How many days of annual leave do I get?", "collection": "handbook"}
@@ -30,16 +29,6 @@ def components_for(fake: FakeOpenAI, data_dir: Path, embedder, **llm) -> Compone
     options = {"base_url": fake.base_url, "model": "gpt-4o-mini", "timeout_s": 2.0, "max_retries": 1, **llm}
     settings = LlmSettings(retry_backoff_s=0.01, **options)  # type: ignore[call-arg]
     return Components(Settings(_env_file=None, data_dir=data_dir, llm=settings), embedder=embedder)  # type: ignore[call-arg]
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
 
 
 def test_fallback_answer_names_its_provider_and_shows_in_metrics(

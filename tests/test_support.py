@@ -26,8 +26,7 @@ from app.rag.claims import analyse, answer_sentences, missing_numbers, normalize
 from app.rag.support import SupportConfig, Verifier
 from app.rag.support_policy import MarkerFilter, verify_answer
 from app.settings import LlmSettings, Settings
-from tests.servers import FakeOpenAI, api_client
-from tests.test_gateway_api import metric
+from tests.servers import FakeOpenAI, api_client, metric
 from vectorstore.store import Hit
 
 LEAVE = (

@@ -9,14 +9,13 @@ just the passage's first characters.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from app.rag.claims import MARKER, markers
 from app.text import split_sentences, terms
 from vectorstore.store import Hit
 
-_MARKER = re.compile(r"\[(\d{1,3})\]")
 SNIPPET_CHARS = 300
 
 
@@ -48,20 +47,11 @@ def passage_label(n: int, hit: Hit) -> str:
     return f"[{n}] ({where})\n{hit.text}"
 
 
-def cited_numbers(text: str) -> list[int]:
-    seen: list[int] = []
-    for match in _MARKER.finditer(text):
-        n = int(match.group(1))
-        if n not in seen:
-            seen.append(n)
-    return seen
-
-
 def claims_by_marker(answer: str) -> dict[int, str]:
     """The answer text each marker stands behind (the text since the previous marker)."""
     claims: dict[int, str] = {}
     last = 0
-    for match in _MARKER.finditer(answer):
+    for match in MARKER.finditer(answer):
         claim = answer[last : match.start()].strip()
         if claim:
             n = int(match.group(1))
@@ -90,7 +80,7 @@ def supporting_snippet(passage: str, claim: str) -> str:
 def build_citations(answer: str, hits: list[Hit]) -> list[Citation]:
     citations = []
     claims = claims_by_marker(answer)
-    for n in sorted(cited_numbers(answer)):
+    for n in sorted(markers(answer)):
         if 1 <= n <= len(hits):
             hit = hits[n - 1]
             snippet = supporting_snippet(hit.text, claims.get(n, ""))
