@@ -100,6 +100,7 @@ class Components:
             mode=r.mode, candidates=r.candidates, rrf_k=r.rrf_k, dense_weight=r.dense_weight,
             lexical_weight=r.lexical_weight, mmr_lambda=r.mmr_lambda, min_score=r.min_score,
             coverage_weight=r.coverage_weight, fusion=r.fusion, bm25_weight=r.bm25_weight,
+            section_weight=r.section_weight, section_length_penalty=r.section_length_penalty,
         )  # fmt: skip
         return Retriever(self.store, self.embedder, self.lexical, self.manifest, config)
 

@@ -123,6 +123,12 @@ class RetrievalSettings(BaseModel):
     coverage_weight: float = Field(
         0.4, ge=0, description="Evidence = cosine + this x share of the question's (IDF-weighted) words in the chunk."
     )
+    section_weight: float = Field(
+        1.0, ge=0, description="Score fusion: + this x cosine of the chunk's section (the mean of its chunks' vectors)."
+    )
+    section_length_penalty: float = Field(
+        0.05, ge=0, description="Score fusion: - this x ln(chunks in the chunk's section); 0 turns it off."
+    )
 
 
 class PromptSettings(BaseModel):

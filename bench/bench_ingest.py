@@ -124,7 +124,8 @@ def main() -> None:
         texts = []
         for path, source in iter_files([part]):
             loaded = load(path, path.read_bytes())
-            texts += [c.embedding_text() for c in chunker.chunk(document_id("bench", source), loaded.sections)]
+            chunks = chunker.chunk(document_id("bench", source), loaded.sections, title=loaded.title)
+            texts += [c.embedding_text() for c in chunks]
         part_texts.append(texts)
     raw_embedder = Embedder()
     raw_embedder.embed_documents(part_texts[0][:64])  # warm-up: the first encode is erratic

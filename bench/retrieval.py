@@ -1,6 +1,8 @@
 """Retrieval benchmark on BEIR-format datasets: dense vs lexical vs hybrid, through the real pipeline.
 
-For each dataset: every corpus entry becomes a Markdown file (``# title`` then the text),
+For each dataset: the baseline first, whole-section dense (one vector per corpus entry of
+"title\ntext", which the model truncates at 256 tokens: what the datasets' README measures, no
+chunking; cached in the work dir). Then every corpus entry becomes a Markdown file (``# title`` then the text),
 the folder is ingested by the real IngestPipeline (real chunking, embedding, BM25 index),
 every query runs through ``Retriever.search``, chunk hits are mapped back to corpus ids by
 their source file (a document's rank is its best chunk's rank), and nDCG@10, Recall@10 and
@@ -27,6 +29,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -105,6 +109,25 @@ class Dataset:
         )
         self.vectors = {q["_id"]: components.embedder.embed_query(q["text"]) for q in self.queries}
 
+    def whole_sections(self, components: Components, dataset: Path, work: Path, backend: str) -> dict[str, float]:
+        """The baseline: one embedding per whole corpus entry, ranked by cosine (no chunks, no BM25)."""
+        rows = read_jsonl(dataset / "corpus.jsonl")
+        cache = work / f"whole-{self.name}-{backend}.npy"
+        if cache.exists():
+            vectors = np.load(cache)
+        else:
+            texts = [f"{r.get('title') or r['_id']}\n{r['text']}" for r in rows]
+            vectors = np.asarray(components.embedder.embed_documents(texts), dtype=np.float32)
+            np.save(cache, vectors)
+        ids = [r["_id"] for r in rows]
+        totals = [0.0, 0.0, 0.0]
+        for q in self.queries:
+            order = np.argsort(-(vectors @ np.asarray(self.vectors[q["_id"]], dtype=np.float32)))[:K]
+            for i, value in enumerate(metrics([ids[j] for j in order], self.qrels[q["_id"]])):
+                totals[i] += value
+        n = len(self.queries)
+        return {"ndcg@10": totals[0] / n, "recall@10": totals[1] / n, "mrr@10": totals[2] / n}
+
     def evaluate(self, components: Components, mode: str, config: RetrievalConfig) -> dict[str, float]:
         totals = [0.0, 0.0, 0.0]
         for q in self.queries:
@@ -156,7 +179,7 @@ def floor_report(components: Components, datasets: list[Dataset], work: Path) ->
 
 def latency(components: Components, datasets: list[Dataset], target: int = 10_000) -> None:
     """Copy real chunks (vectors, texts, metadata) of both datasets into one 10k-chunk collection."""
-    name = "latency-10k-live"
+    name = "latency-10k-sections"
     if components.store.exists(name) and components.store.count(name) == target:
         print(f"\n{name}: reusing {target} chunks")
     else:
@@ -164,36 +187,48 @@ def latency(components: Components, datasets: list[Dataset], target: int = 10_00
             components.store.delete_collection(name)
         components.lexical.delete_collection(name)
         rows: list[tuple[str, Any, str, dict[str, Any]]] = []
+        sections: dict[str, Any] = {}
         for ds in datasets:
             ids, texts, metas = components.store.get_all(ds.collection)
             vectors = components.store.get_embeddings(ds.collection, ids)
+            sections.update(components.lexical.section_vectors(ds.collection, ids))
             rows += [(cid, vectors[cid].tolist(), t, m) for cid, t, m in zip(ids, texts, metas, strict=True)]
         copies = [(f"{cid}-{i // len(rows)}", v, t, dict(m), i // len(rows)) for i, (cid, v, t, m) in
                   ((i, rows[i % len(rows)]) for i in range(target))]  # fmt: skip
         documents: dict[str, str] = {}
-        for _, _, _, m, copy in copies:
+        copied_sections = {}
+        for cid, _, _, m, copy in copies:
             m["document_id"] = f"{m['document_id']}-{copy}"
             m["collection"] = name
+            if m.get("section"):
+                if m["section"] in sections and cid == f"{m['section']}-{copy}":
+                    copied_sections[cid] = sections[m["section"]]
+                m["section"] = f"{m['section']}-{copy}"
             documents[m["document_id"]] = m["doc_hash"]
         ids, vecs, texts, metas, _ = (list(x) for x in zip(*copies, strict=True))
         components.store.upsert(name, ids, vecs, texts, metas)
-        components.lexical.upsert(name, ids, texts, metas)
+        components.lexical.upsert(name, ids, texts, metas, section_vectors=copied_sections)
         for doc_id, doc_hash in documents.items():  # live versions, so the manifest filter is timed too
             components.manifest.switch(DocumentRecord(name, doc_id, doc_id, doc_hash, (), 0, None, 0.0))
         print(f"\n{name}: built {components.store.count(name)} chunks")
     retriever = components.retriever
     queries = [(q["text"], ds.vectors[q["_id"]]) for ds in datasets for q in ds.queries]
     retriever.search(queries[0][0], [name], 5, query_vector=queries[0][1])  # builds the BM25 matrix once
+    # side by side, alternating per query: ranking with sections (the default) and without (before #18)
+    variants = {"with sections": retriever.config, "without sections": replace(retriever.config, section_weight=0.0)}
     for label, with_embedding in (("search (query vector given)", False), ("embed query + search", True)):
-        times = []
+        times: dict[str, list[float]] = {v: [] for v in variants}
         for _ in range(3):
-            for text, vec in queries:
-                started = time.perf_counter()
-                retriever.search(text, [name], 5, query_vector=None if with_embedding else vec)
-                times.append((time.perf_counter() - started) * 1000)
-        times.sort()
-        p50, p95 = times[len(times) // 2], times[int(len(times) * 0.95)]
-        print(f"  hybrid top-5, {label}: p50 {p50:.1f} ms, p95 {p95:.1f} ms over {len(times)} queries")
+            for i, (text, vec) in enumerate(queries):
+                # either order in turn: the second search of a query reuses its BM25 scores (LexicalIndex._last)
+                for variant, config in list(variants.items())[:: 1 if i % 2 else -1]:
+                    started = time.perf_counter()
+                    retriever.search(text, [name], 5, query_vector=None if with_embedding else vec, config=config)
+                    times[variant].append((time.perf_counter() - started) * 1000)
+        for variant, found in times.items():
+            found.sort()
+            p50, p95 = found[len(found) // 2], found[int(len(found) * 0.95)]
+            print(f"  hybrid top-5, {label}, {variant}: p50 {p50:.1f} ms, p95 {p95:.1f} ms over {len(found)} queries")
 
 
 def main() -> None:
@@ -220,7 +255,10 @@ def main() -> None:
         components.close()
         return
     print(f"\n{'dataset':12s} {'mode':8s} nDCG@10  R@10   MRR@10")
-    for ds in datasets:
+    for ds, path in zip(datasets, args.datasets, strict=True):
+        m = ds.whole_sections(components, path, args.work, args.backend)
+        print(f"{ds.name:12s} {'sections':8s} {m['ndcg@10']:.3f}    {m['recall@10']:.3f}  {m['mrr@10']:.3f}"
+              "  (baseline: whole-section dense)", flush=True)  # fmt: skip
         for mode in ("dense", "lexical", "hybrid"):
             m = ds.evaluate(components, mode, default)
             print(f"{ds.name:12s} {mode:8s} {m['ndcg@10']:.3f}    {m['recall@10']:.3f}  {m['mrr@10']:.3f}", flush=True)
@@ -229,10 +267,15 @@ def main() -> None:
         grid = [replace(default, fusion="rrf", lexical_weight=lw, rrf_k=k) for lw in (0.5, 0.7) for k in (10, 60)]
         grid += [replace(default, fusion="score", bm25_weight=w, mmr_lambda=lam)
                  for w in (0.05, 0.1, 0.15, 0.2) for lam in (1.0, 0.9)]  # fmt: skip
+        grid += [replace(default, section_weight=sw, section_length_penalty=lp)
+                 for sw in (0.0, 0.5, 1.0, 2.0) for lp in (0.0, 0.03, 0.05, 0.08)]  # fmt: skip
         for cfg in grid:
             scores = [ds.evaluate(components, "hybrid", cfg)["ndcg@10"] for ds in datasets]
-            knobs = (f"rrf lexical_weight={cfg.lexical_weight} rrf_k={cfg.rrf_k}" if cfg.fusion == "rrf"
-                     else f"score bm25_weight={cfg.bm25_weight}")  # fmt: skip
+            knobs = (
+                f"rrf lexical_weight={cfg.lexical_weight} rrf_k={cfg.rrf_k}"
+                if cfg.fusion == "rrf"
+                else f"score bm25={cfg.bm25_weight} section={cfg.section_weight}/{cfg.section_length_penalty}"
+            )
             print(f"  {knobs:38s} mmr={cfg.mmr_lambda}: " + "  ".join(f"{s:.3f}" for s in scores), flush=True)
     if len(datasets) > 1:
         floor_report(components, datasets, args.work)

@@ -11,8 +11,11 @@ a new version can never relabel (and so hide) a chunk of the live one.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
+import numpy as np
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from app.llm.tokens import get_encoding
@@ -27,20 +30,39 @@ class Chunk:
     page: int | None
     heading: str | None
     content_hash: str
+    section: str = ""  # id of the first chunk of its section: where the section's vector is kept
+    section_chunks: int = 1  # how many chunks its section has
+    context: str | None = None  # document title > section path: embedded and indexed above the text
 
     def embedding_text(self) -> str:
-        """What gets embedded: the heading gives a short chunk its topic."""
-        return f"{self.heading}\n{self.text}" if self.heading else self.text
+        """What gets embedded and indexed: the context line gives a short chunk its topic."""
+        context = self.context if self.context is not None else self.heading
+        return f"{context}\n{self.text}" if context else self.text
+
+
+def context_line(title: str | None, heading: str | None) -> str | None:
+    """The document title and the section path, the title left out when the path already starts with it
+    (a Markdown file's first heading usually is its title)."""
+    if not title or (heading and heading.casefold().startswith(title.casefold())):
+        return heading
+    return f"{title} > {heading}" if heading else title
 
 
 def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+# Bumped when loaders or chunking change what a file becomes: it is part of each document's version hash,
+# so the next `kb ingest` re-extracts documents ingested before (unchanged chunks reuse cached vectors).
+EXTRACTION = "2026-12: pdf outline sections, title context, section vectors"
+
+
 class Chunker:
     def __init__(self, chunk_tokens: int = 200, overlap_tokens: int = 30, encoding: str = "cl100k_base"):
         if overlap_tokens >= chunk_tokens:
             raise ValueError("overlap_tokens must be smaller than chunk_tokens")
+        # what a document's version depends on besides its bytes (see EXTRACTION)
+        self.signature = f"{EXTRACTION}|{chunk_tokens}|{overlap_tokens}|{encoding}\n"
         enc = get_encoding(encoding)
         self._splitter = RecursiveCharacterTextSplitter(
             chunk_size=chunk_tokens,
@@ -50,25 +72,43 @@ class Chunker:
             keep_separator="end",
         )
 
-    def chunk(self, document_id: str, sections: list[Section], version: str = "") -> list[Chunk]:
+    def chunk(
+        self, document_id: str, sections: list[Section], version: str = "", title: str | None = None
+    ) -> list[Chunk]:
         chunks: list[Chunk] = []
+        head, heading = "", None
         for section in sections:
+            # one section = consecutive parts under the same heading (a PDF section's pages)
+            if section.heading is None or section.heading != heading:
+                head, heading = "", section.heading
             for piece in self._splitter.split_text(section.text):
                 text = piece.strip()
                 if not text:
                     continue
                 index = len(chunks)
-                digest = content_hash(f"{section.heading or ''}\n{text}")
-                chunks.append(
-                    Chunk(
-                        id=f"{document_id}-{version[:12]}-{index:05d}-{digest[:12]}"
-                        if version
-                        else f"{document_id}-{index:05d}-{digest[:12]}",
-                        index=index,
-                        text=text,
-                        page=section.page,
-                        heading=section.heading,
-                        content_hash=digest,
-                    )
+                context = context_line(title, section.heading)
+                digest = content_hash(f"{context or ''}\n{text}")
+                chunk_id = (
+                    f"{document_id}-{version[:12]}-{index:05d}-{digest[:12]}"
+                    if version
+                    else f"{document_id}-{index:05d}-{digest[:12]}"
                 )
-        return chunks
+                head = head or chunk_id
+                chunks.append(
+                    Chunk(chunk_id, index, text, section.page, section.heading, digest, head, context=context)
+                )
+        sizes = Counter(c.section for c in chunks)
+        return [replace(c, section_chunks=sizes[c.section]) for c in chunks]
+
+
+def section_vectors(chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> dict[str, np.ndarray]:
+    """Each section's vector: the normalized mean of its chunks' vectors, keyed by its first chunk's id.
+
+    Retrieval ranks a chunk with its section (app/rag/retrieval.py): measured on the shared datasets,
+    the mean beat the section's first chunk and a separate embedding of the whole section (which the
+    model truncates at 256 tokens), and it costs no extra model call."""
+    sums: dict[str, np.ndarray] = {}
+    for chunk, vector in zip(chunks, vectors, strict=True):
+        v = np.asarray(vector, dtype=np.float32)
+        sums[chunk.section] = sums[chunk.section] + v if chunk.section in sums else v.copy()
+    return {head: total / (float(np.linalg.norm(total)) or 1.0) for head, total in sums.items() if head}

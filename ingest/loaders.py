@@ -16,7 +16,16 @@ from pathlib import Path
 
 from app.errors import IngestError
 from ingest.limits import FileLimits, check_chunks, check_pages, check_text_size, check_zip
-from ingest.pdf_structure import clean_page, compounds, outline, running_lines, split_at_sections
+from ingest.pdf_structure import (
+    clean_page,
+    compounds,
+    document_title,
+    outline,
+    page_number_offset,
+    running_lines,
+    section_title,
+    split_at_sections,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +86,10 @@ def load_pdf(data: bytes, path: Path, limits: FileLimits = FileLimits()) -> Load
             raise IngestError(f"{path.name} is an encrypted PDF; remove the password and retry")
         check_pages(len(reader.pages), path.name, limits)
         pages = [(page.extract_text() or "").strip().splitlines() for page in reader.pages]
-        sections = _pdf_sections(pages, outline(reader))
+        entries = outline(reader)
+        sections = _pdf_sections(pages, entries)
         metadata = reader.metadata
-        title = str((metadata.get("/Title") if metadata else None) or "").strip() or path.stem
+        title = document_title(metadata.get("/Title") if metadata else None, entries, pages[0]) or path.stem
     except IngestError:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
@@ -94,13 +104,15 @@ def _pdf_sections(pages: list[list[str]], entries: list[tuple[int, str, str]]) -
     heading is its section path, or (no outline) the page's first line."""
     running = running_lines(pages)
     hyphenated = compounds(pages)
+    offset = page_number_offset(pages)
+    titles = frozenset(section_title(title) for _, title, _ in entries)
     starting: dict[int, list[tuple[str, str]]] = {}
     for page, title, section in entries:
         starting.setdefault(page, []).append((title, section))
     sections: list[Section] = []
     current: str | None = None
     for number, lines in enumerate(pages, start=1):
-        text = clean_page(lines, running, hyphenated)
+        text = clean_page(lines, running, hyphenated, None if offset is None else number + offset, titles)
         here = starting.get(number, [])
         for i, (path, body) in enumerate(split_at_sections(text, here, current) if text else []):
             if i == 0 and sections and sections[-1].page == number - 1 and path == current:

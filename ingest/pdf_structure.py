@@ -35,9 +35,12 @@ _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": 
 _NUMBERING = re.compile(r"^(?:(?:appendix|chapter|part|section)\s+)?(?:#|[a-z]|[ivx]+)(?:\.#)*\.?:?\s+")
 
 
-def _title(line: str) -> str:
+def section_title(line: str) -> str:
     """A heading without its numbering: the outline says "ASN.1 syntax" where the page says "2.1 ASN.1 syntax"."""
     return _NUMBERING.sub("", _normal(line), count=1).strip()
+
+
+_title = section_title
 
 
 def _edges(lines: list[str]) -> tuple[list[int], list[int]]:
@@ -70,6 +73,39 @@ def running_lines(pages: list[list[str]]) -> set[str]:
     return frequent | twice_in_a_row
 
 
+_NUMBERED = re.compile(
+    r"^(?:(\d{1,5})\s+\S.*|.*\S\s+(\d{1,5}))$"
+)  # "2 .Device", "array 27": a header with the page number
+
+
+def page_number_offset(pages: list[list[str]]) -> int | None:
+    """The printed page number minus the page's position, when page edges carry it inside a header that
+    changes from page to page (R's reference manual: "2 .Device" then ".Devices 3", the topic and the page):
+    such a line is found at an edge of at least a third of the pages with the same offset."""
+    offsets: Counter[int] = Counter()
+    for position, lines in enumerate(pages, start=1):
+        top, bottom = _edges(lines)
+        found = {
+            int(m.group(1) or m.group(2)) - position
+            for i in {*top, *bottom}
+            if (m := _NUMBERED.match(lines[i].strip()))
+        }
+        offsets.update(found)
+    if not offsets:
+        return None
+    offset, count = offsets.most_common(1)[0]
+    return offset if count >= 3 and count * 3 >= len(pages) else None
+
+
+def _numbered_header(line: str, printed: int | None, titles: frozenset[str]) -> bool:
+    """A short line carrying the page's printed number; not a section's own title ("1 Introduction" opening
+    page 1) nor a footnote ("3 currently, top-level files..." at the foot of page 3)."""
+    match = _NUMBERED.match(line.strip()) if printed is not None else None
+    if match is None or int(match.group(1) or match.group(2)) != printed:
+        return False
+    return len(line.split()) <= 8 and not line.rstrip().endswith(".") and _title(line) not in titles
+
+
 def _header_like(line: str, count: int, pages: int) -> bool:
     """Whether a line repeated at page edges reads as a running header rather than repeated content: it has
     words (Maxima's "(%o1)" output labels and bare numbers like "2.5" are content), and a single word
@@ -86,12 +122,26 @@ def compounds(pages: list[list[str]]) -> set[str]:
     return {m.group(0) for lines in pages for line in lines for m in _COMPOUND.finditer(line.lower())}
 
 
-def clean_page(lines: list[str], running: set[str], keep_hyphens: frozenset[str] | set[str] = frozenset()) -> str:
+def clean_page(
+    lines: list[str],
+    running: set[str],
+    keep_hyphens: frozenset[str] | set[str] = frozenset(),
+    printed: int | None = None,
+    titles: frozenset[str] = frozenset(),
+) -> str:
     """The page's text without its running headers, footers and page numbers, hyphenation undone (not in an
     option such as "--no-site-file" nor in a compound the document writes with its hyphen elsewhere).
+    ``printed``: the page's printed number, when the document's headers carry it (``page_number_offset``);
+    ``titles``: the outline's titles (``_title`` form), which are content wherever they are.
     A page made only of such lines keeps them: its content is what repeats."""
     top, bottom = _edges(lines)
-    gone = {i for i in {*top, *bottom} if _normal(lines[i]) in running or _PAGE_NUMBER.match(lines[i].strip())}
+    gone = {
+        i
+        for i in {*top, *bottom}
+        if _normal(lines[i]) in running
+        or _PAGE_NUMBER.match(lines[i].strip())
+        or _numbered_header(lines[i], printed, titles)
+    }
     keep = [line for i, line in enumerate(lines) if i not in gone]
     if not any(line.strip() for line in keep):
         keep = list(lines)
@@ -134,6 +184,21 @@ def outline(reader: Any) -> list[tuple[int, str, str]]:
         log.info("PDF outline unreadable (%s): headings from page text", exc)
         return []
     return entries
+
+
+def document_title(metadata_title: object, entries: list[tuple[int, str, str]], first_page: list[str]) -> str | None:
+    """The PDF's title: its metadata's, else the outline's single root entry, else a title page's first line
+    (short, with letters, not a sentence or a page number); None when none of them gives one."""
+    title = " ".join(str(metadata_title or "").split())
+    if title:
+        return title
+    roots = {path.split(" > ")[0] for _, _, path in entries}
+    if len(roots) == 1 and len(entries) > 1:
+        return roots.pop()
+    first = " ".join(first_page[0].split()) if first_page else ""
+    if 2 <= len(first) <= 80 and any(c.isalpha() for c in first) and not first.endswith((".", ",", ";")):
+        return None if _PAGE_NUMBER.match(_normal(first)) else first
+    return None
 
 
 def _finds(lines: list[str], at: int, title: str) -> int | None:

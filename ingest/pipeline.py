@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import IngestError, InvalidCollectionNameError
-from ingest.chunking import Chunk, Chunker
+from ingest.chunking import Chunk, Chunker, section_vectors
 from ingest.files import document_id, iter_files
 from ingest.limits import FileLimits, check_chunks
 from ingest.loaders import LOADERS, load
@@ -160,13 +160,13 @@ class IngestPipeline:
                     "(raise KB_LIMITS__MAX_FILE_MB to ingest it)"
                 )
             data = path.read_bytes()
-            doc_hash = hashlib.sha256(data).hexdigest()
+            doc_hash = hashlib.sha256(self.chunker.signature.encode() + data).hexdigest()
             previous = self.manifest.get(collection, source)
             if previous is not None and previous.doc_hash == doc_hash and not repair:
                 return Outcome(source, "unchanged", previous=previous, path=path)
             doc_id = document_id(collection, source)
             loaded = load(path, data, self.limits)
-            chunks = self.chunker.chunk(doc_id, loaded.sections, doc_hash)
+            chunks = self.chunker.chunk(doc_id, loaded.sections, doc_hash, loaded.title)
             check_chunks(len(chunks), source, self.limits)
             if not chunks:
                 raise IngestError(f"{source} produced no text chunks")
@@ -294,6 +294,7 @@ class IngestPipeline:
             self.lexical.upsert(
                 collection, [c.id for c in chunks], [c.text for c in chunks], metadatas,
                 index_texts=[c.embedding_text() for c in chunks],
+                section_vectors=section_vectors(chunks, vectors),
             )  # fmt: skip
         # Count what the model actually embedded; cached vectors (unchanged chunks) are free.
         fresh = sent_after - sent_before if sent_before is not None and sent_after is not None else len(chunks)
@@ -357,4 +358,7 @@ class IngestPipeline:
             meta["page"] = chunk.page
         if chunk.heading:
             meta["heading"] = chunk.heading
+        if chunk.section:
+            meta["section"] = chunk.section
+            meta["section_chunks"] = chunk.section_chunks
         return meta

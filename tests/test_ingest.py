@@ -29,6 +29,25 @@ def test_reingest_is_idempotent(handbook_components: Components) -> None:
     assert _all_chunks(handbook_components, "handbook") == before
 
 
+def test_a_new_extraction_or_chunk_size_re_extracts_unchanged_files(handbook_components: Components) -> None:
+    """A store ingested before a loader/chunking change (or with another chunk size) is brought up to date by
+    the next `kb ingest`: the extraction signature is part of each document's version, and the update
+    replaces the old chunks whole (no leftovers)."""
+    c = handbook_components
+    resized = Components(c.settings.model_copy(update={"chunking": c.settings.chunking.model_copy(
+        update={"chunk_tokens": 120})}), embedder=c.embedder)  # fmt: skip
+    try:
+        report = resized.ingest_pipeline.ingest([EXAMPLES], "handbook")
+        assert (report.added, report.updated, report.unchanged) == (0, 4, 0)
+        chunks = _all_chunks(resized, "handbook")
+        assert len(chunks) == resized.store.count("handbook") == resized.lexical.count("handbook")
+        assert len({m["doc_hash"] for m in chunks.values()}) == 4  # one live version per document
+        again = resized.ingest_pipeline.ingest([EXAMPLES], "handbook")
+        assert (again.updated, again.unchanged) == (0, 4)
+    finally:
+        resized.close()
+
+
 @pytest.mark.parametrize("lost_from", ["chroma", "bm25"])
 def test_an_unchanged_document_missing_chunks_is_written_again(handbook_components: Components, lost_from: str) -> None:
     """Chunks lost after a document went live (a lost race, a restored backup) heal on the next run."""

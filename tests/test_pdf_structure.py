@@ -10,7 +10,14 @@ import pytest
 
 from app.bootstrap import Components
 from ingest.loaders import load
-from ingest.pdf_structure import clean_page, compounds, running_lines, split_at_sections
+from ingest.pdf_structure import (
+    clean_page,
+    compounds,
+    document_title,
+    page_number_offset,
+    running_lines,
+    split_at_sections,
+)
 from tests.real_pdfs import MANUALS
 
 LIBTASN1, MIME_SPEC = MANUALS
@@ -80,8 +87,16 @@ def test_repeated_content_at_page_edges_is_not_a_running_header() -> None:
     assert running_lines([["Note", f"t{i}"] for i in range(4)]) == {"note"}  # on every page: a header
 
 
-def test_a_pdf_without_a_title_is_named_after_its_file(manuals: dict[str, Path]) -> None:
-    assert load(LIBTASN1, LIBTASN1.read_bytes()).title == "libtasn1"  # its metadata has no /Title
+def test_a_pdf_without_a_metadata_title_takes_its_title_page_or_outline_root(manuals: dict[str, Path]) -> None:
+    assert load(LIBTASN1, LIBTASN1.read_bytes()).title == "Libtasn1"  # no /Title: the title page's first line
+    entries = [(1, "Guide", "Guide"), (2, "Install", "Guide > Install"), (5, "Use", "Guide > Use")]
+    assert document_title("  Real  Title ", entries, ["Cover"]) == "Real Title"
+    assert document_title(None, entries, ["Cover"]) == "Guide"  # the outline's single root
+    two_roots = [(1, "Install", "Install"), (5, "Use", "Use")]
+    assert document_title(None, two_roots, ["Employee Handbook", "2026"]) == "Employee Handbook"
+    for first_line in ("12", "iv", "This page opens with a sentence.", "x" * 90, "---"):
+        assert document_title(None, two_roots, [first_line]) is None  # the loader names it after its file
+    assert document_title(None, [], []) is None
 
 
 def test_section_titles_are_matched_as_titles_not_as_prose() -> None:
@@ -147,3 +162,26 @@ def _page_text(path: Path, page: int) -> str:
     from pypdf import PdfReader
 
     return PdfReader(path).pages[page - 1].extract_text() or ""
+
+
+def test_headers_that_change_every_page_but_carry_its_number_are_removed() -> None:
+    """R's reference manual heads each page with the topic and the printed page number ("2 .Device",
+    ".Devices 3"); footnotes and chapter titles that happen to start with the page's number are content."""
+    topics = ["abbreviate", "agrep", "all.equal", "apply", "array", "as.Date", "attr", "basename", "bitwAnd"]
+    pages = [
+        [f"{n + 10} {topic}" if n % 2 else f"{topic} {n + 10}", f"{topic} does something useful.", f"See {topic}."]
+        for n, topic in enumerate(topics, start=1)
+    ]
+    pages[3].append("14 a footnote that happens to carry the page's number as its mark.")
+    pages[4][0] = "15 Introduction"  # a chapter's own title (the outline names it)
+    offset = page_number_offset(pages)
+    assert offset == 10
+    cleaned = [
+        clean_page(lines, running_lines(pages), printed=n + offset, titles=frozenset({"introduction"}))
+        for n, lines in enumerate(pages, start=1)
+    ]
+    assert cleaned[0] == "abbreviate does something useful.\nSee abbreviate."
+    assert cleaned[1].startswith("agrep does") and "12 agrep" not in cleaned[1]
+    assert cleaned[3].endswith("14 a footnote that happens to carry the page's number as its mark.")
+    assert cleaned[4].startswith("15 Introduction")
+    assert page_number_offset([["Intro", "text"], ["more", "text 5"]]) is None  # no pattern: nothing removed

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.bootstrap import Components
@@ -140,3 +142,25 @@ def test_weak_evidence_is_refused_without_calling_the_model(handbook_components:
         assert "floor-1" not in {r["request_id"] for r in strict.ledger.rows()}
     finally:
         strict.close()
+
+
+def test_hybrid_ranks_a_chunk_with_its_sections_mean_vector(handbook_components: Components) -> None:
+    c = handbook_components
+    query = "How many days of annual leave do I get?"
+    hits = c.retriever.search(query, ["handbook"], 5)
+    qvec = np.asarray(c.embedder.embed_query(query), dtype=np.float32)
+    for h in hits:
+        # the section vector ingestion kept is the normalized mean of the section's chunk vectors
+        ids, _, metas = c.store.get_all("handbook")
+        members = [cid for cid, m in zip(ids, metas, strict=True) if m.get("section") == h.metadata["section"]]
+        vectors = np.stack(list(c.store.get_embeddings("handbook", members).values()))
+        mean = vectors.mean(axis=0)
+        assert h.section == pytest.approx(float(mean @ qvec) / float(np.linalg.norm(mean)), abs=2e-3)  # float16
+    cfg = c.retriever.config
+    top = max((h.lexical or 0.0) for h in hits)
+    for h in hits:  # the order is cosine + BM25 share + the section's cosine − the section's length prior
+        expected = (h.dense or 0) + cfg.bm25_weight * (h.lexical or 0) / top + cfg.section_weight * (h.section or 0)
+        expected -= cfg.section_length_penalty * np.log(h.metadata["section_chunks"])
+        assert h.score == pytest.approx(expected, abs=1e-6)
+    unweighted = c.retriever.search(query, ["handbook"], 5, config=replace(cfg, section_weight=0.0))
+    assert all(h.section is None for h in unweighted)

@@ -30,6 +30,7 @@ from sqlalchemy import (
     Engine,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Table,
     Text,
@@ -95,6 +96,7 @@ chunks = Table(  # the BM25 side: stemmed tokens per chunk, with the text and me
     Column("tokens", Text, nullable=False),
     Column("text", Text, nullable=False),
     Column("metadata", Text, nullable=False),  # JSON object
+    Column("section_vector", LargeBinary),  # on a section's first chunk: its chunks' mean vector (float16)
     Index("chunks_doc", "collection", "document_id"),
 )
 

@@ -65,7 +65,7 @@ RESPONSES: dict[tuple[str, str], Any] = {
                 "text": "Hotels: up to 180 EUR per night.",
                 "score": 0.72,
                 "evidence": 0.98,
-                "scores": {"dense": 0.62, "lexical": 7.1, "coverage": 0.9},
+                "scores": {"dense": 0.62, "lexical": 7.1, "coverage": 0.9, "section": 0.55},
                 "ranks": {"dense": 1, "lexical": 1},
             }
         ],

@@ -231,6 +231,9 @@ class SearchScores(BaseModel):
     dense: float | None = Field(None, description="Cosine similarity to the query.")
     lexical: float | None = Field(None, description="BM25 score (comparable within one query only).")
     coverage: float | None = Field(None, description="Share of the query's IDF weight found in the chunk.")
+    section: float | None = Field(
+        None, description="Cosine similarity of the chunk's section (the mean of its chunks' vectors); hybrid only."
+    )
 
 
 class SearchRanks(BaseModel):

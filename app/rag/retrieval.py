@@ -16,6 +16,7 @@ Why this design (measured in docs/benchmarks.md on two real documentation sets):
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
@@ -53,6 +54,9 @@ class RetrievalConfig:
     duplicate_cosine: float = 0.95  # a chunk this similar to a better one adds nothing: dropped
     coverage_weight: float = 0.4  # evidence = cosine + this × query-term coverage (the relevance floor's input)
     min_score: float = 0.2  # chunks below this cosine similarity are not evidence
+    section_weight: float = 1.0  # hybrid: + this × the cosine of the chunk's section (mean of its chunks)
+    section_length_penalty: float = 0.05  # hybrid: − this × ln(chunks in the section): a long section's best
+    # chunk is the best of many draws, so its cosine is biased upward (what BM25's length normalization does)
 
 
 @dataclass
@@ -65,6 +69,7 @@ class SearchHit:
     dense: float | None = None  # cosine similarity to the query
     lexical: float | None = None  # BM25 score (comparable within one query)
     coverage: float | None = None  # share of the query's IDF weight found in the chunk
+    section: float | None = None  # cosine of the chunk's section vector (hybrid; None: not known)
     dense_rank: int | None = None  # 1-based rank in each retriever's list
     lexical_rank: int | None = None
     evidence: float = 0.0  # cosine plus weighted term coverage: compared with the relevance floor
@@ -79,7 +84,9 @@ class SearchHit:
         return {
             "chunk_id": self.id, "collection": self.collection, "source": m.get("source"), "page": m.get("page"),
             "heading": m.get("heading"), "text": self.text, "score": round(self.score, 6),
-            "scores": {"dense": self.dense, "lexical": self.lexical, "coverage": self.coverage},
+            "scores": {
+                "dense": self.dense, "lexical": self.lexical, "coverage": self.coverage, "section": self.section,
+            },
             "evidence": round(self.evidence, 6),
             "ranks": {"dense": self.dense_rank, "lexical": self.lexical_rank},
         }  # fmt: skip
@@ -143,8 +150,12 @@ class Retriever:
                 h.score = h.lexical or 0.0
         elif cfg.fusion == "score":
             top_bm25 = max((h.lexical or 0.0 for h in hits), default=0.0) or 1.0
+            self._section_scores(hits, qvec, cfg.section_weight)
             for h in hits:
                 h.score = (h.dense or 0.0) + cfg.bm25_weight * (h.lexical or 0.0) / top_bm25
+                if h.section is not None:
+                    size = float(h.metadata.get("section_chunks") or 1)
+                    h.score += cfg.section_weight * h.section - cfg.section_length_penalty * math.log(size)
         else:
             self._rank_dense_globally(hits)
             for h in hits:
@@ -347,6 +358,18 @@ class Retriever:
             if h.id in vectors:
                 h.vector = vectors[h.id]
                 h.dense = float(np.dot(h.vector, qvec))
+
+    def _section_scores(self, hits: list[SearchHit], qvec: np.ndarray, weight: float) -> None:
+        """Each hit's section cosine: a chunk ranks with the section it came from, so a section about the
+        question beats an equally similar chunk lost in a long section on something else (one lookup of
+        the candidates' section vectors; chunks ingested before sections were kept get none)."""
+        if not weight or self.lexical is None:
+            return
+        for collection in dict.fromkeys(h.collection for h in hits):
+            mine = [h for h in hits if h.collection == collection and h.metadata.get("section")]
+            cosines = self.lexical.section_cosines(collection, (str(h.metadata["section"]) for h in mine), qvec)
+            for h in mine:
+                h.section = cosines.get(str(h.metadata["section"]))
 
     @staticmethod
     def _rank_dense_globally(hits: list[SearchHit]) -> None:
