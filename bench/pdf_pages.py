@@ -65,13 +65,14 @@ def answer_pages(faq: Path) -> tuple[list[dict[str, Any]], int]:
 
 
 def plain_pdf_sections(pages: list[list[str]], entries: Any) -> list[loaders.Section]:
-    """The loader before PDF structure: one section per page, its first line as heading."""
+    """The loader before PDF structure: one part per page, its first line as heading (pages, not sections)."""
     sections = []
     for number, lines in enumerate(pages, start=1):
         text = "\n".join(lines).strip()
         if text:
             first = lines[0].strip()
-            sections.append(loaders.Section(text=text, page=number, heading=first if 0 < len(first) <= 100 else None))
+            heading = first if 0 < len(first) <= 100 else None
+            sections.append(loaders.Section(text=text, page=number, heading=heading, is_section=False))
     return sections
 
 

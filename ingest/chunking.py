@@ -43,7 +43,7 @@ class Chunk:
 def context_line(title: str | None, heading: str | None) -> str | None:
     """The document title and the section path, the title left out when the path already starts with it
     (a Markdown file's first heading usually is its title)."""
-    if not title or (heading and heading.casefold().startswith(title.casefold())):
+    if not title or (heading and heading.split(" > ")[0].casefold() == title.casefold()):
         return heading
     return f"{title} > {heading}" if heading else title
 
@@ -54,7 +54,7 @@ def content_hash(text: str) -> str:
 
 # Bumped when loaders or chunking change what a file becomes: it is part of each document's version hash,
 # so the next `kb ingest` re-extracts documents ingested before (unchanged chunks reuse cached vectors).
-EXTRACTION = "2026-12: pdf outline sections, title context, section vectors"
+EXTRACTION = "2026-12: pdf outline sections, title context, section vectors, pages apart"
 
 
 class Chunker:
@@ -93,12 +93,12 @@ class Chunker:
                     if version
                     else f"{document_id}-{index:05d}-{digest[:12]}"
                 )
-                head = head or chunk_id
+                head = (head or chunk_id) if section.is_section else ""
                 chunks.append(
                     Chunk(chunk_id, index, text, section.page, section.heading, digest, head, context=context)
                 )
         sizes = Counter(c.section for c in chunks)
-        return [replace(c, section_chunks=sizes[c.section]) for c in chunks]
+        return [replace(c, section_chunks=sizes[c.section]) if c.section else c for c in chunks]
 
 
 def section_vectors(chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> dict[str, np.ndarray]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from app.errors import IngestError
@@ -35,6 +35,9 @@ class Section:
     text: str
     page: int | None = None
     heading: str | None = None
+    # False for a page of a PDF without an outline (its heading is only its first line): retrieval ranks
+    # its chunks on their own; a page mixes topics and its mean vector measured worse than none
+    is_section: bool = True
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,10 @@ def load_pdf(data: bytes, path: Path, limits: FileLimits = FileLimits()) -> Load
         entries = outline(reader)
         sections = _pdf_sections(pages, entries)
         metadata = reader.metadata
-        title = document_title(metadata.get("/Title") if metadata else None, entries, pages[0]) or path.stem
+        title = (
+            document_title(metadata.get("/Title") if metadata else None, entries, pages[0] if pages else [])
+            or path.stem
+        )
     except IngestError:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
@@ -104,7 +110,8 @@ def _pdf_sections(pages: list[list[str]], entries: list[tuple[int, str, str]]) -
     heading is its section path, or (no outline) the page's first line."""
     running = running_lines(pages)
     hyphenated = compounds(pages)
-    offset = page_number_offset(pages)
+    # only with an outline: its titles are what keeps "1 Introduction" opening page 1 from looking like a header
+    offset = page_number_offset(pages) if entries else None
     titles = frozenset(section_title(title) for _, title, _ in entries)
     starting: dict[int, list[tuple[str, str]]] = {}
     for page, title, section in entries:
@@ -121,7 +128,7 @@ def _pdf_sections(pages: list[list[str]], entries: list[tuple[int, str, str]]) -
                     continue
             first_line = body.splitlines()[0].strip()
             heading = path if entries else (first_line if 0 < len(first_line) <= 100 else None)
-            sections.append(Section(text=body, page=number, heading=heading))
+            sections.append(Section(text=body, page=number, heading=heading, is_section=bool(entries)))
         if here:
             current = here[-1][1]
     return sections
@@ -141,7 +148,7 @@ def _continue_paragraph(sections: list[Section], body: str) -> str:
     if match is None or _CODE.search(body[: match.end()]):
         return body
     cut = match.end()
-    sections[-1] = Section(f"{previous.text}\n{body[:cut].strip()}", previous.page, previous.heading)
+    sections[-1] = replace(previous, text=f"{previous.text}\n{body[:cut].strip()}")
     return body[cut:].strip()
 
 
@@ -279,7 +286,7 @@ def _without_nul(doc: LoadedDocument) -> LoadedDocument:
     if "\x00" not in doc.title and not any("\x00" in s.text or "\x00" in (s.heading or "") for s in doc.sections):
         return doc
     clean = [
-        Section(s.text.replace("\x00", ""), s.page, s.heading.replace("\x00", "") if s.heading else s.heading)
+        replace(s, text=s.text.replace("\x00", ""), heading=s.heading.replace("\x00", "") if s.heading else s.heading)
         for s in doc.sections
     ]
     return LoadedDocument(doc.title.replace("\x00", ""), clean)

@@ -197,7 +197,7 @@ def document_title(metadata_title: object, entries: list[tuple[int, str, str]], 
         return roots.pop()
     first = " ".join(first_page[0].split()) if first_page else ""
     if 2 <= len(first) <= 80 and any(c.isalpha() for c in first) and not first.endswith((".", ",", ";")):
-        return None if _PAGE_NUMBER.match(_normal(first)) else first
+        return None if _PAGE_NUMBER.match(first.lower()) else first
     return None
 
 

@@ -38,6 +38,7 @@ def test_a_section_is_the_parts_under_one_heading_and_its_vector_is_their_mean()
         Section("Eta theta iota. " * 40, page=2, heading="Guide > Use"),
         Section("no heading one", page=3),
         Section("no heading two", page=4),
+        Section("A page of a PDF without an outline.", page=5, heading="Its first line", is_section=False),
     ]
     chunks = Chunker(60, 5).chunk("d", sections, "v1")
     install = [c for c in chunks if c.heading == "Guide > Install"]
@@ -45,6 +46,7 @@ def test_a_section_is_the_parts_under_one_heading_and_its_vector_is_their_mean()
     assert len(install) > 2 and {c.section for c in install} == {install[0].id}
     assert {c.section for c in use} == {use[0].id}
     assert [c.section == c.id for c in chunks if c.heading is None] == [True, True]  # each part its own
+    assert chunks[-1].section == ""  # a page is not a section: ranked on its own, no section vector
 
     vectors = np.random.default_rng(0).normal(size=(len(chunks), 8)).astype(np.float32)
     kept = section_vectors(chunks, vectors.tolist())
@@ -70,3 +72,6 @@ def test_chunks_carry_the_document_title_and_section_path_in_what_is_embedded() 
     # a path that starts with the title (a Markdown file's first heading) does not repeat it
     same = Chunker(200, 20).chunk("d", [Section("Text.", heading="Admin Guide > Setup")], "v", title="Admin Guide")
     assert same[0].embedding_text() == "Admin Guide > Setup\nText."
+    # a title that is only a prefix of the path's first heading is still said ("R" and "Reading data")
+    short = Chunker(200, 20).chunk("d", [Section("Text.", heading="Reading data")], "v", title="R")
+    assert short[0].embedding_text() == "R > Reading data\nText."

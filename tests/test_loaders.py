@@ -16,6 +16,7 @@ def test_pdf_keeps_page_numbers() -> None:
     assert "27 days of paid annual leave" in doc.sections[1].text
     assert doc.sections[3].heading == "IT and Security Policy: Accounts and Devices"
     assert doc.title == "Fernhill Analytics Employee Handbook"
+    assert not any(s.is_section for s in doc.sections)  # no outline: pages, each chunk ranked on its own
 
 
 def test_markdown_keeps_heading_path() -> None:

@@ -39,6 +39,7 @@ def test_the_outline_names_the_section_of_each_part_of_a_page(manuals: dict[str,
         ("2 ASN.1 structure handling > ASN.1 syntax", "• UTF8String;"),
         ("2 ASN.1 structure handling > Naming", "2.2 Naming"),
     ]
+    assert all(s.is_section for s in doc.sections)  # outline sections: ranked as sections (section vectors)
     mime = load(MIME_SPEC, MIME_SPEC.read_bytes())
     assert [s.heading for s in mime.sections if s.page == 2] == [
         "1. Introduction > 1.3. Language used in this specification",
@@ -94,7 +95,7 @@ def test_a_pdf_without_a_metadata_title_takes_its_title_page_or_outline_root(man
     assert document_title(None, entries, ["Cover"]) == "Guide"  # the outline's single root
     two_roots = [(1, "Install", "Install"), (5, "Use", "Use")]
     assert document_title(None, two_roots, ["Employee Handbook", "2026"]) == "Employee Handbook"
-    for first_line in ("12", "iv", "This page opens with a sentence.", "x" * 90, "---"):
+    for first_line in ("12", "iv", "Page 3 of 40", "This page opens with a sentence.", "x" * 90, "---"):
         assert document_title(None, two_roots, [first_line]) is None  # the loader names it after its file
     assert document_title(None, [], []) is None
 

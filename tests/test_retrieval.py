@@ -147,20 +147,62 @@ def test_weak_evidence_is_refused_without_calling_the_model(handbook_components:
 def test_hybrid_ranks_a_chunk_with_its_sections_mean_vector(handbook_components: Components) -> None:
     c = handbook_components
     query = "How many days of annual leave do I get?"
-    hits = c.retriever.search(query, ["handbook"], 5)
+    hits = c.retriever.search(query, ["handbook"], 10)
     qvec = np.asarray(c.embedder.embed_query(query), dtype=np.float32)
-    for h in hits:
+    ids, _, metas = c.store.get_all("handbook")
+    sectioned = [h for h in hits if h.metadata.get("section")]
+    assert sectioned and any(not h.metadata.get("section") for h in hits)  # Markdown/HTML sections; PDF pages
+    for h in sectioned:
         # the section vector ingestion kept is the normalized mean of the section's chunk vectors
-        ids, _, metas = c.store.get_all("handbook")
         members = [cid for cid, m in zip(ids, metas, strict=True) if m.get("section") == h.metadata["section"]]
-        vectors = np.stack(list(c.store.get_embeddings("handbook", members).values()))
-        mean = vectors.mean(axis=0)
+        assert len(members) == h.metadata["section_chunks"]
+        mean = np.stack(list(c.store.get_embeddings("handbook", members).values())).mean(axis=0)
         assert h.section == pytest.approx(float(mean @ qvec) / float(np.linalg.norm(mean)), abs=2e-3)  # float16
     cfg = c.retriever.config
     top = max((h.lexical or 0.0) for h in hits)
-    for h in hits:  # the order is cosine + BM25 share + the section's cosine − the section's length prior
-        expected = (h.dense or 0) + cfg.bm25_weight * (h.lexical or 0) / top + cfg.section_weight * (h.section or 0)
-        expected -= cfg.section_length_penalty * np.log(h.metadata["section_chunks"])
+    for h in hits:  # cosine + BM25 share + the section's cosine − the length prior; a page is a section of one
+        expected = (h.dense or 0) + cfg.bm25_weight * (h.lexical or 0) / top
+        if h.metadata.get("section"):
+            expected += cfg.section_weight * h.section - cfg.section_length_penalty * np.log(
+                h.metadata["section_chunks"]
+            )
+        else:
+            assert h.section is None
+            expected += cfg.section_weight * (h.dense or 0)
         assert h.score == pytest.approx(expected, abs=1e-6)
     unweighted = c.retriever.search(query, ["handbook"], 5, config=replace(cfg, section_weight=0.0))
     assert all(h.section is None for h in unweighted)
+
+
+def test_chunks_without_a_section_vector_rank_as_sections_of_one(handbook_components: Components) -> None:
+    """A store ingested before section vectors (or one document of it) is not pushed down by the others."""
+    from sqlalchemy import update
+
+    from vectorstore.tables import bump, chunks, versions, write_tx
+
+    c = handbook_components
+    question = "Who approves expenses?"
+    before = c.retriever.search(question, ["handbook"], 5)
+    assert before[0].metadata["source"] == "expenses.html"
+    with write_tx(c.db) as conn:  # expenses.html as an older kb wrote it: no section vectors
+        conn.execute(update(chunks).where(chunks.c.metadata.like('%"expenses.html"%')).values(section_vector=None))
+        bump(conn, versions, "version", "handbook")
+    after = c.retriever.search(question, ["handbook"], 5)
+    assert after[0].metadata["source"] == "expenses.html" and after[0].section is None
+    # its own cosine stands in for the section's: the score moves a little, not by the whole section term
+    assert after[0].score == pytest.approx(before[0].score, abs=0.15)
+
+
+def test_a_section_vector_of_another_length_is_ignored_not_fatal(handbook_components: Components) -> None:
+    from sqlalchemy import update
+
+    from vectorstore.tables import bump, chunks, versions, write_tx
+
+    c = handbook_components
+    heads = [cid for cid, v in c.lexical.section_vectors("handbook", c.store.get_all("handbook")[0]).items()]
+    with write_tx(c.db) as conn:  # another model's 768-dimension vector on one section
+        conn.execute(update(chunks).where(chunks.c.chunk_id == heads[0]).values(section_vector=bytes(768 * 2)))
+        bump(conn, versions, "version", "handbook")
+    for mode in ("hybrid", "lexical"):
+        assert c.retriever.search("annual leave days", ["handbook"], 5, mode=mode)  # type: ignore[arg-type]
+    assert c.lexical.section_cosines("handbook", heads, np.ones(5, dtype=np.float32)) == {}  # wrong dimension

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,7 +202,7 @@ class LexicalIndex:
             if any(corpus):
                 retriever = bm25s.BM25()
                 retriever.index(corpus, show_progress=False)
-            heads = [(r[0], r[3]) for r in rows if r[3]]
+            heads = _uniform([(r[0], r[3]) for r in rows if r[3]], collection)
             matrix = np.frombuffer(b"".join(blob for _, blob in heads), dtype=np.float16)
             built = _Built(
                 collection, version, ids, [json.loads(r[2]) for r in rows], retriever,
@@ -316,7 +317,7 @@ class LexicalIndex:
         if built is None:
             built = self._index(collection)
         found = [(cid, row) for cid in dict.fromkeys(ids) if (row := built.sections.get(cid)) is not None]
-        if not found:
+        if not found or built.section_matrix.shape[1] != query.shape[0]:  # another model's vectors: none apply
             return {}
         cosines = built.section_matrix[[row for _, row in found]].astype(np.float32) @ query.astype(np.float32)
         return {cid: float(value) for (cid, _), value in zip(found, cosines, strict=True)}
@@ -352,3 +353,15 @@ class LexicalIndex:
 
 def _pack(vector: np.ndarray | None) -> bytes | None:
     return None if vector is None else np.asarray(vector, dtype=np.float16).tobytes()
+
+
+def _uniform(heads: list[tuple[str, bytes]], collection: str) -> list[tuple[str, bytes]]:
+    """The section vectors of the most common length: one of another length (another embedding model, a
+    truncated write) would make the whole matrix unreadable, and with it every search of the collection."""
+    sizes = Counter(len(blob) for _, blob in heads)
+    if len(sizes) <= 1:
+        return heads
+    size = sizes.most_common(1)[0][0]
+    log.warning("%d section vectors of %r have another length than %d bytes: ignored", len(heads) - sizes[size],
+                collection, size)  # fmt: skip
+    return [(cid, blob) for cid, blob in heads if len(blob) == size]

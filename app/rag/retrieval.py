@@ -156,6 +156,8 @@ class Retriever:
                 if h.section is not None:
                     size = float(h.metadata.get("section_chunks") or 1)
                     h.score += cfg.section_weight * h.section - cfg.section_length_penalty * math.log(size)
+                else:  # a page, or a chunk written before sections were kept: a section of one chunk
+                    h.score += cfg.section_weight * (h.dense or 0.0)
         else:
             self._rank_dense_globally(hits)
             for h in hits:
@@ -401,8 +403,11 @@ class Retriever:
         """
         if len(hits) <= 1 or any(h.vector is None for h in hits):
             return hits[:top_k]
-        best = hits[0].score or 1.0
-        rel = np.fromiter((h.score / best for h in hits), dtype=np.float32, count=len(hits))
+        # relevance in [0, 1]: scaled by the best score, or shifted first when a score is below zero (section
+        # terms and the length prior can make one negative; dividing by a negative best reverses the order)
+        low = min(0.0, min(h.score for h in hits))
+        span = (hits[0].score - low) or 1.0
+        rel = np.fromiter(((h.score - low) / span for h in hits), dtype=np.float32, count=len(hits))
         vecs = np.stack([h.vector for h in hits]).astype(np.float32, copy=False)
         chosen = [0]
         excluded = np.zeros(len(hits), dtype=bool)

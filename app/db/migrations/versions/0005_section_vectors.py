@@ -1,10 +1,10 @@
 """section vectors: the mean of a section's chunk vectors, kept on the section's first chunk
 
-Hybrid retrieval ranks a chunk with the section it came from (app/rag/sections.py): a chunk of a
+Hybrid retrieval ranks a chunk with the section it came from (app/rag/retrieval.py): a chunk of a
 section that is about the question beats an equally similar chunk lost in a long section on
 something else. The vector is written at ingestion, in the same row as the chunk's BM25 tokens,
-so it follows the chunk's version and is swept with it. Rows written before have NULL: their
-chunks rank as before until the next `kb ingest` re-extracts the document.
+so it follows the chunk's version and is swept with it. Rows written before have NULL: each of their
+chunks ranks as a section of its own until the next `kb ingest` re-extracts the document.
 
 Revision ID: 0005
 Revises: 0004
