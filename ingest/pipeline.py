@@ -39,6 +39,7 @@ from vectorstore.writers import Claim, Heartbeat, LeaseLost, new_owner, wait_for
 
 log = logging.getLogger(__name__)
 _VERIFY_BATCH = 256  # unchanged files checked together
+_EMBED_SLICE = 64  # chunks embedded between two progress reports
 
 
 class IngestPipeline:
@@ -286,7 +287,14 @@ class IngestPipeline:
     def _write(self, collection: str, queue: list[Pending], report: IngestReport, progress: Progress | None) -> None:
         chunks = [c for p in queue for c in p.chunks]
         sent_before = getattr(self.embedder, "embedded", None)
-        vectors = self.embedder.embed_documents([c.embedding_text() for c in chunks])
+        vectors: list[list[float]] = []
+        # in slices, reporting each: a job's cancel check runs there, and a batch of 256 chunks can take
+        # longer than the seconds a cancel may wait on a busy 2-core machine
+        for start in range(0, len(chunks), _EMBED_SLICE):
+            part = chunks[start : start + _EMBED_SLICE]
+            vectors += self.embedder.embed_documents([c.embedding_text() for c in part])
+            if progress:
+                progress.embedded(len(part))
         sent_after = getattr(self.embedder, "embedded", None)
         metadatas = [self._metadata(c, collection, p) for p in queue for c in p.chunks]
         self.store.upsert(collection, [c.id for c in chunks], vectors, [c.text for c in chunks], metadatas)
@@ -300,8 +308,6 @@ class IngestPipeline:
         fresh = sent_after - sent_before if sent_before is not None and sent_after is not None else len(chunks)
         report.chunks_embedded += fresh
         report.chunks_written += len(chunks)
-        if progress:
-            progress.embedded(len(chunks))
         for pending in queue:
             ids = tuple(c.id for c in pending.chunks)
             record = DocumentRecord(
