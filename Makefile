@@ -19,7 +19,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup setup-local system-deps run ingest-sample serve test lint clean
+.PHONY: setup setup-local system-deps oidc-provider run ingest-sample serve test lint clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,18 @@ $(LOCAL_STAMP): $(STAMP)
 system-deps:
 	@sh scripts/system-deps.sh
 
+# The single sign-on tests run a real OpenID provider: the certified Node.js oidc-provider, pinned by
+# tests/oidc/package-lock.json (npm ci). Without node/npm those tests skip and say why.
+OIDC_STAMP := tests/oidc/node_modules/.kb-installed
+oidc-provider: $(OIDC_STAMP)
+
+$(OIDC_STAMP): tests/oidc/package.json tests/oidc/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error && touch $(OIDC_STAMP); \
+	else \
+		echo "note: npm is not installed: the single sign-on tests will be skipped" >&2; \
+	fi
+
 ingest-sample: $(STAMP)
 	$(BIN)/kb ingest examples/handbook --collection $(SAMPLE_COLLECTION)
 
@@ -68,7 +80,7 @@ lint: $(STAMP)
 # switch users; the socket path works across it), passed as KB_TEST_POSTGRES_URL, and stopped
 # afterwards whatever pytest's outcome, whose exit code is kept. Without PostgreSQL installed
 # (exit 3: not root, so system-deps could not install it) its tests skip and say why.
-test: system-deps lint setup-local
+test: system-deps lint setup-local oidc-provider
 	@pgdir=$$(mktemp -d /tmp/kb-pg.XXXXXX); \
 	trap 'sh scripts/test-postgres.sh stop "$$pgdir"' EXIT; \
 	trap 'exit 130' INT TERM; \

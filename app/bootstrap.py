@@ -32,6 +32,9 @@ from app.rag.retrieval import RetrievalConfig, Retriever
 from app.rag.service import RagConfig, RagService
 from app.rag.support import SupportConfig
 from app.settings import Settings
+from app.sso.groups import GroupStore
+from app.sso.provider import OidcClient
+from app.sso.sessions import SessionStore
 from ingest.chunking import Chunker
 from ingest.limits import FileLimits
 from ingest.pipeline import IngestPipeline, Progress
@@ -164,6 +167,28 @@ class Components:
         return KeyStore(self.db, cache_s=self.settings.auth.key_cache_s)
 
     @cached_property
+    def groups(self) -> GroupStore:
+        """Identity-provider groups → collections (single sign-on); remembered as long as keys are."""
+        return GroupStore(self.db, cache_s=self.settings.auth.key_cache_s)
+
+    @cached_property
+    def sessions(self) -> SessionStore:
+        return SessionStore(self.db, ttl_s=self.settings.oidc.session_hours * 3600)
+
+    @cached_property
+    def oidc(self) -> OidcClient | None:
+        """The OpenID provider's client, or None when single sign-on is not configured (KB_OIDC__ISSUER)."""
+        s = self.settings.oidc
+        if not s.enabled:
+            return None
+        if not s.client_id:
+            raise ConfigurationError(
+                "KB_OIDC__ISSUER is set but KB_OIDC__CLIENT_ID is not: register kb at the identity provider "
+                "(docs/operations.md, single sign-on) and set both, or unset KB_OIDC__ISSUER"
+            )
+        return OidcClient(s)
+
+    @cached_property
     def conversations(self) -> ConversationStore:
         return ConversationStore(self.db, writer=self.writer)
 
@@ -231,7 +256,8 @@ class Components:
             obj = self.__dict__.pop(name, None)  # reopened lazily if used again
             if obj is not None:
                 obj.close()
-        for name in ("retriever", "chat_model", "rag", "ingest_pipeline"):  # they hold the closed stores
+        held = ("retriever", "chat_model", "rag", "ingest_pipeline", "groups", "sessions")
+        for name in held:  # they hold the closed stores
             self.__dict__.pop(name, None)
         engine = self.__dict__.pop("db", None)
         if engine is not None:

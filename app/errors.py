@@ -180,3 +180,24 @@ class WorkerStoppedError(KbError):
 
     code = "worker_stopped"
     http_status = 503
+
+
+class TokenError(AuthError):
+    """An identity provider's access token that kb does not accept (expired, another audience, a bad signature)."""
+
+    code = "invalid_token"
+    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}  # noqa: RUF012  (read-only)
+
+
+class IdentityProviderError(KbError):
+    """The OpenID provider cannot be reached or answers nonsense: sign-in and new token keys wait for it."""
+
+    code = "identity_provider_unavailable"
+    http_status = 503
+
+
+class SingleSignOnError(KbError):
+    """A web sign-in that cannot go on: SSO not configured, or a callback that is not ours or was already used."""
+
+    code = "sign_in_failed"
+    http_status = 400

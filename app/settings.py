@@ -221,6 +221,59 @@ class AuthSettings(BaseModel):
     )
 
 
+class OidcSettings(BaseModel):
+    """Single sign-on with an OpenID Connect provider (Keycloak, Entra ID, Okta, ...): off while issuer is empty."""
+
+    issuer: str = Field(
+        "",
+        description="The provider's issuer URL, exactly as in its /.well-known/openid-configuration (Keycloak: "
+        "https://HOST/realms/REALM; Entra ID: https://login.microsoftonline.com/TENANT/v2.0). "
+        "Empty: no single sign-on.",
+    )
+    client_id: str = Field("", description="kb's client id at the provider (the web page's login).")
+    client_secret: str = Field("", description="kb's client secret (a confidential client); empty for a public client.")
+    scopes: str = Field("openid profile email", description="Scopes the web login asks for (space separated).")
+    audience: str = Field(
+        "",
+        description="The 'aud' an access token must carry to be accepted as a bearer token. Empty: the client id.",
+    )
+    groups_claim: str = Field(
+        "groups",
+        description="The claim that lists the user's groups (a dotted path reaches inside objects, e.g. "
+        "realm_access.roles for Keycloak realm roles; Entra ID: groups or roles).",
+    )
+    name_claim: str = Field(
+        "name", description="The claim shown as the user's name (falls back to preferred_username, email, sub)."
+    )
+    redirect_url: str = Field(
+        "",
+        description="Where the provider sends the browser back: https://KB-HOST/auth/callback, registered at the "
+        "provider. Empty: derived from the request (only right when no proxy rewrites the host or scheme).",
+    )
+    clock_skew_s: float = Field(60.0, ge=0, le=600, description="Tolerance on exp/iat/nbf of tokens, in seconds.")
+    session_hours: float = Field(8.0, gt=0, le=24 * 30, description="A web sign-in lasts this long.")
+    jwks_refresh_min_s: float = Field(
+        60.0,
+        ge=0,
+        description="A token signed by a key kb does not know makes it fetch the provider's keys again (rotation), "
+        "at most once per this many seconds.",
+    )
+    timeout_s: float = Field(5.0, gt=0, le=60, description="Timeout of each call to the provider.")
+    cookie_secure: bool | None = Field(
+        None,
+        description="Mark the session cookie Secure (sent over HTTPS only). Unset: when redirect_url is https, "
+        "or the request came over https.",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.issuer.strip())
+
+    @property
+    def expected_audience(self) -> str:
+        return self.audience or self.client_id
+
+
 class CacheSettings(BaseModel):
     enabled: bool = True
     backend: Literal["sqlite", "redis"] = Field("sqlite", description="sqlite: a file under data_dir; redis: shared.")
@@ -397,6 +450,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]
     admin: AdminSettings = Field(default_factory=AdminSettings)  # type: ignore[arg-type]
     auth: AuthSettings = Field(default_factory=AuthSettings)  # type: ignore[arg-type]
+    oidc: OidcSettings = Field(default_factory=OidcSettings)  # type: ignore[arg-type]
     audit: AuditSettings = Field(default_factory=AuditSettings)  # type: ignore[arg-type]
     vectorstore: VectorStoreSettings = Field(default_factory=VectorStoreSettings)  # type: ignore[arg-type]
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)  # type: ignore[arg-type]

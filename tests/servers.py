@@ -37,9 +37,9 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 60) -> None:
 
 
 @contextmanager
-def serve_app(app: FastAPI) -> Iterator[str]:
-    """Run the app under a real uvicorn server in a thread; yields its base URL."""
-    port = free_port()
+def serve_app(app: FastAPI, port: int | None = None) -> Iterator[str]:
+    """Run the app under a real uvicorn server in a thread (on ``port``, else a free one); yields its base URL."""
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

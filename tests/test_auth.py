@@ -14,7 +14,7 @@ from app.api.main import create_app
 from app.auth import KeyStore, hash_token
 from app.bootstrap import Components
 from app.cli import cli
-from app.errors import ConfigurationError
+from app.errors import ConfigurationError, ForbiddenError
 from app.settings import get_settings
 from tests.servers import api_client, redis_server, serve_app
 
@@ -55,6 +55,36 @@ def test_keys_cli_creates_lists_and_revokes(kb, tmp_path: Path) -> None:  # type
     assert bad_role.exit_code == no_grants.exit_code == 1
     assert "role must be one of" in bad_role.output and "at least one collection" in no_grants.output
     assert kb("keys", "revoke", "nobody").exit_code == 1
+
+
+def test_groups_cli_maps_lists_and_unmaps(kb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Single sign-on groups → collections, in the shared database a server reads (app/sso/groups.py)."""
+    from app.db import engine_for
+    from app.sso.groups import GroupStore
+    from app.sso.identity import Identity
+
+    assert kb("groups", "map", "hr-team", "--collections", "handbook,hr").exit_code == 0
+    assert kb("groups", "map", "it-admins", "--role", "admin").exit_code == 0
+    changed = kb("groups", "map", "hr-team", "--collections", "handbook")  # a new mapping replaces the old one
+    assert changed.exit_code == 0 and "handbook" in changed.output
+    rows = [json.loads(line) for line in kb("groups", "list", "--json").stdout.splitlines()]
+    assert [(r["group"], r["role"], r["collections"]) for r in rows] == [
+        ("hr-team", "employee", ["handbook"]),
+        ("it-admins", "admin", []),
+    ]
+    engine, _ = engine_for(tmp_path / "data" / "kb.sqlite3")
+    groups = GroupStore(engine)
+    alice = groups.principal_for(Identity("a1", "Alice", ("everyone", "hr-team")))
+    assert alice.collections == frozenset({"handbook"}) and alice.role == "employee"
+    assert alice.name == "Alice (sso:a1)" and alice.key_id == "sso:a1"
+    assert groups.principal_for(Identity("d1", "Dana", ("hr-team", "it-admins"))).is_admin
+    assert kb("groups", "unmap", "hr-team").exit_code == 0
+    with pytest.raises(ForbiddenError, match="none of your groups \\(everyone, hr-team\\)"):
+        groups.principal_for(Identity("a1", "Alice", ("everyone", "hr-team")))
+    engine.dispose()
+    assert kb("groups", "unmap", "hr-team").exit_code == 1
+    no_grants = kb("groups", "map", "eng")
+    assert no_grants.exit_code == 1 and "at least one collection" in no_grants.output
 
 
 def test_first_start_writes_an_admin_key_file(handbook_components: Components) -> None:

@@ -8,6 +8,7 @@ named volumes, torch is the pinned CPU build, the image runs as a non-root user.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -169,8 +170,10 @@ def test_state_lives_on_named_volumes() -> None:
         assert mounts(name)[data_dir] == "kb-data"  # replicas share it until state moves to SQL
     assert mounts("chroma")[SERVICES["chroma"]["command"][3]] == "chroma-data"
     assert mounts("postgres")["/var/lib/postgresql/data"] == "pg-data"
-    used = {src for svc in SERVICES.values() for src in (v.split(":")[0] for v in svc.get("volumes", []))}
-    assert used <= declared
+    mounted = [v for svc in SERVICES.values() for v in svc.get("volumes", [])]
+    config = [v for v in mounted if v.startswith("./") and v.endswith(":ro")]  # files shipped in the repo, read-only
+    assert config == ["./deploy/keycloak:/opt/keycloak/data/import:ro"]
+    assert {v.split(":")[0] for v in mounted if v not in config} <= declared
 
 
 def test_graceful_stop_outlasts_the_ingestion_worker() -> None:
@@ -259,3 +262,29 @@ def test_cluster_apis_and_workers_share_no_volume() -> None:
         assert "volumes" not in CLUSTER[name], name
     assert [v.split(":")[0] for v in CLUSTER["postgres"]["volumes"]] == ["pg-data"]
     assert [v.split(":")[0] for v in CLUSTER["chroma"]["volumes"]] == ["chroma-data"]
+
+
+def test_the_sso_profile_runs_keycloak_with_a_realm_that_fits_kbs_settings() -> None:
+    """The optional Keycloak of docs/operations.md: the imported realm's client is what the documented
+    KB_OIDC__* values expect (client id, redirect URL, PKCE, groups and audience in the access token)."""
+    keycloak = SERVICES["keycloak"]
+    assert keycloak["profiles"] == ["sso"] and not keycloak["image"].endswith(":latest")
+    assert "--import-realm" in keycloak["command"]
+    assert "keycloak.localhost" in keycloak["networks"]["default"]["aliases"]
+    host_dir, mounted = keycloak["volumes"][0].split(":")[:2]
+    assert mounted == "/opt/keycloak/data/import"
+    realm = json.loads((ROOT / host_dir / "kb-realm.json").read_text())
+    header = (ROOT / "docker-compose.yml").read_text()
+    documented = dict(
+        line.strip("# ").split("=", 1) for line in header.splitlines() if line.startswith("#   KB_OIDC__")
+    )
+    assert documented["KB_OIDC__ISSUER"].endswith(f"/realms/{realm['realm']}")
+    assert documented["KB_OIDC__ISSUER"].startswith(next(a for a in keycloak["command"] if a.startswith("--hostname="))
+                                                    .split("=", 1)[1])  # fmt: skip
+    client = next(c for c in realm["clients"] if c["clientId"] == documented["KB_OIDC__CLIENT_ID"])
+    assert documented["KB_OIDC__REDIRECT_URL"] in client["redirectUris"]
+    assert client["attributes"]["pkce.code.challenge.method"] == "S256" and not client["publicClient"]
+    mappers = {m["protocolMapper"]: m["config"] for m in client["protocolMappers"]}
+    assert mappers["oidc-group-membership-mapper"]["claim.name"] == "groups"  # KB_OIDC__GROUPS_CLAIM's default
+    assert mappers["oidc-group-membership-mapper"]["access.token.claim"] == "true"
+    assert mappers["oidc-audience-mapper"]["included.client.audience"] == documented["KB_OIDC__CLIENT_ID"]

@@ -26,33 +26,22 @@ from app.api.main import create_app
 from app.api.routes.web import WEB_DIR
 from app.bootstrap import Components
 from app.settings import LlmSettings, Settings
+from tests.browser import CHROMIUM, MISSING, chromium_page
 from tests.conftest import ROOT
 from tests.servers import FakeOpenAI, serve_app
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 QUESTION = "How many days of annual leave do I get?"
 HOSTILE = """# Expense policy <img src=x onerror="window.__pwned = 1">
 
 The meal allowance on business trips is 45 euros per day. <script>window.__pwned = 1</script>
 Receipts are <b>required</b> for every expense over 20 euros.
 """
-WAIT_MS = 60_000
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
         not CHROMIUM.exists(),
-        reason="/usr/bin/chromium is missing (Debian package 'chromium'; scripts/system-deps.sh installs it as root)",
+        reason=MISSING,
     ),
 ]
 
@@ -80,23 +69,8 @@ def server(handbook_components: Components, tmp_path: Path) -> Iterator[tuple[st
 
 @pytest.fixture
 def page(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),  # fresh profile: no stored key from another run
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1200, "height": 860},
-        )
-        context.set_default_timeout(WAIT_MS)
-        page = context.pages[0] if context.pages else context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+    with chromium_page(tmp_path / "chromium-profile") as page:  # fresh profile: no stored key from another run
         yield page
-        context.close()
-        assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 def enter_key(page, token: str) -> None:  # type: ignore[no-untyped-def]

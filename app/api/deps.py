@@ -27,6 +27,7 @@ from app.auth import ANONYMOUS_ADMIN, KeyStore, Principal
 from app.bootstrap import Components
 from app.errors import AuthError, CollectionNotFoundError, ForbiddenError, KbError, RateLimitedError
 from app.rag.answer import Answer
+from app.sso.identity import identity_from
 
 log = logging.getLogger(__name__)
 
@@ -117,32 +118,36 @@ async def authenticate(keys: KeyStore, token: str) -> Principal | None:
     return await asyncio.shield(lookup)  # one caller's disconnect must not cancel the others' lookup
 
 
+SESSION_COOKIE = "kb_session"  # a web sign-in (app/api/routes/sso.py): HttpOnly, SameSite=Strict
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
 async def principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:
-    """The caller, authenticated by its bearer key and counted against its rate limit.
+    """The caller, authenticated by its bearer key, an identity provider's access token or a web session,
+    and counted against its rate limit.
 
     Async, so a key the store remembers (``KeyStore.remembered``) and an in-memory rate limit
     cost no thread-pool round trip; a database lookup or a Redis limiter runs on a worker thread."""
     parts = components(request)
+    token = credentials.credentials if credentials is not None else ""
     if not parts.settings.auth.enabled:
         who = ANONYMOUS_ADMIN
-    elif credentials is None or not credentials.credentials:
-        raise AuthError(
-            "missing API key: send 'Authorization: Bearer <key>' (an admin creates keys with 'kb keys create')",
-            code="missing_api_key",
-        )
-    else:
-        found = await authenticate(parts.keys, credentials.credentials)
+    elif token and parts.oidc is not None and looks_like_jwt(token):
+        who = await _failures_counted(request, _token_principal(parts, token))
+    elif token:
+        found = await authenticate(parts.keys, token)
         if found is None:
-            # Wrong keys are throttled per address; right ones never are: behind a shared proxy one
-            # misconfigured client must not lock every employee out.
-            address = request.client.host if request.client else "unknown"
-            guard: RateLimiter = request.app.state.rate_limiter
-            await _limiter_call(guard, guard.check_address, address)
-            await _limiter_call(guard, guard.failed, address)
-            raise AuthError("invalid or revoked API key", code="invalid_api_key")
-        who = found
+            await _failures_counted(request, _raise(AuthError("invalid or revoked API key", code="invalid_api_key")))
+        who = found  # type: ignore[assignment]
+    elif parts.oidc is not None and request.cookies.get(SESSION_COOKIE):
+        who = await _session_principal(request, parts, request.cookies[SESSION_COOKIE])
+    else:
+        how = "sign in on the web page, or send 'Authorization: Bearer <API key or access token>'"
+        if parts.oidc is None:
+            how = "send 'Authorization: Bearer <key>' (an admin creates keys with 'kb keys create')"
+        raise AuthError(f"missing API key: {how}", code="missing_api_key")
     request.state.principal = who
     limiter: RateLimiter = request.app.state.rate_limiter
     if limiter.in_memory:
@@ -150,6 +155,55 @@ async def principal(
     else:
         await run_in_threadpool(limiter.hit, who.key_id)
     return who
+
+
+def looks_like_jwt(token: str) -> bool:
+    """kb keys start with ``kb_``; a JWT is three base64url parts."""
+    return not token.startswith("kb_") and token.count(".") == 2
+
+
+async def _raise(error: KbError) -> Principal:
+    raise error
+
+
+async def _failures_counted(request: Request, attempt: Any) -> Principal:
+    """Run an authentication; a refused credential counts against its address (wrong keys and forged tokens
+    are throttled per address; right ones never are: behind a shared proxy one misconfigured client must
+    not lock every employee out)."""
+    try:
+        return await attempt  # type: ignore[no-any-return]
+    except AuthError:
+        address = request.client.host if request.client else "unknown"
+        guard: RateLimiter = request.app.state.rate_limiter
+        await _limiter_call(guard, guard.check_address, address)
+        await _limiter_call(guard, guard.failed, address)
+        raise
+
+
+async def _token_principal(parts: Components, token: str) -> Principal:
+    """An identity provider's access token: verified (signature, issuer, audience, expiry), then its groups mapped."""
+    oidc = parts.oidc
+    assert oidc is not None
+    s = parts.settings.oidc
+    claims = await oidc.verify(token, audience=s.expected_audience)
+    who = identity_from(claims, groups_claim=s.groups_claim, name_claim=s.name_claim)
+    return await run_in_threadpool(parts.groups.principal_for, who)
+
+
+async def _session_principal(request: Request, parts: Components, cookie: str) -> Principal:
+    """A web session: its identity's groups mapped now (a mapping changed since sign-in holds at once).
+
+    The cookie is SameSite=Strict, so another site cannot make the browser send it; a state-changing
+    request that says it comes from another origin is refused all the same (defence in depth)."""
+    if request.method in UNSAFE_METHODS and request.headers.get("sec-fetch-site", "same-origin") not in (
+        "same-origin",
+        "none",
+    ):
+        raise ForbiddenError("a signed-in request from another site is refused", code="cross_site_request")
+    found = await run_in_threadpool(parts.sessions.find, cookie)
+    if found is None:
+        raise AuthError("your sign-in has expired or ended: sign in again", code="session_expired")
+    return await run_in_threadpool(parts.groups.principal_for, found)
 
 
 async def _limiter_call(limiter: RateLimiter, fn: Any, arg: str) -> None:

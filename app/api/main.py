@@ -21,7 +21,7 @@ from app.api.deps import RateLimiter
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
 from app.api.request_context import RequestContext
-from app.api.routes import admin, chat, openai_compat, search, system, usage
+from app.api.routes import admin, chat, openai_compat, search, sso, system, usage
 from app.api.routes import metrics as metrics_route
 from app.api.routes import web as web_route
 from app.auth import ensure_first_admin_key
@@ -59,6 +59,8 @@ def create_app(settings: Settings | None = None, components: Components | None =
         _ = components.db  # reach the shared database and migrate it (KB_DATABASE__MIGRATE_ON_START) first
         _ = components.rag  # load model, open stores, validate the active prompt
         api.state.components = components
+        if components.oidc is not None:  # a half-configured sign-in fails the start, not the first login
+            log.info("single sign-on with %s (client %s)", components.oidc.issuer, settings.oidc.client_id)
         if settings.auth.enabled and settings.auth.first_admin_key:
             ensure_first_admin_key(components.keys, settings.admin_key_file)
         elif not settings.auth.enabled:
@@ -121,6 +123,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
         api.include_router(usage.router, dependencies=only_admins)
     api.include_router(system.router)
     api.include_router(search.router)
+    api.include_router(sso.router)
     if settings.api.metrics == "admin":
         api.include_router(metrics_route.router, dependencies=[Depends(deps.admin)])
     elif settings.api.metrics == "public":

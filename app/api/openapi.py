@@ -71,6 +71,14 @@ RESPONSES: dict[tuple[str, str], Any] = {
         ],
     },
     ("get", "/collections"): [{"name": "handbook", "chunks": 14}],
+    ("get", "/auth/config"): {"sso": True, "login_url": "/auth/login"},
+    ("get", "/auth/me"): {
+        "name": "Alice Example (sso:8f2c)",
+        "role": "employee",
+        "collections": ["handbook"],
+        "via": "session",
+    },
+    ("post", "/auth/logout"): {"signed_out": True},
     ("get", "/v1/models"): {
         "object": "list",
         "data": [

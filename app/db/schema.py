@@ -119,6 +119,40 @@ turns = Table(
     Column("ts", Double, nullable=False),
 )
 
+# Single sign-on (app/sso, revision 0006): what each identity-provider group may read, web sessions
+# (only the sha256 of the cookie's id), and logins between the redirect to the provider and its callback.
+sso_groups = Table(
+    "sso_groups",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("role", Text, nullable=False),
+    Column("collections", Text, nullable=False),  # JSON list
+    Column("updated_at", Double, nullable=False),
+)
+
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id_sha256", Text, primary_key=True),
+    Column("subject", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("groups", Text, nullable=False),  # JSON list
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False),
+    Index("web_sessions_expires", "expires_at"),
+)
+
+sso_logins = Table(
+    "sso_logins",
+    metadata,
+    Column("state", Text, primary_key=True),
+    Column("browser_sha256", Text, nullable=False),
+    Column("code_verifier", Text, nullable=False),
+    Column("nonce", Text, nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+)
+
 # Ingestion jobs of the shared queue (KB_QUEUE__BACKEND=postgres, ingest/shared_jobs.py): a job per
 # upload, a row per file with its bytes until a worker has ingested it (the file's own task).
 ingest_jobs = Table(

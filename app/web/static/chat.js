@@ -8,7 +8,7 @@
   const COLLECTION_STORAGE = "kb.collection";
   const MARKER = /\[(\d{1,3})\]/g;
   const $ = (id) => document.getElementById(id);
-  const state = { conversationId: null, controller: null };
+  const state = { conversationId: null, controller: null, signedIn: false };
 
   // ---- small DOM helpers -------------------------------------------------------------
   function el(tag, className, text) {
@@ -29,8 +29,9 @@
 
   function apiKey() { return storage(KEY_STORAGE) || $("api-key").value.trim(); }
 
+  // Signed in with the company account: the session cookie (HttpOnly, never seen here) authenticates.
   function headers(extra) {
-    const key = apiKey();
+    const key = state.signedIn ? "" : apiKey();
     return Object.assign(key ? { Authorization: "Bearer " + key } : {}, extra || {});
   }
 
@@ -57,7 +58,9 @@
   function describeError(status, code, message, requestId, retryAfter) {
     let text;
     if (status === 401) {
-      if (apiKey()) {
+      if (state.signedIn) {
+        text = "Your sign-in has ended: sign in again.";
+      } else if (apiKey()) {
         text = "Enter a valid API key: the server refused this one.";
         keyState("This key was refused.", "bad");
       } else {
@@ -73,6 +76,35 @@
     return { status, code, text, requestId };
   }
 
+  // ---- single sign-on: offered when the server has an identity provider ---------------
+  async function loadAccount() {
+    let config;
+    try {
+      const res = await fetch("/auth/config");
+      config = res.ok ? await res.json() : { sso: false };
+    } catch (_) {
+      return;
+    }
+    $("sso").hidden = !config.sso;
+    if (!config.sso) return;
+    const res = await fetch("/auth/me", { credentials: "same-origin" });
+    const me = res.ok ? await res.json() : null;
+    state.signedIn = Boolean(me && me.via === "session");
+    $("sign-in").hidden = state.signedIn;
+    $("signed-in").hidden = !state.signedIn;
+    $("key-form").hidden = state.signedIn;
+    if (state.signedIn) $("user-name").textContent = "Signed in as " + me.name.replace(/ \(sso:[^)]*\)$/, "");
+    else if (res.status === 403) notice((await readError(res)).text);
+  }
+
+  async function signOut() {
+    try {
+      await fetch("/auth/logout", { method: "POST", credentials: "same-origin" });
+    } finally {
+      window.location.assign("/");
+    }
+  }
+
   // ---- collections -------------------------------------------------------------------
   async function loadCollections() {
     const select = $("collection");
@@ -86,7 +118,8 @@
     if (!res.ok) select.replaceChildren(new Option("All my collections", "")); // none readable with this key
     if (res.status === 401 && !apiKey()) { // first visit: ask for the key, no alarm
       notice("");
-      keyState("Paste your API key to start; it is kept in this browser only.", "");
+      keyState($("sso").hidden ? "Paste your API key to start; it is kept in this browser only."
+        : "Sign in with your company account, or paste an API key (kept in this browser only).", "");
       $("api-key").focus();
       return;
     }
@@ -405,6 +438,7 @@
       if (e.target === dialog && !inside) dialog.close();
     });
     $("question").focus();
-    loadCollections();
+    $("sign-out").addEventListener("click", signOut);
+    loadAccount().then(loadCollections, loadCollections);
   });
 })();
