@@ -173,7 +173,9 @@ class Components:
 
     @cached_property
     def sessions(self) -> SessionStore:
-        return SessionStore(self.db, ttl_s=self.settings.oidc.session_hours * 3600)
+        return SessionStore(
+            self.db, ttl_s=self.settings.oidc.session_hours * 3600, cache_s=self.settings.auth.key_cache_s
+        )
 
     @cached_property
     def oidc(self) -> OidcClient | None:

@@ -251,7 +251,13 @@ class OidcSettings(BaseModel):
         "provider. Empty: derived from the request (only right when no proxy rewrites the host or scheme).",
     )
     clock_skew_s: float = Field(60.0, ge=0, le=600, description="Tolerance on exp/iat/nbf of tokens, in seconds.")
-    session_hours: float = Field(8.0, gt=0, le=24 * 30, description="A web sign-in lasts this long.")
+    session_hours: float = Field(
+        8.0,
+        gt=0,
+        le=24 * 7,
+        description="A web sign-in lasts this long; a user removed at the provider keeps it until then unless "
+        "'kb sessions revoke SUBJECT' ends it.",
+    )
     jwks_refresh_min_s: float = Field(
         60.0,
         ge=0,

@@ -108,14 +108,15 @@ class OidcProvider:
         self.keys = keys
         self.start()
 
-    def sign(self, claims: dict[str, Any], *, key: RSAKey | None = None, alg: str = "RS256") -> str:
+    def sign(self, claims: dict[str, Any], *, key: RSAKey | None = None, alg: str = "RS256", kid: bool = True) -> str:
         """A token with these claims over defaults (alice, for kb's audience, valid 10 minutes), signed by
         the provider's current key unless another is given."""
         key = key or self.keys[0]
         now = int(time.time())
         body = {"iss": self.issuer, "aud": AUDIENCE, "sub": "alice", "iat": now, "exp": now + 600,
                 "name": USERS["alice"]["name"], "groups": USERS["alice"]["groups"], **claims}  # fmt: skip
-        return jwt.encode({"alg": alg, "kid": key.kid, "typ": "at+jwt"}, body, key)
+        header = {"alg": alg, "typ": "at+jwt", **({"kid": key.kid} if kid else {})}
+        return jwt.encode(header, body, key)
 
     def login_form(self, client: httpx.Client, url: str, user: str, stop_at: str) -> str:
         """Follow redirects from ``url`` through the provider's login form (as ``user``) until one leads to

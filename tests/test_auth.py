@@ -83,6 +83,13 @@ def test_groups_cli_maps_lists_and_unmaps(kb, tmp_path: Path) -> None:  # type: 
         groups.principal_for(Identity("a1", "Alice", ("everyone", "hr-team")))
     engine.dispose()
     assert kb("groups", "unmap", "hr-team").exit_code == 1
+    from app.sso.identity import groups_in
+
+    assert groups_in({"groups": "not admins"}, "groups") == ("not admins",)  # one string is one group, never split
+    assert groups_in({"realm_access": {"roles": ["a", "b"]}}, "realm_access.roles") == ("a", "b")
+    ended = kb("sessions", "revoke", "--all")
+    assert ended.exit_code == 0 and "0 sessions ended" in ended.output
+    assert kb("sessions", "revoke").exit_code == 1
     no_grants = kb("groups", "map", "eng")
     assert no_grants.exit_code == 1 and "at least one collection" in no_grants.output
 

@@ -185,6 +185,34 @@ def test_conversations_ownership_and_turns(engine: Engine) -> None:
     assert len(store.history(cid, "key-a", last=100)) == 8 + 36
 
 
+def test_single_sign_on_state_groups_sessions_and_one_use_logins(engine: Engine) -> None:
+    """The SSO stores on each backend: a login is taken once (a replayed callback finds nothing), only by the
+    browser that started it; sessions are found by their cookie, end with logout or per user."""
+    from app.sso.groups import GroupStore
+    from app.sso.identity import Identity
+    from app.sso.sessions import SessionStore
+
+    groups = GroupStore(engine)
+    groups.map("hr-team", ["handbook"])
+    groups.map("hr-team", ["handbook", "hr"])  # replaces
+    assert [(g.group, g.collections) for g in groups.all()] == [("hr-team", ("handbook", "hr"))]
+    sessions = SessionStore(engine, ttl_s=60)
+    login = sessions.begin_login(browser="browser-1", redirect_uri="https://kb.example/auth/callback")
+    assert sessions.take_login(login.state, "browser-2") is None  # another browser: refused, and the login is gone
+    assert sessions.take_login(login.state, "browser-1") is None
+    login = sessions.begin_login(browser="browser-1", redirect_uri="https://kb.example/auth/callback")
+    taken = sessions.take_login(login.state, "browser-1")
+    assert taken == login and sessions.take_login(login.state, "browser-1") is None
+    alice = Identity("a1", "Alice", ("hr-team",))
+    cookie = sessions.create(alice)
+    assert sessions.find(cookie) == alice and sessions.find(cookie + "x") is None
+    assert [row[0] for row in sessions.active()] == ["a1"]
+    sessions.end(cookie)
+    assert sessions.find(cookie) is None
+    sessions.create(alice), sessions.create(alice)
+    assert sessions.end_for("a1") == 2 and sessions.end_for(None) == 0
+
+
 def test_the_migrated_schema_is_the_one_the_code_queries(engine: Engine) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext

@@ -184,6 +184,10 @@ def _tamper(token: str, **claims: Any) -> str:
     return f"{header}.{changed}.{signature}"
 
 
+def _b64(obj: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+
 def _unsigned(site: Site) -> str:
     def part(obj: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
@@ -205,6 +209,8 @@ ABUSE = {
     "signed by an unknown key id": (lambda s, t: s.provider.sign({}, key=new_key("attacker")), "invalid_token"),
     "tampered group claim": (lambda s, t: _tamper(t, groups=["kb-admins", "eng", "hr-team"]), "invalid_token"),
     "not a JWT": (lambda s, t: "a.b.c", "invalid_token"),
+    "a header that is not an object": (lambda s, t: _b64(["RS256"]) + "." + t.split(".", 1)[1], "invalid_token"),
+    "an ID token for kb's audience": (lambda s, t: s.provider.sign({"nonce": "n-1"}), "invalid_token"),
 }
 
 
@@ -219,6 +225,13 @@ def test_abused_tokens_get_a_401_with_a_json_error(site: Site, tokens: dict[str,
     assert response.headers["www-authenticate"].startswith("Bearer")
 
 
+def test_a_token_without_a_key_id_is_checked_against_the_providers_keys(site: Site) -> None:
+    with site.client(site.provider.sign({}, kid=False)) as client:
+        assert client.get("/collections").status_code == 200
+    with site.client(site.provider.sign({}, key=new_key("x"), kid=False)) as client:
+        assert client.get("/collections").json()["error"]["code"] == "invalid_token"
+
+
 def test_a_token_within_the_clock_skew_and_a_forged_but_valid_one_are_told_apart(site: Site) -> None:
     """Within 60 s of expiry skew the provider's signature is accepted; the same claims under another key are not."""
     import time
@@ -231,7 +244,12 @@ def test_a_token_within_the_clock_skew_and_a_forged_but_valid_one_are_told_apart
 
 
 def test_key_rotation_and_a_provider_outage(tmp_path: Path, sso_data_dir: Path, embedder: Any) -> None:
-    for site in open_site(tmp_path, sso_data_dir, embedder):
+    for site in open_site(tmp_path, sso_data_dir, embedder, cookie_secure=True):
+        with httpx.Client(base_url=site.url) as browser:  # Secure cookies get __Host- names: no subdomain plants them
+            started = browser.get("/auth/login")
+        login_cookie = started.headers["set-cookie"]
+        assert login_cookie.startswith("__Host-kb_login=") and "Secure" in login_cookie and "Path=/;" in login_cookie
+
         old_token = site.token("alice")
         with site.client(old_token) as client:
             assert client.get("/collections").status_code == 200  # keys fetched and cached
@@ -247,13 +265,30 @@ def test_key_rotation_and_a_provider_outage(tmp_path: Path, sso_data_dir: Path, 
         with site.client(fresh) as client:
             assert client.get("/collections").status_code == 200
         with site.client(site.provider.sign({}, key=new_key("key-3"))) as client:
-            down = client.get("/collections")
-        assert down.status_code == 503 and down.json()["error"]["code"] == "identity_provider_unavailable"
+            unknown = client.get("/collections")  # a key it cannot look up: refused with the keys it has
+        assert unknown.status_code == 401 and unknown.json()["error"]["code"] == "invalid_token"
         with httpx.Client(base_url=site.url) as browser:
             page = browser.get("/auth/login")
         assert (
             page.status_code == 503 and "does not answer" in page.text and "text/html" in page.headers["content-type"]
         )
+
+
+def test_a_provider_down_at_start_is_a_503_and_not_a_storm_of_fetches(
+    tmp_path: Path, sso_data_dir: Path, embedder: Any
+) -> None:
+    import time
+
+    for site in open_site(tmp_path, sso_data_dir, embedder):
+        token = site.provider.sign({})
+        site.provider.stop()  # before kb has ever fetched the keys
+        with site.client(token) as client:
+            started = time.monotonic()
+            answers = [client.get("/collections") for _ in range(5)]
+            elapsed = time.monotonic() - started
+        assert {(r.status_code, r.json()["error"]["code"]) for r in answers} == {(503, "identity_provider_unavailable")}
+        assert "127.0.0.1" not in answers[0].text  # the provider's address stays in the log
+        assert elapsed < 4, f"each refusal waited for another fetch ({elapsed:.1f} s)"  # one fetch, then backed off
 
 
 def _sign_in(site: Site, browser: httpx.Client, user: str) -> str:
@@ -283,15 +318,54 @@ def test_web_sign_in_sets_a_server_side_session_and_refuses_replays(site: Site) 
         # A signed-in request that says it comes from another site is refused.
         cross = browser.post("/chat", json={"question": LEAVE_QUESTION}, headers={"Sec-Fetch-Site": "cross-site"})
         assert cross.status_code == 403 and cross.json()["error"]["code"] == "cross_site_request"
+        old_browser = browser.post(
+            "/chat", json={"question": LEAVE_QUESTION}, headers={"Origin": "https://evil.example"}
+        )
+        assert old_browser.status_code == 403  # no Fetch Metadata: the Origin header decides
+        same = browser.post("/chat", json={"question": LEAVE_QUESTION}, headers={"Origin": site.url})
+        assert same.status_code == 200
+        assert browser.post("/auth/logout", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+
+        # A provider error on a link this browser did not start shows no text of the link's.
+        planted = browser.get("/auth/callback?error=x&error_description=Call+0800-EVIL&state=forged")
+        assert planted.status_code == 400 and "0800-EVIL" not in planted.text
 
         assert browser.post("/auth/logout").json() == {"signed_out": True}
         assert browser.get("/auth/me").status_code == 401
+
+        # An admin ends a user's sessions (kb sessions revoke SUBJECT): refused from the next request.
+        browser.get(_sign_in(site, browser, "alice"))
+        assert browser.get("/auth/me").status_code == 200
+        assert site.components.sessions.end_for("alice") == 1
+        assert browser.get("/auth/me").json()["error"]["code"] == "session_expired"
 
     with site.components.db.connect() as conn:  # the database holds only the session id's hash
         from app.db.schema import web_sessions
 
         stored = [row[0] for row in conn.execute(select(web_sessions.c.id_sha256))]
     assert cookie.split(";")[0].split("=", 1)[1] not in stored
+
+
+def test_a_code_spliced_into_another_login_is_refused(site: Site) -> None:
+    """A used code under a fresh state (the attacker's own login): the provider refuses it (used once, and its
+    PKCE challenge belongs to the other login), so no session is opened."""
+    with httpx.Client(base_url=site.url) as victim, httpx.Client(base_url=site.url) as attacker:
+        used = _sign_in(site, victim, "alice")
+        assert victim.get(used).status_code == 303
+        fresh = _sign_in(site, attacker, "carol")
+        spliced = (
+            fresh.split("?")[0]
+            + "?"
+            + "&".join(
+                p
+                if not p.startswith("code=")
+                else next(q for q in used.split("?")[1].split("&") if q.startswith("code="))
+                for p in fresh.split("?")[1].split("&")
+            )
+        )
+        refused = attacker.get(spliced)
+        assert refused.status_code == 400 and "refused the sign-in code" in refused.text
+        assert "kb_session" not in attacker.cookies
 
 
 def test_a_callback_planted_in_another_browser_does_not_sign_it_in(site: Site) -> None:
@@ -328,12 +402,21 @@ def _browser_sign_in(page: Any, site: Site, user: str) -> None:
     page.goto(site.url)
     page.locator("#sign-in").wait_for(state="visible")  # offered because the server has a provider
     page.click("#sign-in")
-    page.wait_for_selector("input[name=login]")  # the provider's own login form
-    page.fill("input[name=login]", user)
-    page.fill("input[name=password]", "any password")
-    page.click("button[type=submit]")
-    page.wait_for_url(site.url + "/")
+    form = page.locator("input[name=login]")  # the provider's own login form (none when still signed in there)
+    form.or_(page.locator("#user-name")).first.wait_for(state="visible")
+    if form.count():
+        page.fill("input[name=login]", user)
+        page.fill("input[name=password]", "any password")
+        page.click("button[type=submit]")
+        page.wait_for_url(site.url + "/")
     page.locator("#user-name").wait_for(state="visible")
+
+
+FETCH_CHAT = """async ([question, collection]) => {
+  const r = await fetch("/chat", {method: "POST", headers: {"Content-Type": "application/json"},
+                                  body: JSON.stringify({question, collection})});
+  return [r.status, await r.text()];
+}"""
 
 
 @pytest.mark.slow
@@ -361,6 +444,14 @@ def test_sign_in_through_the_providers_form_in_a_real_browser(site: Site, tmp_pa
         page.locator("#sign-in").wait_for(state="visible")
         assert not [c for c in page.context.cookies() if c["name"] == "kb_session"]
 
+        _browser_sign_in(page, site, "alice")  # signed in again, then an admin revokes her sessions
+        assert site.components.sessions.end_for("alice") >= 1  # this browser's, and any earlier test's
+        page.fill("#question", LEAVE_QUESTION)
+        page.press("#question", "Enter")
+        page.locator(".answer--error").wait_for()
+        assert "Your sign-in has ended" in page.locator(".answer--error").inner_text()
+        page.locator("#sign-in").wait_for(state="visible")
+
     with chromium_page(tmp_path / "bob") as page:  # another employee, in another group
         _browser_sign_in(page, site, "bob")
         page.wait_for_selector("#collection option[value=engineering]", state="attached")
@@ -370,4 +461,6 @@ def test_sign_in_through_the_providers_form_in_a_real_browser(site: Site, tmp_pa
         page.locator(".turn .meta").first.wait_for()
         seen = page.locator("#conversation").inner_text()
         assert "27 days" not in seen and "handbook.pdf" not in seen, seen
+        asked = page.evaluate(FETCH_CHAT, [LEAVE_QUESTION, "handbook"])  # bob's own session naming the handbook
+        assert asked[0] == 403 and "collection_forbidden" in asked[1] and "27 days" not in asked[1]
         page.screenshot(path=str(artifacts / "bob-signed-in.png"))

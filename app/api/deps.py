@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -27,7 +28,7 @@ from app.auth import ANONYMOUS_ADMIN, KeyStore, Principal
 from app.bootstrap import Components
 from app.errors import AuthError, CollectionNotFoundError, ForbiddenError, KbError, RateLimitedError
 from app.rag.answer import Answer
-from app.sso.identity import identity_from
+from app.sso.identity import Identity, identity_from
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +119,43 @@ async def authenticate(keys: KeyStore, token: str) -> Principal | None:
     return await asyncio.shield(lookup)  # one caller's disconnect must not cancel the others' lookup
 
 
-SESSION_COOKIE = "kb_session"  # a web sign-in (app/api/routes/sso.py): HttpOnly, SameSite=Strict
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def secure_cookies(request: Request) -> bool:
+    """Whether the sign-in cookies are Secure (HTTPS only): KB_OIDC__COOKIE_SECURE, else an https redirect URL
+    or request."""
+    s = components(request).settings.oidc
+    if s.cookie_secure is not None:
+        return s.cookie_secure
+    return s.redirect_url.startswith("https://") or request.url.scheme == "https"
+
+
+def cookie_name(base: str, secure: bool) -> str:
+    """``__Host-`` names over HTTPS: a browser then takes the cookie only from this host, Secure, for Path=/, so
+    a sibling subdomain cannot plant its own session (or login binding) on kb's users."""
+    return f"__Host-{base}" if secure else base
+
+
+def session_cookie(request: Request) -> str | None:
+    return request.cookies.get(cookie_name("kb_session", secure_cookies(request)))
+
+
+def cross_site(request: Request) -> bool:
+    """A browser request that says it comes from another site: Fetch Metadata, else the Origin header
+    (browsers send it with every cross-origin POST). No header at all: not a browser's cross-site request."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site not in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    allowed = {f"{request.url.scheme}://{request.url.netloc}"}
+    redirect = components(request).settings.oidc.redirect_url
+    if redirect:
+        parsed = urlsplit(redirect)
+        allowed.add(f"{parsed.scheme}://{parsed.netloc}")
+    return origin not in allowed
 
 
 async def principal(
@@ -141,8 +177,8 @@ async def principal(
         if found is None:
             await _failures_counted(request, _raise(AuthError("invalid or revoked API key", code="invalid_api_key")))
         who = found  # type: ignore[assignment]
-    elif parts.oidc is not None and request.cookies.get(SESSION_COOKIE):
-        who = await _session_principal(request, parts, request.cookies[SESSION_COOKIE])
+    elif parts.oidc is not None and (cookie := session_cookie(request)):
+        who = await _session_principal(request, parts, cookie)
     else:
         how = "sign in on the web page, or send 'Authorization: Bearer <API key or access token>'"
         if parts.oidc is None:
@@ -186,7 +222,15 @@ async def _token_principal(parts: Components, token: str) -> Principal:
     assert oidc is not None
     s = parts.settings.oidc
     claims = await oidc.verify(token, audience=s.expected_audience)
+    oidc.check_access_token(token, claims)
     who = identity_from(claims, groups_claim=s.groups_claim, name_claim=s.name_claim)
+    return await _mapped(parts, who)
+
+
+async def _mapped(parts: Components, who: Identity) -> Principal:
+    """The identity's principal: on the event loop when the group mappings are in memory, else on a worker thread."""
+    if parts.groups.fresh():
+        return parts.groups.principal_for(who)
     return await run_in_threadpool(parts.groups.principal_for, who)
 
 
@@ -195,15 +239,12 @@ async def _session_principal(request: Request, parts: Components, cookie: str) -
 
     The cookie is SameSite=Strict, so another site cannot make the browser send it; a state-changing
     request that says it comes from another origin is refused all the same (defence in depth)."""
-    if request.method in UNSAFE_METHODS and request.headers.get("sec-fetch-site", "same-origin") not in (
-        "same-origin",
-        "none",
-    ):
+    if request.method in UNSAFE_METHODS and cross_site(request):
         raise ForbiddenError("a signed-in request from another site is refused", code="cross_site_request")
-    found = await run_in_threadpool(parts.sessions.find, cookie)
+    found = parts.sessions.remembered(cookie) or await run_in_threadpool(parts.sessions.find, cookie)
     if found is None:
         raise AuthError("your sign-in has expired or ended: sign in again", code="session_expired")
-    return await run_in_threadpool(parts.groups.principal_for, found)
+    return await _mapped(parts, found)
 
 
 async def _limiter_call(limiter: RateLimiter, fn: Any, arg: str) -> None:

@@ -18,11 +18,18 @@ from app.auth import ROLES
 from app.cli.common import cli, console, database, fail, out, setup
 from app.errors import KbError
 from app.sso.groups import GroupStore
+from app.sso.sessions import SessionStore
 
 groups_cli = typer.Typer(
     help="Single sign-on: which collections each identity-provider group may read.", no_args_is_help=True
 )
 cli.add_typer(groups_cli, name="groups")
+sessions_cli = typer.Typer(help="Single sign-on: the web sessions of signed-in users.", no_args_is_help=True)
+cli.add_typer(sessions_cli, name="sessions")
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 @groups_cli.command("map")
@@ -69,6 +76,33 @@ def list_groups(
         return
     table = Table("group", "role", "collections", "updated (UTC)")
     for g in grants:
-        when = datetime.fromtimestamp(g.updated_at, UTC).strftime("%Y-%m-%d %H:%M")
-        table.add_row(g.group, g.role, ",".join(g.collections) if g.role == "employee" else "*", when)
+        table.add_row(g.group, g.role, ",".join(g.collections) if g.role == "employee" else "*", _when(g.updated_at))
     out.print(table if grants else "no groups mapped yet: kb groups map GROUP --collections NAME")
+
+
+@sessions_cli.command("list")
+def list_sessions() -> None:
+    """Signed-in users' sessions that have not expired (never the session ids)."""
+    settings = setup()
+    with database(settings) as engine:
+        rows = SessionStore(engine, ttl_s=0).active()
+    table = Table("subject", "name", "signed in (UTC)", "expires (UTC)")
+    for subject, name, created, expires in rows:
+        table.add_row(subject, name, _when(created), _when(expires))
+    out.print(table if rows else "no active sessions")
+
+
+@sessions_cli.command("revoke")
+def revoke_sessions(
+    subject: Annotated[
+        str, typer.Argument(help="The user's subject at the identity provider (see kb sessions list).")
+    ] = "",
+    everyone: Annotated[bool, typer.Option("--all", help="End every session (everyone signs in again).")] = False,
+) -> None:
+    """End a user's sessions at once (a user disabled or moved out of a group at the provider)."""
+    if bool(subject) == everyone:
+        raise fail(KbError("name one subject, or --all", code="invalid_request"))
+    settings = setup()
+    with database(settings) as engine:
+        ended = SessionStore(engine, ttl_s=0).end_for(subject or None)
+    console.print(f"{ended} session{'s' if ended != 1 else ''} ended")

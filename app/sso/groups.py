@@ -84,6 +84,10 @@ class GroupStore:
             self._cached = (time.monotonic() + self.cache_s, found)
         return found
 
+    def fresh(self) -> bool:
+        """Whether the mappings are in memory (``principal_for`` then needs no database round trip)."""
+        return self._cached is not None and self._cached[0] > time.monotonic()
+
     def principal_for(self, who: Identity) -> Principal:
         """The user's principal: the union of their groups' grants, or a 403 naming the groups seen."""
         mapped = self._load()

@@ -39,10 +39,11 @@ def claim_at(claims: Mapping[str, Any], path: str) -> Any:
 
 
 def groups_in(claims: Mapping[str, Any], path: str) -> tuple[str, ...]:
-    """The user's groups: a list of strings, or one space- or comma-separated string (some providers)."""
+    """The user's groups: a list of names; a single string is one group (never split: a group named
+    "not admins" must not become "admins", nor "CN=x,OU=y" its parts)."""
     value = claim_at(claims, path)
     if isinstance(value, str):
-        items = value.replace(",", " ").split()
+        items = [value]
     elif isinstance(value, list | tuple):
         items = [str(v) for v in value if isinstance(v, str | int)]
     else:

@@ -40,10 +40,11 @@ class OidcClient:
 
     def __init__(self, settings: OidcSettings):
         self.settings = settings
-        self.issuer = settings.issuer.strip().rstrip("/")
+        self.issuer = settings.issuer.strip()  # compared exactly: some issuers end in "/" (Auth0, Entra ID v1)
         self._metadata: dict[str, Any] | None = None
         self._keys: KeySet | None = None
-        self._keys_fetched_at = 0.0
+        self._keys_tried_at = -1e9  # the last fetch of the keys, successful or not
+        self._keys_failed = False
         self._lock = asyncio.Lock()
 
     # ---- the provider's documents ------------------------------------------------------------
@@ -54,19 +55,18 @@ class OidcClient:
             response.raise_for_status()
             body = response.json()
         except (httpx.HTTPError, ValueError) as exc:
-            raise IdentityProviderError(
-                f"the identity provider's {what} ({url}) cannot be read: {type(exc).__name__}: {exc}. "
-                "Sign-in is unavailable until it answers; programs can still use kb API keys"
-            ) from exc
+            log.warning("identity provider's %s (%s) cannot be read: %s: %s", what, url, type(exc).__name__, exc)
+            raise IdentityProviderError(UNAVAILABLE) from exc
         if not isinstance(body, dict):
-            raise IdentityProviderError(f"the identity provider's {what} ({url}) is not a JSON object")
+            log.warning("identity provider's %s (%s) is not a JSON object", what, url)
+            raise IdentityProviderError(UNAVAILABLE)
         return body
 
     async def metadata(self, *, fresh: bool = False) -> dict[str, Any]:
         """The discovery document, fetched once (``fresh``: again, so a login learns at once the provider is down)."""
         if self._metadata is None or fresh:
-            found = await self._get_json(self.issuer + "/.well-known/openid-configuration", "discovery document")
-            if str(found.get("issuer", "")).rstrip("/") != self.issuer:
+            found = await self._get_json(self.issuer.rstrip("/") + "/.well-known/openid-configuration", "discovery")
+            if found.get("issuer") != self.issuer:
                 raise IdentityProviderError(
                     f"the discovery document names issuer {found.get('issuer')!r}, not {self.issuer!r}: "
                     "set KB_OIDC__ISSUER exactly as the provider spells it"
@@ -81,46 +81,86 @@ class OidcClient:
         return url
 
     async def _keyset(self, *, refresh: bool = False) -> KeySet:
+        """The provider's keys: fetched once, again on ``refresh`` at most every ``jwks_refresh_min_s`` (counted
+        from the last attempt, failed or not, so forged key ids cannot turn into a stream of fetches). While
+        the provider is down the keys already fetched keep serving; with none yet, a failed fetch is retried
+        at most every few seconds and each token meanwhile gets a 503."""
         async with self._lock:
-            due = time.monotonic() - self._keys_fetched_at >= self.settings.jwks_refresh_min_s
-            if self._keys is None or (refresh and due):
-                body = await self._get_json(await self._endpoint("jwks_uri"), "signing keys")
+            since = time.monotonic() - self._keys_tried_at
+            wait = self.settings.jwks_refresh_min_s if self._keys is not None else RETRY_COLD_S
+            if (self._keys is None or refresh) and since >= wait:
+                self._keys_tried_at = time.monotonic()
                 try:
+                    body = await self._get_json(await self._endpoint("jwks_uri"), "signing keys")
                     keys = KeySet.import_key_set(body)  # type: ignore[arg-type]
                 except (JoseError, ValueError, TypeError, KeyError) as exc:
-                    raise IdentityProviderError(f"the identity provider's signing keys cannot be read: {exc}") from exc
+                    log.warning("identity provider's signing keys cannot be read: %s", exc)
+                    self._keys_failed = True
+                    if self._keys is None:
+                        raise IdentityProviderError(UNAVAILABLE) from exc
+                    return self._keys
+                except IdentityProviderError:
+                    self._keys_failed = True
+                    if self._keys is None:
+                        raise
+                    return self._keys
                 if self._keys is not None:
                     log.info("identity provider keys fetched again: %s", [k.kid for k in keys.keys])
-                self._keys, self._keys_fetched_at = keys, time.monotonic()
+                self._keys, self._keys_failed = keys, False
+            if self._keys is None:
+                raise IdentityProviderError(UNAVAILABLE)
             return self._keys
 
     # ---- tokens ------------------------------------------------------------------------------
     async def verify(self, token: str, *, audience: str, nonce: str | None = None) -> dict[str, Any]:
         """The claims of a token the provider signed for ``audience``; else a ``TokenError`` saying what is wrong."""
+        not_a_jwt = TokenError("the bearer token is neither a kb API key nor a JWT from the identity provider")
         try:
             header = jws.extract_compact(token.encode("ascii")).protected
-        except (JoseError, ValueError, UnicodeError) as exc:
-            raise TokenError("the bearer token is neither a kb API key nor a JWT from the identity provider") from exc
+        except (JoseError, ValueError, TypeError, AttributeError, UnicodeError) as exc:
+            raise not_a_jwt from exc
+        if not isinstance(header, dict):
+            raise not_a_jwt
         alg = header.get("alg")
         if alg not in ALGORITHMS:
             raise TokenError(f"the token is signed with algorithm {alg!r}, which kb does not accept")
         keys = await self._keyset()
         kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise not_a_jwt
         if kid is not None and not _has_kid(keys, kid):
             keys = await self._keyset(refresh=True)
             if not _has_kid(keys, kid):
                 raise TokenError("the token is signed by a key the identity provider does not publish")
-        try:
-            decoded = jwt.decode(token, keys, algorithms=[alg])
-        except BadSignatureError as exc:
-            raise TokenError("the token's signature does not verify with the identity provider's keys") from exc
-        except JoseError as exc:
-            raise TokenError(f"the token cannot be verified: {exc.description or type(exc).__name__}") from exc
+        candidates: list[Any] = [keys] if kid is not None else [k for k in keys.keys if k.key_type == _KTY.get(alg[:2])]
+        decoded = None
+        for key in candidates:  # no kid: the provider's keys of the algorithm's type, in turn
+            try:
+                decoded = jwt.decode(token, key, algorithms=[alg])
+                break
+            except BadSignatureError:
+                continue
+            except (JoseError, ValueError, TypeError) as exc:
+                raise TokenError(f"the token cannot be verified: {_describe(exc)}") from exc
+        if decoded is None:
+            raise TokenError("the token's signature does not verify with the identity provider's keys")
         claims = decoded.claims
+        if not isinstance(claims, dict):
+            raise not_a_jwt
         self._check_claims(claims, audience)
         if nonce is not None and claims.get("nonce") != nonce:
             raise TokenError("the ID token's nonce is not the one this sign-in sent")
+        if nonce is not None and claims.get("azp", audience) != audience:
+            raise TokenError("the ID token was issued to another client (azp)")
         return claims
+
+    def check_access_token(self, token: str, claims: Mapping[str, Any]) -> None:
+        """An ID token is not a credential for an API (RFC 9068; OpenID Connect Core 3.1.3.7): refuse one even
+        when its audience is ours (kb's audience defaults to its client id, which is an ID token's aud)."""
+        header = jws.extract_compact(token.encode("ascii")).protected
+        typ = str(header.get("typ") or "").lower()
+        if typ not in ("", "jwt", "at+jwt", "application/at+jwt") or "nonce" in claims or claims.get("typ") == "ID":
+            raise TokenError("this is an ID token; send an access token issued for kb")
 
     def _check_claims(self, claims: Mapping[str, Any], audience: str) -> None:
         registry = jwt.JWTClaimsRegistry(
@@ -141,10 +181,8 @@ class OidcClient:
             expected = {"iss": f"issued by {self.issuer}", "aud": f"for audience {audience!r}"}.get(name, "")
             detail = f" (kb accepts tokens {expected})" if expected else ""
             raise TokenError(f"the token's {name or 'claims'} claim is not accepted{detail}") from exc
-        except JoseError as exc:
-            raise TokenError(f"the token is not accepted: {exc.description or type(exc).__name__}") from exc
-        if str(claims.get("iss", "")).rstrip("/") != self.issuer:  # JWTClaimsRegistry compares exactly already
-            raise TokenError(f"the token's iss claim is not accepted (kb accepts tokens issued by {self.issuer})")
+        except (JoseError, ValueError, TypeError) as exc:
+            raise TokenError(f"the token is not accepted: {_describe(exc)}") from exc
 
     # ---- the web login -----------------------------------------------------------------------
     def _client(self, redirect_uri: str) -> AsyncOAuth2Client:
@@ -160,7 +198,6 @@ class OidcClient:
         )
 
     async def authorization_url(self, *, redirect_uri: str, state: str, code_verifier: str, nonce: str) -> str:
-        await self.metadata(fresh=True)  # a provider that is down: a page saying so, not a browser error there
         endpoint = await self._endpoint("authorization_endpoint")
         async with self._client(redirect_uri) as client:
             url, _ = client.create_authorization_url(endpoint, state=state, code_verifier=code_verifier, nonce=nonce)
@@ -192,6 +229,15 @@ class OidcClient:
             log.warning("userinfo not read (%s: %s): groups come from the ID token only", type(exc).__name__, exc)
             return {}
         return body if isinstance(body, dict) else {}
+
+
+UNAVAILABLE = "the identity provider cannot be reached; sign-in waits for it (programs can use kb API keys)"
+RETRY_COLD_S = 5.0  # with no keys fetched yet, a failed fetch is retried at most this often
+_KTY = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
+
+
+def _describe(exc: Exception) -> str:
+    return str(getattr(exc, "description", "") or type(exc).__name__)
 
 
 def _has_kid(keys: KeySet, kid: str) -> bool:

@@ -43,9 +43,21 @@ class PendingLogin:
 
 
 class SessionStore:
-    def __init__(self, engine: Engine, *, ttl_s: float):
+    """``cache_s``: a session found is remembered this long in this process (as API keys are), so a signed-in
+    page's requests cost no database round trip each; one ended by another process (logout on another
+    replica, ``kb sessions revoke``) is refused here within that time, one ended through this store at once."""
+
+    _MAX_REMEMBERED = 10_000
+
+    def __init__(self, engine: Engine, *, ttl_s: float, cache_s: float = 0.0):
         self._engine = engine
         self.ttl_s = ttl_s
+        self.cache_s = cache_s
+        self._remembered: dict[str, tuple[float, Identity]] = {}
+
+    def remembered(self, token: str) -> Identity | None:
+        entry = self._remembered.get(_sha(token))
+        return entry[1] if entry is not None and entry[0] > time.monotonic() else None
 
     # ---- sessions ----------------------------------------------------------------------------
     def create(self, who: Identity) -> str:
@@ -72,11 +84,36 @@ class SessionStore:
             return None if row is None else (row[0], row[1], row[2])
 
         row = retry_on_disconnect(read, "session lookup")
-        return None if row is None else Identity(row[0], row[1], tuple(json.loads(row[2])))
+        if row is None:
+            return None
+        found = Identity(row[0], row[1], tuple(json.loads(row[2])))
+        if self.cache_s > 0:
+            if len(self._remembered) >= self._MAX_REMEMBERED:
+                self._remembered.clear()
+            self._remembered[_sha(token)] = (time.monotonic() + self.cache_s, found)
+        return found
 
     def end(self, token: str) -> None:
+        self._remembered.pop(_sha(token), None)
         with self._engine.begin() as conn:
             conn.execute(delete(web_sessions).where(web_sessions.c.id_sha256 == _sha(token)))
+
+    def active(self) -> list[tuple[str, str, float, float]]:
+        """(subject, name, created_at, expires_at) of each session not yet expired, newest first."""
+        cols = (web_sessions.c.subject, web_sessions.c.name, web_sessions.c.created_at, web_sessions.c.expires_at)
+        query = select(*cols).where(web_sessions.c.expires_at > time.time()).order_by(web_sessions.c.created_at.desc())
+        with self._engine.connect() as conn:
+            return [(r[0], r[1], r[2], r[3]) for r in conn.execute(query)]
+
+    def end_for(self, subject: str | None) -> int:
+        """End every session of this subject (None: everyone's); returns how many ended. A user removed at the
+        identity provider keeps a session until it expires unless it is ended here."""
+        self._remembered.clear()
+        query = delete(web_sessions)
+        if subject is not None:
+            query = query.where(web_sessions.c.subject == subject)
+        with self._engine.begin() as conn:
+            return int(conn.execute(query).rowcount or 0)
 
     # ---- logins in progress ------------------------------------------------------------------
     def begin_login(self, *, browser: str, redirect_uri: str) -> PendingLogin:

@@ -20,7 +20,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import SESSION_COOKIE, CurrentPrincipal, components
+from app.api.deps import (
+    CurrentPrincipal,
+    RateLimiter,
+    components,
+    cookie_name,
+    cross_site,
+    secure_cookies,
+    session_cookie,
+)
 from app.api.routes.web import SECURITY_HEADERS
 from app.api.schemas import error_responses
 from app.errors import AuthError, ForbiddenError, IdentityProviderError, KbError, SingleSignOnError
@@ -29,7 +37,6 @@ from app.sso.sessions import LOGIN_TTL_S, new_secret
 
 log = logging.getLogger(__name__)
 
-LOGIN_COOKIE = "kb_login"
 router = APIRouter(prefix="/auth", tags=["sign-in"])
 
 
@@ -41,13 +48,6 @@ def _page(status: int, title: str, message: str) -> HTMLResponse:
         '<p><a href="/">Back to kb</a></p></main></body></html>'
     )
     return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
-
-
-def _secure(request: Request, redirect_uri: str) -> bool:
-    chosen = components(request).settings.oidc.cookie_secure
-    if chosen is not None:
-        return chosen
-    return redirect_uri.startswith("https://") or request.url.scheme == "https"
 
 
 def _redirect_uri(request: Request) -> str:
@@ -63,7 +63,7 @@ def config(request: Request) -> dict[str, Any]:
     "/me", summary="Who the caller is: name, role and readable collections", responses=error_responses(401, 403, 429)
 )
 def me(request: Request, who: CurrentPrincipal) -> dict[str, Any]:
-    via = "session" if not request.headers.get("authorization") and request.cookies.get(SESSION_COOKIE) else "bearer"
+    via = "session" if not request.headers.get("authorization") and session_cookie(request) else "bearer"
     collections = None if who.collections is None else sorted(who.collections)
     return {"name": who.name, "role": who.role, "collections": collections, "via": via}
 
@@ -75,27 +75,25 @@ async def login(request: Request) -> Response:
     parts = components(request)
     if parts.oidc is None:
         return _page(404, "Single sign-on is not configured", "Use an API key, or ask an admin to set KB_OIDC__ISSUER.")
+    limiter: RateLimiter = request.app.state.rate_limiter  # each start writes a row and asks the provider
+    await run_in_threadpool(limiter.hit, f"sso-login:{request.client.host if request.client else 'unknown'}")
+    try:
+        await parts.oidc.metadata(fresh=True)  # the provider down: a page saying so, not a browser error there
+    except IdentityProviderError:
+        return _page(503, "Sign-in is unavailable", "The company sign-in service does not answer right now. "
+                     "Try again in a few minutes; programs can keep using API keys.")  # fmt: skip
     browser = new_secret()
     redirect_uri = _redirect_uri(request)
     pending = await run_in_threadpool(parts.sessions.begin_login, browser=browser, redirect_uri=redirect_uri)
-    try:
-        url = await parts.oidc.authorization_url(
-            redirect_uri=redirect_uri, state=pending.state, code_verifier=pending.code_verifier, nonce=pending.nonce
-        )
-    except IdentityProviderError as exc:
-        log.warning("sign-in unavailable: %s", exc.message)
-        return _page(503, "Sign-in is unavailable", "The company sign-in service does not answer right now. "
-                     "Try again in a few minutes; programs can keep using API keys.")  # fmt: skip
+    url = await parts.oidc.authorization_url(
+        redirect_uri=redirect_uri, state=pending.state, code_verifier=pending.code_verifier, nonce=pending.nonce
+    )
     response = RedirectResponse(url, status_code=303)
-    response.set_cookie(
-        LOGIN_COOKIE,
-        browser,
-        max_age=int(LOGIN_TTL_S),
-        path="/auth",
-        httponly=True,
-        secure=_secure(request, redirect_uri),
+    secure = secure_cookies(request)
+    response.set_cookie(  # lax: the provider's redirect back is a cross-site navigation that must carry it
+        cookie_name("kb_login", secure), browser, max_age=int(LOGIN_TTL_S), path="/", httponly=True, secure=secure,
         samesite="lax",
-    )  # fmt: skip  (lax: the provider's redirect back is a cross-site navigation that must carry it)
+    )  # fmt: skip
     return response
 
 
@@ -111,12 +109,13 @@ async def callback(request: Request) -> Response:
     if parts.oidc is None:
         return _page(404, "Single sign-on is not configured", "Use an API key.")
     q = request.query_params
-    if q.get("error"):
-        detail = q.get("error_description") or q["error"]
-        return _page(400, "Sign-in did not complete", f"The identity provider said: {detail}. Start again from kb.")
+    secure = secure_cookies(request)
     state, code = q.get("state", ""), q.get("code", "")
-    browser = request.cookies.get(LOGIN_COOKIE, "")
+    browser = request.cookies.get(cookie_name("kb_login", secure), "")
     pending = await run_in_threadpool(parts.sessions.take_login, state, browser) if state and browser else None
+    if pending is not None and q.get("error"):  # the provider's words only for a login this browser started
+        detail = (q.get("error_description") or q["error"])[:300]
+        return _page(400, "Sign-in did not complete", f"The identity provider said: {detail}. Start again from kb.")
     if pending is None or not code:
         why = "It is unknown, expired, already used, or was started in another browser. Sign in again from kb."
         return _page(400, "This sign-in link cannot be used", why)
@@ -149,22 +148,26 @@ async def callback(request: Request) -> Response:
     log.info("signed in: %s", who.label)
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
-        SESSION_COOKIE, session, max_age=int(s.session_hours * 3600), path="/", httponly=True,
-        secure=_secure(request, pending.redirect_uri), samesite="strict",
+        cookie_name("kb_session", secure), session, max_age=int(s.session_hours * 3600), path="/", httponly=True,
+        secure=secure, samesite="strict",
     )  # fmt: skip
-    response.delete_cookie(LOGIN_COOKIE, path="/auth")
+    response.delete_cookie(cookie_name("kb_login", secure), path="/", secure=secure, httponly=True, samesite="lax")
     return response
 
 
 @router.post("/logout", summary="End this browser's sign-in")
 async def logout(request: Request) -> JSONResponse:
     parts = components(request)
-    cookie = request.cookies.get(SESSION_COOKIE)
+    if cross_site(request):
+        raise ForbiddenError("a sign-out from another site is refused", code="cross_site_request")
+    cookie = session_cookie(request)
     if cookie and parts.oidc is not None:
         try:
             await run_in_threadpool(parts.sessions.end, cookie)
         except KbError as exc:  # the cookie goes anyway
             log.error("session not ended in the database (%s): %s", exc.code, exc.message)
     response = JSONResponse({"signed_out": True})
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    secure = secure_cookies(request)
+    name = cookie_name("kb_session", secure)
+    response.delete_cookie(name, path="/", secure=secure, httponly=True, samesite="strict")
     return response

@@ -58,8 +58,12 @@
   function describeError(status, code, message, requestId, retryAfter) {
     let text;
     if (status === 401) {
-      if (state.signedIn) {
+      if (state.signedIn) { // the session expired or was revoked: offer the sign-in again
         text = "Your sign-in has ended: sign in again.";
+        state.signedIn = false;
+        $("sign-in").hidden = false;
+        $("signed-in").hidden = true;
+        $("key-form").hidden = false;
       } else if (apiKey()) {
         text = "Enter a valid API key: the server refused this one.";
         keyState("This key was refused.", "bad");
