@@ -52,6 +52,7 @@ class AuditRecord:
     answer: str
     ts: float = field(default_factory=time.time)
     key_name: str | None = None
+    key_id: str | None = None  # the credential that received the answer (feedback checks it)
     collections: list[str] = field(default_factory=list)
     retrieved: list[str] = field(default_factory=list)
     cited: list[str] = field(default_factory=list)
@@ -91,6 +92,7 @@ class AuditLog:
             "ts": rec.ts,
             "request_id": rec.request_id,
             "key_name": rec.key_name,
+            "key_id": rec.key_id,
             "collections": json.dumps(list(rec.collections)),
             "question_sha256": question_sha256(rec.question),
             "question": rec.question if self.store_text else None,

@@ -20,6 +20,7 @@ from app.auth import KeyStore
 from app.db import open_database
 from app.db.writer import DeferredWriter
 from app.errors import ConfigurationError
+from app.feedback import FeedbackStore
 from app.llm.base import ChatModel, GenerationParams
 from app.llm.cache import CacheBackend, ResponseCache
 from app.llm.costs import UsageLedger
@@ -167,6 +168,11 @@ class Components:
         return KeyStore(self.db, cache_s=self.settings.auth.key_cache_s)
 
     @cached_property
+    def feedback(self) -> FeedbackStore:
+        n = self.settings.limits.max_feedback_comment_chars
+        return FeedbackStore(self.db, max_comment_chars=n, max_correction_chars=4 * n)
+
+    @cached_property
     def groups(self) -> GroupStore:
         """Identity-provider groups → collections (single sign-on); remembered as long as keys are."""
         return GroupStore(self.db, cache_s=self.settings.auth.key_cache_s)
@@ -258,7 +264,7 @@ class Components:
             obj = self.__dict__.pop(name, None)  # reopened lazily if used again
             if obj is not None:
                 obj.close()
-        held = ("retriever", "chat_model", "rag", "ingest_pipeline", "groups", "sessions")
+        held = ("retriever", "chat_model", "rag", "ingest_pipeline", "groups", "sessions", "feedback")
         for name in held:  # they hold the closed stores
             self.__dict__.pop(name, None)
         engine = self.__dict__.pop("db", None)

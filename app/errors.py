@@ -201,3 +201,17 @@ class SingleSignOnError(KbError):
 
     code = "sign_in_failed"
     http_status = 400
+
+
+class PayloadTooLargeError(KbError):
+    """A field of a request over its size limit (a feedback comment, a corrected answer)."""
+
+    code = "payload_too_large"
+    http_status = 413
+
+
+class AnswerNotFoundError(KbError):
+    """Feedback names a request id kb has no answer for."""
+
+    code = "answer_not_found"
+    http_status = 404

@@ -42,6 +42,11 @@ LLM_FALLBACKS = Counter("kb_llm_fallbacks_total", "Calls handed to the next prov
 
 CACHE_HITS = Counter("kb_cache_hits_total", "Response cache hits.")
 CACHE_MISSES = Counter("kb_cache_misses_total", "Response cache misses (cacheable calls only).")
+FEEDBACK = Counter(
+    "kb_feedback_total",
+    "Feedback given on answers, by verdict and the prompt version that answered.",
+    ["verdict", "prompt"],
+)
 ANSWER_CACHE_HITS = Counter("kb_answer_cache_hits_total", "Answers served from the in-process answer cache.")
 SUPPORT_SENTENCES = Counter(
     "kb_support_sentences_total",

@@ -173,6 +173,9 @@ class SupportSettings(BaseModel):
 
 class LimitSettings(BaseModel):
     max_question_chars: int = Field(2000, ge=10, description="Longer questions are rejected (413).")
+    max_feedback_comment_chars: int = Field(
+        2000, ge=10, description="Longer feedback comments are rejected (413); corrected answers may be 4x as long."
+    )
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are not ingested.")
     max_pages_per_file: int = Field(5_000, ge=1, description="PDFs with more pages are not ingested.")
     max_text_mb_per_file: float = Field(

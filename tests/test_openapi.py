@@ -20,7 +20,7 @@ def test_every_endpoint_has_examples_and_error_bodies(tmp_path) -> None:  # type
                 missing.append(f"{where}: description")
             if path in UNDOCUMENTED_OK:
                 continue
-            ok = op["responses"].get("200") or op["responses"].get("202")
+            ok = op["responses"].get("200") or op["responses"].get("201") or op["responses"].get("202")
             if "example" not in ok.get("content", {}).get("application/json", {}):
                 missing.append(f"{where}: response example")
             body = op.get("requestBody", {}).get("content", {})

@@ -249,3 +249,25 @@ def test_an_unsupported_sentence_is_marked_and_its_marker_says_why(generative_se
     assert "Not supported: a number differs" in page.inner_text("#passage-support")
     assert "5 unused days" in page.inner_text("#passage-text mark.support--weak")  # the closest words, shown
     page.screenshot(path=str(artifacts / "2-why.png"))
+
+
+def test_thumbs_down_with_a_comment_is_stored(  # type: ignore[no-untyped-def]
+    server: tuple[str, str], page, artifacts: Path, handbook_components: Components
+) -> None:
+    url, token = server
+    page.goto(url)
+    enter_key(page, token)
+    page.wait_for_selector("#collection option[value=handbook]", state="attached")
+    ask(page, QUESTION)
+    turn = page.locator(".turn").nth(0)
+    turn.locator(".feedback").wait_for()
+    turn.locator(".feedback-down").click()
+    turn.locator(".feedback-comment").fill("It should mention the carry-over rule first.")
+    with page.expect_response(lambda r: r.url.endswith("/feedback")) as sent:
+        turn.locator(".feedback-form button[type=submit]").click()
+    assert sent.value.status == 201
+    assert "Thanks" in turn.locator(".feedback-status").inner_text()
+    page.screenshot(path=str(artifacts / "feedback.png"))
+    [row] = handbook_components.feedback.rows()
+    assert row["verdict"] == "down" and row["comment"] == "It should mention the carry-over rule first."
+    assert row["question"] == QUESTION and row["key_name"] == "alice"

@@ -294,7 +294,8 @@ def audit(request: Request, who: Principal, question: str, answer: Answer) -> No
     if log_ is None:
         return
     record = AuditRecord(
-        request_id=answer.request_id, key_name=who.name, collections=answer.collections, question=question,
+        request_id=answer.request_id, key_name=who.name, key_id=who.key_id, collections=answer.collections,
+        question=question,
         standalone_question=answer.standalone_question or None, conversation_id=answer.conversation_id,
         prompt=answer.prompt, provider=answer.provider, model=answer.model, answer=answer.answer,
         retrieved=[str(r["chunk_id"]) for r in answer.retrieved], cited=[c.chunk_id for c in answer.citations],

@@ -79,6 +79,13 @@ RESPONSES: dict[tuple[str, str], Any] = {
         "via": "session",
     },
     ("post", "/auth/logout"): {"signed_out": True},
+    ("post", "/feedback"): {
+        "id": 12,
+        "request_id": "5bab240925dd4250ae071fbf2ca1283d",
+        "verdict": "down",
+        "prompt": "answer@v2",
+        "replaced": False,
+    },
     ("get", "/v1/models"): {
         "object": "list",
         "data": [
@@ -194,7 +201,7 @@ def _add_examples(schema: dict[str, Any]) -> None:
                 if examples:
                     body["examples"] = {f"example {i + 1}": {"value": v} for i, v in enumerate(examples)}
             for code, response in op["responses"].items():
-                if (method, path) in RESPONSES and code in ("200", "202"):
+                if (method, path) in RESPONSES and code in ("200", "201", "202"):
                     content = response.setdefault("content", {}).setdefault("application/json", {})
                     content["example"] = RESPONSES[(method, path)]
                 elif code in ERROR_CODES:

@@ -205,6 +205,40 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {c: {"model": ErrorResponse, "description": _ERROR_MEANINGS[c]} for c in codes}
 
 
+class FeedbackBody(RequestBody):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"request_id": "5bab240925dd4250ae071fbf2ca1283d", "verdict": "up"},
+                {
+                    "request_id": "5bab240925dd4250ae071fbf2ca1283d",
+                    "verdict": "down",
+                    "comment": "Contractors have a different policy",
+                    "correction": "Contractors do not accrue paid leave (handbook.pdf, page 3).",
+                },
+            ]
+        },
+    )
+
+    request_id: str = Field(
+        ..., min_length=1, max_length=200, description="The request_id kb returned with the answer."
+    )
+    verdict: Literal["up", "down"] = Field(..., description="up: the answer helped; down: it did not.")
+    comment: str | None = Field(None, description="What was wrong or missing (KB_LIMITS__MAX_FEEDBACK_COMMENT_CHARS).")
+    correction: str | None = Field(
+        None, description="The right answer, in the employee's words (4x the comment limit)."
+    )
+
+
+class FeedbackOut(BaseModel):
+    id: int
+    request_id: str
+    verdict: Literal["up", "down"]
+    prompt: str = Field(..., description="The prompt version that produced the judged answer.")
+    replaced: bool = Field(..., description="This credential's earlier verdict on the same answer was replaced.")
+
+
 class SearchBody(RequestBody):
     model_config = ConfigDict(
         extra="forbid",

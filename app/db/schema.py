@@ -78,9 +78,35 @@ audit = Table(
     Column("unsupported", Integer),  # of them returned without support (flag)
     Column("dropped", Integer),  # removed for lack of support (drop)
     Column("refused_unsupported", Integer),  # 1: replaced by the refusal for lack of support
+    Column("key_id", Text),  # the credential that received the answer: key id or sso:<subject> (0007; NULL before)
     Index("audit_ts", "ts"),
     Index("audit_key_ts", "key_name", "ts"),
     Index("audit_request", "request_id"),
+    sqlite_autoincrement=True,
+)
+
+# Feedback on answers (revision 0007, app/feedback.py): the verdict, and a copy of what it judges.
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", _RowId, primary_key=True, autoincrement=True),
+    Column("ts", Double, nullable=False),
+    Column("request_id", Text, nullable=False),
+    Column("key_id", Text),
+    Column("key_name", Text),
+    Column("verdict", Text, nullable=False),  # up | down
+    Column("comment", Text),
+    Column("correction", Text),
+    Column("question", Text),  # NULL when KB_AUDIT__STORE_TEXT is off
+    Column("question_sha256", Text, nullable=False),
+    Column("prompt", Text, nullable=False),
+    Column("provider", Text, nullable=False),
+    Column("model", Text, nullable=False),
+    Column("collections", Text, nullable=False),  # JSON list
+    Column("cited", Text, nullable=False),  # JSON list of chunk ids
+    Column("grounded", Integer, nullable=False),
+    Index("feedback_ts", "ts"),
+    Index("feedback_request", "request_id"),
     sqlite_autoincrement=True,
 )
 

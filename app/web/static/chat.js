@@ -223,6 +223,52 @@
     return path.map((p) => p.trim()).filter(Boolean).join(" › ");
   }
 
+  // ---- feedback: thumbs up or down under each answer, a comment with a thumbs down -----
+  function feedbackBar(requestId) {
+    const bar = el("div", "feedback");
+    const up = el("button", "secondary feedback-up", "✓ Helpful");
+    const down = el("button", "secondary feedback-down", "✗ Not helpful");
+    const form = el("form", "feedback-form");
+    form.hidden = true;
+    const comment = el("textarea");
+    comment.className = "feedback-comment";
+    comment.rows = 2;
+    comment.maxLength = 2000;
+    comment.placeholder = "What was wrong or missing? (optional)";
+    comment.setAttribute("aria-label", "What was wrong or missing");
+    const send = el("button", "", "Send");
+    send.type = "submit";
+    const status = el("span", "hint feedback-status");
+    status.setAttribute("role", "status");
+    form.append(comment, send);
+    [up, down].forEach((b) => { b.type = "button"; });
+
+    async function give(verdict, text) {
+      up.disabled = down.disabled = send.disabled = true;
+      const body = { request_id: requestId, verdict };
+      if (text) body.comment = text;
+      let res;
+      try {
+        res = await fetch("/feedback", { method: "POST", headers: headers({ "Content-Type": "application/json" }), body: JSON.stringify(body) });
+      } catch (_) {
+        res = null;
+      }
+      if (res && res.ok) {
+        (verdict === "up" ? up : down).setAttribute("aria-pressed", "true");
+        status.textContent = "Thanks: your feedback was sent.";
+        form.hidden = true;
+      } else {
+        status.textContent = res ? (await readError(res)).text : "The server cannot be reached.";
+        up.disabled = down.disabled = send.disabled = false;
+      }
+    }
+    up.addEventListener("click", () => give("up", ""));
+    down.addEventListener("click", () => { form.hidden = false; comment.focus(); });
+    form.addEventListener("submit", (e) => { e.preventDefault(); give("down", comment.value.trim()); });
+    bar.append(up, down, form, status);
+    return bar;
+  }
+
   function renderFinal(view, resp) {
     const citations = resp.citations || [];
     if (resp.sentences && resp.sentences.length) renderSentences(view.text, resp.answer || "", citations, resp.sentences);
@@ -261,6 +307,7 @@
     meta.push(resp.cached ? "cached" : "fresh");
     if (typeof resp.latency_ms === "number") meta.push(Math.round(resp.latency_ms) + " ms");
     view.box.append(el("p", "meta", meta.filter(Boolean).join(" · ")));
+    if (resp.request_id) view.box.append(feedbackBar(resp.request_id));
     if (resp.standalone_question && resp.standalone_question !== view.question) {
       view.box.append(el("p", "meta", "searched for: " + resp.standalone_question));
     }

@@ -1,0 +1,106 @@
+"""Feedback on answers over HTTP: who may judge which answer, what is kept, the errors, the metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from app.api.main import create_app
+from app.bootstrap import Components
+from app.db.schema import feedback
+from tests.servers import metric, serve_app
+
+QUESTION = "How many days of annual leave do I get?"
+
+
+@pytest.fixture
+def clients(handbook_components: Components) -> Iterator[dict[str, httpx.Client]]:
+    keys = handbook_components.keys
+    tokens = {
+        "alice": keys.create("alice", "employee", ["handbook"]).token,
+        "bob": keys.create("bob", "employee", ["handbook"]).token,
+        "admin": keys.create("ops", "admin", ["*"]).token,
+    }
+    with serve_app(create_app(handbook_components.settings, components=handbook_components)) as url:
+        made = {
+            n: httpx.Client(base_url=url, headers={"Authorization": f"Bearer {t}"}, timeout=60)
+            for n, t in tokens.items()
+        }
+        yield made
+        for client in made.values():
+            client.close()
+
+
+def test_the_receiver_judges_an_answer_and_the_verdict_keeps_what_it_judged(
+    clients: dict[str, httpx.Client], handbook_components: Components
+) -> None:
+    alice, bob, admin = clients["alice"], clients["bob"], clients["admin"]
+    answer = alice.post("/chat", json={"question": QUESTION}).json()
+    before = admin.get("/metrics").text  # counters are per process: compare before and after
+    rid = answer["request_id"]
+    given = alice.post("/feedback", json={"request_id": rid, "verdict": "down", "comment": "too vague",
+                                          "correction": "27 days, page 2 of the handbook"})  # fmt: skip
+    assert given.status_code == 201, given.text
+    assert given.json()["prompt"] == answer["prompt"] and given.json()["replaced"] is False
+    [row] = handbook_components.feedback.rows()
+    assert row["question"] == QUESTION and row["collections"] == ["handbook"] and row["grounded"] is True
+    assert row["cited"] == [c["chunk_id"] for c in answer["citations"]] and row["key_name"] == "alice"
+    assert (row["comment"], row["correction"]) == ("too vague", "27 days, page 2 of the handbook")
+
+    again = alice.post("/feedback", json={"request_id": rid, "verdict": "up"})  # changed her mind: replaces
+    assert again.status_code == 201 and again.json()["replaced"] is True
+    assert [r["verdict"] for r in handbook_components.feedback.rows()] == ["up"]
+
+    other = bob.post("/feedback", json={"request_id": rid, "verdict": "down"})  # not his answer
+    assert other.status_code == 403 and other.json()["error"]["code"] == "feedback_forbidden"
+    assert admin.post("/feedback", json={"request_id": rid, "verdict": "down"}).status_code == 201
+    with handbook_components.db.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(feedback)).scalar() == 2
+
+    rates = handbook_components.feedback.rates()
+    assert rates == [{"prompt": answer["prompt"], "up": 1, "down": 1, "total": 2, "down_rate": 0.5}]
+    after = admin.get("/metrics").text
+
+    def counted(verdict: str) -> float:
+        labels = {"verdict": verdict, "prompt": answer["prompt"]}
+        return metric(after, "kb_feedback_total", **labels) - metric(before, "kb_feedback_total", **labels)
+
+    assert (counted("down"), counted("up")) == (2, 1)
+
+
+def test_an_openai_compatible_answer_is_judged_by_its_id(clients: dict[str, httpx.Client]) -> None:
+    messages = [{"role": "user", "content": QUESTION}]
+    completion = clients["alice"].post("/v1/chat/completions", json={"model": "kb", "messages": messages}).json()
+    assert completion["id"].startswith("chatcmpl-")
+    given = clients["alice"].post("/feedback", json={"request_id": completion["id"], "verdict": "up"})
+    assert given.status_code == 201 and given.json()["request_id"] == completion["kb"]["request_id"]
+
+
+def test_a_cache_hit_can_be_judged_at_once(clients: dict[str, httpx.Client]) -> None:
+    """A cached answer's audit row is written after the response (deferred): feedback still finds it."""
+    alice = clients["alice"]
+    alice.post("/chat", json={"question": QUESTION})
+    hit = alice.post("/chat", json={"question": QUESTION}).json()
+    assert hit["cached"] is True
+    assert alice.post("/feedback", json={"request_id": hit["request_id"], "verdict": "up"}).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"request_id": "nope", "verdict": "up"}, 404, "answer_not_found"),
+        ({"request_id": "RID", "verdict": "down", "comment": "x" * 2001}, 413, "comment_too_long"),
+        ({"request_id": "RID", "verdict": "down", "correction": "x" * 8001}, 413, "correction_too_long"),
+        ({"request_id": "RID", "verdict": "meh"}, 422, "invalid_request"),
+        ({"request_id": "RID"}, 422, "invalid_request"),
+    ],
+)
+def test_bad_feedback_gets_a_json_error(clients: dict[str, httpx.Client], body: dict, status: int, code: str) -> None:
+    alice = clients["alice"]
+    rid = alice.post("/chat", json={"question": QUESTION}).json()["request_id"]
+    response = alice.post("/feedback", json={k: (rid if v == "RID" else v) for k, v in body.items()})
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
