@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
 from app.api.main import create_app
 from app.bootstrap import Components
+from app.cli import cli
 from app.db.schema import feedback
+from app.settings import get_settings
 from tests.servers import metric, serve_app
 
 QUESTION = "How many days of annual leave do I get?"
@@ -104,3 +110,57 @@ def test_bad_feedback_gets_a_json_error(clients: dict[str, httpx.Client], body: 
     response = alice.post("/feedback", json={k: (rid if v == "RID" else v) for k, v in body.items()})
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code
+
+
+def test_feedback_becomes_eval_cases_that_kb_eval_run_gates(
+    handbook_components: Components, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Helpful answers keep their cited pages, a correction becomes the reference with the page it names; the
+    file runs through `kb eval run` unchanged and gates."""
+    token = handbook_components.keys.create("alice", "employee", ["handbook"]).token
+    with (
+        serve_app(create_app(handbook_components.settings, components=handbook_components)) as url,
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as alice,
+    ):
+        good = alice.post("/chat", json={"question": QUESTION}).json()["request_id"]
+        alice.post("/feedback", json={"request_id": good, "verdict": "up"}).raise_for_status()
+        bad = alice.post("/chat", json={"question": "How long is the probation period?"}).json()["request_id"]
+        correction = "New employees have a probation period of 6 months (handbook.pdf, page 3)."
+        alice.post(
+            "/feedback", json={"request_id": bad, "verdict": "down", "correction": correction}
+        ).raise_for_status()
+        vague = alice.post("/chat", json={"question": "Who approves expenses?"}).json()["request_id"]
+        alice.post("/feedback", json={"request_id": vague, "verdict": "down"}).raise_for_status()
+    handbook_components.close()
+
+    monkeypatch.setenv("KB_DATA_DIR", str(handbook_components.settings.data_dir))
+    get_settings.cache_clear()
+    runner = CliRunner()
+    cases_file = tmp_path / "feedback-cases.yaml"
+    made = runner.invoke(cli, ["eval", "cases", "--from-feedback", "--since", "1h", "--out", str(cases_file)])
+    assert made.exit_code == 0, made.output
+    assert "2 cases written" in made.output and "1 marked down without a correction" in made.output
+    suite = yaml.safe_load(cases_file.read_text())
+    by_question = {c["question"]: c for c in suite["cases"]}
+    assert suite["collection"] == "handbook"
+    assert {"source": "handbook.pdf", "page": 2} in by_question[QUESTION]["sources"]
+    probation = by_question["How long is the probation period?"]
+    assert probation["reference"] == correction and probation["sources"] == [{"source": "handbook.pdf", "page": 3}]
+
+    rates = runner.invoke(cli, ["feedback", "rates", "--since", "1h", "--json"])
+    assert rates.exit_code == 0, rates.output
+    [row] = json.loads(rates.stdout)
+    assert (row["up"], row["down"], row["total"]) == (1, 2, 3) and row["prompt"].startswith("answer@")
+    downs = runner.invoke(cli, ["feedback", "list", "--verdict", "down", "--json"])
+    listed = [json.loads(line) for line in downs.stdout.splitlines()]
+    assert [r["question"] for r in listed] == ["How long is the probation period?", "Who approves expenses?"]
+    assert listed[0]["correction"] == correction
+
+    gate = tmp_path / "gate.yaml"
+    gate.write_text("metrics:\n  hit_at_k: {min: 1.0}\n  pass_rate: {min: 0.5}\n", encoding="utf-8")
+    ran = runner.invoke(cli, ["eval", "run", str(cases_file), "--gate", str(gate), "--json", str(tmp_path / "r.json")])
+    assert ran.exit_code == 0, ran.output
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("metrics:\n  hit_at_k: {min: 1.01}\n", encoding="utf-8")  # cannot hold: the gate bites
+    assert runner.invoke(cli, ["eval", "run", str(cases_file), "--gate", str(strict)]).exit_code == 1
+    get_settings.cache_clear()

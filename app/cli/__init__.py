@@ -9,6 +9,7 @@ from app.cli import (  # noqa: F401  (importing a module registers its commands)
     cache_cmds,
     db_cmds,
     eval_cmds,
+    feedback_cmds,
     group_cmds,
     ingest_cmds,
     job_cmds,

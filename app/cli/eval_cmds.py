@@ -104,6 +104,63 @@ def run(
         raise typer.Exit(1)
 
 
+@eval_cli.command("cases")
+def cases_cmd(
+    out_file: Annotated[Path, typer.Option("--out", help="The suite file to write (YAML).")],
+    from_feedback: Annotated[
+        bool, typer.Option("--from-feedback", help="From employees' feedback on answers (the only source so far).")
+    ] = False,
+    since: Annotated[str, typer.Option(help="Feedback from this window (30d) or date (2026-11-01) on.")] = "30d",
+    collection: Annotated[str | None, typer.Option(help="Only answers from this collection.")] = None,
+) -> None:
+    """Write eval cases from real feedback: helpful answers keep their cited sources, corrections become references.
+
+    Review the file, then run it as it is (kb eval run FILE) or copy its cases into a suite.
+    """
+    import yaml
+    from sqlalchemy import select
+
+    from app.bootstrap import Components
+    from app.db.schema import audit
+    from app.since import since_timestamp
+    from evals.from_feedback import cases_from_feedback
+
+    if not from_feedback:
+        raise fail(KbError("say where the cases come from: --from-feedback", code="invalid_request"))
+    settings = setup()
+    components = Components(settings)
+    try:
+        rows = components.feedback.rows(since_ts=since_timestamp(since))
+        wanted = [r["request_id"] for r in rows if r["verdict"] == "up"]
+        with components.db.connect() as conn:
+            found = conn.execute(select(audit.c.request_id, audit.c.answer).where(audit.c.request_id.in_(wanted)))
+            answers = {rid: text for rid, text in found if text}
+
+        def cited_sources(collections: list[str], ids: list[str]) -> list[dict[str, Any]]:
+            sources: list[dict[str, Any]] = []
+            for name in collections:
+                for _, meta in components.store.get_records(name, ids).values():
+                    entry = {"source": meta.get("source")}
+                    if meta.get("page") is not None:
+                        entry["page"] = int(meta["page"])
+                    if entry["source"] and entry not in sources:
+                        sources.append(entry)
+            return sources
+
+        harvest = cases_from_feedback(rows, cited_sources, answers, collection=collection)
+    except KbError as exc:
+        raise fail(exc) from exc
+    finally:
+        components.close()
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(yaml.safe_dump(harvest.suite, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    console.print(
+        f"{len(harvest.suite['cases'])} cases written to {out_file} (collection {harvest.suite['collection']})"
+    )
+    for what, n in harvest.skipped.items():
+        console.print(f"left out: {n} {what}")
+
+
 @eval_cli.command("compare")
 def compare(
     before: Annotated[Path, typer.Argument(help="Results JSON of the baseline run.")],
