@@ -21,7 +21,7 @@ from app.api.deps import RateLimiter
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
 from app.api.request_context import RequestContext
-from app.api.routes import admin, chat, feedback, openai_compat, search, sso, system, usage
+from app.api.routes import admin, chat, feedback, gaps, openai_compat, search, sso, system, usage
 from app.api.routes import metrics as metrics_route
 from app.api.routes import web as web_route
 from app.auth import ensure_first_admin_key
@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
         only_admins = [Depends(deps.admin)]
         api.include_router(admin.router, dependencies=only_admins)
         api.include_router(usage.router, dependencies=only_admins)
+        api.include_router(gaps.router, dependencies=only_admins)
     api.include_router(system.router)
     api.include_router(search.router)
     api.include_router(sso.router)

@@ -79,6 +79,27 @@ RESPONSES: dict[tuple[str, str], Any] = {
         "via": "session",
     },
     ("post", "/auth/logout"): {"signed_out": True},
+    ("get", "/admin/gaps"): {
+        "since_ts": 1796000000.0,
+        "until_ts": 1798592000.0,
+        "collections": ["handbook"],
+        "questions": 87,
+        "hidden": 0,
+        "topics": [
+            {
+                "label": "sqlite / support / size",
+                "size": 10,
+                "trend": "rising",
+                "first_half": 3,
+                "second_half": 7,
+                "reasons": {"refused": 8, "down": 2},
+                "examples": ["What datatypes does SQLite support?"],
+                "documents": [{"collection": "handbook", "source": "handbook.pdf", "page": 5, "similarity": 0.11}],
+                "by_day": {"2026-12-01": 4, "2026-12-02": 6},
+                "request_ids": ["5bab240925dd4250ae071fbf2ca1283d"],
+            }
+        ],
+    },
     ("post", "/feedback"): {
         "id": 12,
         "request_id": "5bab240925dd4250ae071fbf2ca1283d",

@@ -10,6 +10,7 @@ from app.cli import (  # noqa: F401  (importing a module registers its commands)
     db_cmds,
     eval_cmds,
     feedback_cmds,
+    gaps_cmds,
     group_cmds,
     ingest_cmds,
     job_cmds,

@@ -1,0 +1,68 @@
+"""kb gaps: the questions the documents do not answer, grouped into topics (app/gaps.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from app.cli.common import cli, console, fail, out, setup
+from app.errors import KbError
+
+
+@cli.command("gaps")
+def gaps(
+    since: Annotated[str, typer.Option(help="From this window (30d, 24h) or date (2026-11-01) on.")] = "30d",
+    collection: Annotated[
+        list[str] | None, typer.Option("--collection", "-c", help="Only questions asked of this collection (repeat).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The report as JSON on stdout.")] = False,
+    html_file: Annotated[Path | None, typer.Option("--html", help="Write an HTML report with a chart here.")] = None,
+    distance: Annotated[
+        float, typer.Option(min=0.05, max=1.5, help="Questions closer than this (cosine distance) share a topic.")
+    ] = 0.6,
+    top: Annotated[int, typer.Option(help="Topics shown in the table.")] = 20,
+) -> None:
+    """Refused, weakly supported and marked-down questions of a period, grouped into topics, largest first:
+    size, trend, three representative questions and the nearest documents that exist."""
+    from app.bootstrap import Components
+    from app.gaps import gap_report
+    from app.since import since_timestamp
+
+    settings = setup()
+    components = Components(settings)
+    try:
+        report = gap_report(
+            components.db, components.embedder, components.store,
+            since_ts=since_timestamp(since), collections=collection or None, distance=distance,
+        )  # fmt: skip
+    except KbError as exc:
+        raise fail(exc) from exc
+    finally:
+        components.close()
+    if html_file is not None:
+        from app.gaps_html import render
+
+        html_file.parent.mkdir(parents=True, exist_ok=True)
+        html_file.write_text(render(report), encoding="utf-8")
+        console.print(f"report: {html_file}")
+    if as_json:
+        out.print_json(json.dumps(report.as_dict()))
+        return
+    if report.hidden:
+        console.print(
+            f"{report.hidden} questions cannot be shown: their text was not stored (KB_AUDIT__STORE_TEXT=false)"
+        )
+    if not report.topics:
+        out.print(f"no refused, weakly supported or marked-down questions since {since}")
+        return
+    table = Table("topic", "size", "trend", "why", "representative questions", "nearest documents")
+    for t in report.topics[:top]:
+        docs = "\n".join(f"{d['source']}" + (f" p.{d['page']}" if d.get("page") else "") for d in t.documents)
+        why = ", ".join(f"{k} {v}" for k, v in sorted(t.reasons.items()))
+        table.add_row(t.label, str(t.size), t.trend, why, "\n".join(t.examples), docs or "none")
+    out.print(table)
+    console.print(f"{report.questions} questions in {len(report.topics)} topics since {since}")
