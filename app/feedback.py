@@ -46,9 +46,20 @@ class FeedbackStore:
         self.max_correction_chars = max_correction_chars
 
     def give(
-        self, who: Principal, request_id: str, verdict: str, comment: str | None = None, correction: str | None = None
+        self,
+        who: Principal,
+        request_id: str,
+        verdict: str,
+        comment: str | None = None,
+        correction: str | None = None,
+        *,
+        out_of_scope: bool = False,
     ) -> FeedbackRecord:
+        """``out_of_scope`` (admins only): the question is not one kb should answer from its documents; an eval
+        case made from it expects a refusal."""
         request_id = request_id.removeprefix("chatcmpl-")  # an OpenAI-compatible response's id names it too
+        if out_of_scope and not who.is_admin:
+            raise ForbiddenError("only an admin may mark a question out of scope", code="admin_required")
         if verdict not in VERDICTS:
             raise InvalidRequestError(f"verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
         comment, correction = (comment or "").strip() or None, (correction or "").strip() or None
@@ -80,7 +91,7 @@ class FeedbackStore:
                 "comment": comment, "correction": correction, "question": answer.question,
                 "question_sha256": answer.question_sha256, "prompt": answer.prompt, "provider": answer.provider,
                 "model": answer.model, "collections": answer.collections, "cited": answer.cited,
-                "grounded": answer.grounded,
+                "grounded": answer.grounded, "out_of_scope": int(out_of_scope),
             }  # fmt: skip
             mine = (feedback.c.request_id == request_id) & (feedback.c.key_id == who.key_id)
             earlier = conn.execute(select(feedback.c.id).where(mine).limit(1)).scalar()
@@ -100,7 +111,7 @@ class FeedbackStore:
             found = [dict(r) for r in conn.execute(query).mappings()]
         for row in found:
             row["collections"], row["cited"] = json.loads(row["collections"]), json.loads(row["cited"])
-            row["grounded"] = bool(row["grounded"])
+            row["grounded"], row["out_of_scope"] = bool(row["grounded"]), bool(row["out_of_scope"])
         return found
 
     def rates(self, since_ts: float = 0.0) -> list[dict[str, Any]]:

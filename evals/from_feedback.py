@@ -5,6 +5,8 @@ Each judged answer becomes a case an engineer reviews before adding it to a suit
   expected sources and the answer itself as the reference;
 - marked unhelpful with a corrected answer: the question, the correction as the reference, and the
   documents the correction names ("handbook.pdf, page 3") as the expected sources;
+- marked out of scope by an admin (a topic of ``kb gaps`` kb should not answer): an unanswerable case,
+  the question must be refused;
 - marked unhelpful with no correction: left out (nothing says what the right answer is), counted.
 Questions whose text was not stored (``KB_AUDIT__STORE_TEXT`` off) cannot become cases: counted.
 The latest verdict per answer wins (an admin's overrides the receiver's). The file is a suite
@@ -63,7 +65,9 @@ def cases_from_feedback(
             skipped["no question text (KB_AUDIT__STORE_TEXT off)"] += 1
             continue
         case: dict[str, Any] = {"id": f"fb-{request_id[:12]}", "question": row["question"]}
-        if row["verdict"] == "up":
+        if row.get("out_of_scope"):
+            case["unanswerable"] = True
+        elif row["verdict"] == "up":
             sources = cited_sources(row["collections"], row["cited"])
             reference = answers.get(request_id)
             if not sources and not reference:

@@ -118,9 +118,11 @@ def test_feedback_becomes_eval_cases_that_kb_eval_run_gates(
     """Helpful answers keep their cited pages, a correction becomes the reference with the page it names; the
     file runs through `kb eval run` unchanged and gates."""
     token = handbook_components.keys.create("alice", "employee", ["handbook"]).token
+    admin_token = handbook_components.keys.create("ops", "admin", ["*"]).token
     with (
         serve_app(create_app(handbook_components.settings, components=handbook_components)) as url,
         httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as alice,
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60) as admin,
     ):
         good = alice.post("/chat", json={"question": QUESTION}).json()["request_id"]
         alice.post("/feedback", json={"request_id": good, "verdict": "up"}).raise_for_status()
@@ -131,6 +133,10 @@ def test_feedback_becomes_eval_cases_that_kb_eval_run_gates(
         ).raise_for_status()
         vague = alice.post("/chat", json={"question": "Who approves expenses?"}).json()["request_id"]
         alice.post("/feedback", json={"request_id": vague, "verdict": "down"}).raise_for_status()
+        stock = alice.post("/chat", json={"question": "What is our share price today?"}).json()["request_id"]
+        scope = {"request_id": stock, "verdict": "down", "out_of_scope": True}
+        assert alice.post("/feedback", json=scope).json()["error"]["code"] == "admin_required"
+        admin.post("/feedback", json=scope).raise_for_status()  # kb should refuse this: a refusal case
     handbook_components.close()
 
     monkeypatch.setenv("KB_DATA_DIR", str(handbook_components.settings.data_dir))
@@ -139,25 +145,31 @@ def test_feedback_becomes_eval_cases_that_kb_eval_run_gates(
     cases_file = tmp_path / "feedback-cases.yaml"
     made = runner.invoke(cli, ["eval", "cases", "--from-feedback", "--since", "1h", "--out", str(cases_file)])
     assert made.exit_code == 0, made.output
-    assert "2 cases written" in made.output and "1 marked down without a correction" in made.output
+    assert "3 cases written" in made.output and "1 marked down without a correction" in made.output
     suite = yaml.safe_load(cases_file.read_text())
     by_question = {c["question"]: c for c in suite["cases"]}
     assert suite["collection"] == "handbook"
     assert {"source": "handbook.pdf", "page": 2} in by_question[QUESTION]["sources"]
     probation = by_question["How long is the probation period?"]
     assert probation["reference"] == correction and probation["sources"] == [{"source": "handbook.pdf", "page": 3}]
+    assert by_question["What is our share price today?"]["unanswerable"] is True
 
     rates = runner.invoke(cli, ["feedback", "rates", "--since", "1h", "--json"])
     assert rates.exit_code == 0, rates.output
     [row] = json.loads(rates.stdout)
-    assert (row["up"], row["down"], row["total"]) == (1, 2, 3) and row["prompt"].startswith("answer@")
+    assert (row["up"], row["down"], row["total"]) == (1, 3, 4) and row["prompt"].startswith("answer@")
     downs = runner.invoke(cli, ["feedback", "list", "--verdict", "down", "--json"])
     listed = [json.loads(line) for line in downs.stdout.splitlines()]
-    assert [r["question"] for r in listed] == ["How long is the probation period?", "Who approves expenses?"]
+    assert [r["question"] for r in listed] == [
+        "How long is the probation period?",
+        "Who approves expenses?",
+        "What is our share price today?",
+    ]
+    assert [r["out_of_scope"] for r in listed] == [False, False, True]
     assert listed[0]["correction"] == correction
 
     gate = tmp_path / "gate.yaml"
-    gate.write_text("metrics:\n  hit_at_k: {min: 1.0}\n  pass_rate: {min: 0.5}\n", encoding="utf-8")
+    gate.write_text("metrics:\n  hit_at_k: {min: 1.0}\n  refusal_accuracy: {min: 1.0}\n", encoding="utf-8")
     ran = runner.invoke(cli, ["eval", "run", str(cases_file), "--gate", str(gate), "--json", str(tmp_path / "r.json")])
     assert ran.exit_code == 0, ran.output
     strict = tmp_path / "strict.yaml"

@@ -100,6 +100,18 @@ def test_gaps_group_what_the_documents_do_not_answer(
     assert "data:image/png;base64," in html and "Knowledge gaps" in html and "<script" not in html
     assert json.loads(ran.stdout[ran.stdout.index("{") :])["topics"][0]["size"] == biggest.size
 
+    # An admin marks the largest topic as not kb's to answer: its questions become refusal cases.
+    marked = CliRunner().invoke(cli, ["gaps", "--since", "1h", "--out-of-scope", "1"])
+    assert marked.exit_code == 0 and f"{biggest.size} questions marked out of scope" in marked.output, marked.output
+    cases_file = tmp_path / "cases.yaml"
+    made = CliRunner().invoke(cli, ["eval", "cases", "--from-feedback", "--since", "1h", "--out", str(cases_file)])
+    assert made.exit_code == 0, made.output
+    cases = yaml.safe_load(cases_file.read_text())["cases"]
+    refusals = {c["question"] for c in cases if c.get("unanswerable")}
+    assert refusals == {text[rid] for rid in biggest.request_ids}
+    assert CliRunner().invoke(cli, ["gaps", "--out-of-scope", "999"]).exit_code == 1
+    get_settings.cache_clear()
+
 
 def test_gaps_say_what_cannot_be_shown_without_question_text(handbook_components: Components) -> None:
     """KB_AUDIT__STORE_TEXT=false: the questions are counted, not shown."""

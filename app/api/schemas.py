@@ -229,6 +229,9 @@ class FeedbackBody(RequestBody):
     correction: str | None = Field(
         None, description="The right answer, in the employee's words (4x the comment limit)."
     )
+    out_of_scope: bool = Field(
+        False, description="Admins: kb should not answer this from its documents (eval cases expect a refusal)."
+    )
 
 
 class FeedbackOut(BaseModel):

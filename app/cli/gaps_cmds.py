@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -25,6 +25,14 @@ def gaps(
         float, typer.Option(min=0.05, max=1.5, help="Questions closer than this (cosine distance) share a topic.")
     ] = 0.6,
     top: Annotated[int, typer.Option(help="Topics shown in the table.")] = 20,
+    out_of_scope: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--out-of-scope",
+            help="Mark topic N of this report (its # in the table) as not for kb to answer: its questions become "
+            "refusal cases in 'kb eval cases --from-feedback' (repeat for several).",
+        ),
+    ] = None,
 ) -> None:
     """Refused, weakly supported and marked-down questions of a period, grouped into topics, largest first:
     size, trend, three representative questions and the nearest documents that exist."""
@@ -43,6 +51,11 @@ def gaps(
         raise fail(exc) from exc
     finally:
         components.close()
+    for number in out_of_scope or []:
+        if not 1 <= number <= len(report.topics):
+            raise fail(KbError(f"no topic {number}: this report has {len(report.topics)}", code="invalid_request"))
+        marked = _mark_out_of_scope(settings, report.topics[number - 1].request_ids)
+        console.print(f"topic {number} ({report.topics[number - 1].label}): {marked} questions marked out of scope")
     if html_file is not None:
         from app.gaps_html import render
 
@@ -59,10 +72,24 @@ def gaps(
     if not report.topics:
         out.print(f"no refused, weakly supported or marked-down questions since {since}")
         return
-    table = Table("topic", "size", "trend", "why", "representative questions", "nearest documents")
-    for t in report.topics[:top]:
+    table = Table("#", "topic", "size", "trend", "why", "representative questions", "nearest documents")
+    for number, t in enumerate(report.topics[:top], start=1):
         docs = "\n".join(f"{d['source']}" + (f" p.{d['page']}" if d.get("page") else "") for d in t.documents)
         why = ", ".join(f"{k} {v}" for k, v in sorted(t.reasons.items()))
-        table.add_row(t.label, str(t.size), t.trend, why, "\n".join(t.examples), docs or "none")
+        table.add_row(str(number), t.label, str(t.size), t.trend, why, "\n".join(t.examples), docs or "none")
     out.print(table)
     console.print(f"{report.questions} questions in {len(report.topics)} topics since {since}")
+
+
+def _mark_out_of_scope(settings: Any, request_ids: list[str]) -> int:
+    """An operator's verdict (admin) on each question of a topic: not for kb to answer."""
+    from app.auth import Principal
+    from app.cli.common import database
+    from app.feedback import FeedbackStore
+
+    operator = Principal("kb gaps (operator)", "admin", None, "cli:gaps")
+    with database(settings) as engine:
+        store = FeedbackStore(engine)
+        for rid in request_ids:
+            store.give(operator, rid, "down", "marked out of scope with kb gaps", out_of_scope=True)
+    return len(request_ids)

@@ -105,6 +105,7 @@ feedback = Table(
     Column("collections", Text, nullable=False),  # JSON list
     Column("cited", Text, nullable=False),  # JSON list of chunk ids
     Column("grounded", Integer, nullable=False),
+    Column("out_of_scope", Integer, nullable=False, server_default="0"),  # an admin: kb should refuse this
     Index("feedback_ts", "ts"),
     Index("feedback_request", "request_id"),
     sqlite_autoincrement=True,

@@ -28,7 +28,11 @@ router = APIRouter(tags=["feedback"])
 async def give_feedback(body: FeedbackBody, request: Request, who: CurrentPrincipal) -> Response:
     """Only the credential that received the answer (or an admin) may judge it; a second verdict replaces the first."""
     store = components(request).feedback
-    record = await run_in_threadpool(store.give, who, body.request_id, body.verdict, body.comment, body.correction)
+    record = await run_in_threadpool(
+        lambda: store.give(
+            who, body.request_id, body.verdict, body.comment, body.correction, out_of_scope=body.out_of_scope
+        )
+    )
     FEEDBACK.labels(record.verdict, record.prompt).inc()
     out = FeedbackOut(
         id=record.id, request_id=record.request_id, verdict=record.verdict, prompt=record.prompt,

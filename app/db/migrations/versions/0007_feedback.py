@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("collections", sa.Text(), nullable=False),
         sa.Column("cited", sa.Text(), nullable=False),
         sa.Column("grounded", sa.Integer(), nullable=False),
+        sa.Column("out_of_scope", sa.Integer(), nullable=False, server_default="0"),
         sqlite_autoincrement=True,
     )
     op.create_index("feedback_ts", "feedback", ["ts"])
