@@ -263,6 +263,7 @@ def test_thumbs_down_with_a_comment_is_stored(  # type: ignore[no-untyped-def]
     turn.locator(".feedback").wait_for()
     turn.locator(".feedback-down").click()
     turn.locator(".feedback-comment").fill("It should mention the carry-over rule first.")
+    turn.locator(".feedback-correction").fill("27 days; up to 5 carry over until 31 March (handbook.pdf, page 2).")
     with page.expect_response(lambda r: r.url.endswith("/feedback")) as sent:
         turn.locator(".feedback-form button[type=submit]").click()
     assert sent.value.status == 201
@@ -271,3 +272,4 @@ def test_thumbs_down_with_a_comment_is_stored(  # type: ignore[no-untyped-def]
     [row] = handbook_components.feedback.rows()
     assert row["verdict"] == "down" and row["comment"] == "It should mention the carry-over rule first."
     assert row["question"] == QUESTION and row["key_name"] == "alice"
+    assert row["correction"] == "27 days; up to 5 carry over until 31 March (handbook.pdf, page 2)."

@@ -236,17 +236,24 @@
     comment.maxLength = 2000;
     comment.placeholder = "What was wrong or missing? (optional)";
     comment.setAttribute("aria-label", "What was wrong or missing");
+    const correction = el("textarea");
+    correction.className = "feedback-correction";
+    correction.rows = 2;
+    correction.maxLength = 8000;
+    correction.placeholder = "The right answer, if you know it (optional)";
+    correction.setAttribute("aria-label", "The right answer");
     const send = el("button", "", "Send");
     send.type = "submit";
     const status = el("span", "hint feedback-status");
     status.setAttribute("role", "status");
-    form.append(comment, send);
+    form.append(comment, correction, send);
     [up, down].forEach((b) => { b.type = "button"; });
 
-    async function give(verdict, text) {
+    async function give(verdict, text, right) {
       up.disabled = down.disabled = send.disabled = true;
       const body = { request_id: requestId, verdict };
       if (text) body.comment = text;
+      if (right) body.correction = right;
       let res;
       try {
         res = await fetch("/feedback", { method: "POST", headers: headers({ "Content-Type": "application/json" }), body: JSON.stringify(body) });
@@ -262,9 +269,9 @@
         up.disabled = down.disabled = send.disabled = false;
       }
     }
-    up.addEventListener("click", () => give("up", ""));
+    up.addEventListener("click", () => give("up", "", ""));
     down.addEventListener("click", () => { form.hidden = false; comment.focus(); });
-    form.addEventListener("submit", (e) => { e.preventDefault(); give("down", comment.value.trim()); });
+    form.addEventListener("submit", (e) => { e.preventDefault(); give("down", comment.value.trim(), correction.value.trim()); });
     bar.append(up, down, form, status);
     return bar;
   }
