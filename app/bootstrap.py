@@ -95,7 +95,7 @@ class Components:
     @cached_property
     def lexical(self) -> LexicalIndex:
         """The BM25 chunks, in the shared database: every host builds the same matrix from them."""
-        return LexicalIndex(self.db)
+        return LexicalIndex(self.db, cache_dir=self.settings.data_dir / "cache" / "bm25")
 
     @cached_property
     def retriever(self) -> Retriever:

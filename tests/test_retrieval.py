@@ -33,7 +33,7 @@ def test_lexical_index_stems_persists_and_sweeps(tmp_path: Path) -> None:
     assert {h.id for h in hits} == {"a1", "b1"}  # "rotated"/"rotating" and "passwords" stem to the query's terms
     assert all(h.score > 0 and h.coverage == pytest.approx(1.0) for h in hits)
     assert index.search("c", "how is the", 5) == []  # stop words only: no evidence at all
-    assert [h.id for h in index.search("c", "password cafeteria", 5, accept=lambda m: m["source"] == "b.md")] == ["b1"]
+    assert [h.id for h in index.search("c", "password cafeteria", 5, SearchFilters(("b.md",)))] == ["b1"]
 
     other = LexicalIndex(path)  # another process: the index is persisted, and writes show up in both
     assert {h.id for h in other.search("c", "rotate password", 5)} == {"a1", "b1"}

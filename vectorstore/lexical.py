@@ -3,11 +3,13 @@
 Why this shape: bm25s builds a static sparse matrix, so "incremental" is split in two.
 The expensive, per-text part (tokenizing and stemming) happens once, at ingestion, for the
 chunks of changed documents only, and the stemmed tokens are persisted in the SQL database next
-to the chunk's text and metadata (vectorstore/tables.py). The cheap, global part (IDF and the
-sparse matrix) is rebuilt in memory lazily: every write bumps the collection's version row, and a reader rebuilds its
-matrix on the first query after a change (~0.5 s per 10k chunks), never per query. The
-version lives in the database, so a server notices writes made by a ``kb ingest`` process or
-by another host too, and every host builds its matrix from the same rows: the same answers.
+to the chunk's text and metadata (vectorstore/tables.py). The global part (IDF and the sparse
+matrix, with per-chunk filter columns: a snapshot, vectorstore/lexical_build.py) is rebuilt from those
+rows when the collection's version row moves (every write bumps it): in-process on the next query for
+a small collection (~0.5 s per 10k chunks), in the background for a large one while the previous
+snapshot keeps answering (vectorstore/lexical_rebuild.py); never per query. The version lives in the
+database, so a server notices writes made by a ``kb ingest`` process or by another host too, and every
+host builds its matrix from the same rows: the same answers.
 
 Ingestion writes chunks here before the manifest switch and sweeps them with the vector
 store's, so both indexes hold the same chunk ids; readers apply the manifest's live-version
@@ -19,8 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,9 @@ import Stemmer
 from bm25s.stopwords import STOPWORDS_EN_PLUS
 from sqlalchemy import ColumnElement, Engine, func, select
 
+from vectorstore.filters import SearchFilters
+from vectorstore.lexical_build import Snapshot, current_version
+from vectorstore.lexical_rebuild import Rebuilds
 from vectorstore.tables import BATCH, LEXICAL_TABLES, bump, chunks, open_engine, upsert, versions, write_tx
 
 log = logging.getLogger(__name__)
@@ -47,30 +51,32 @@ class LexicalHit:
     coverage: float  # share of the query's IDF weight whose terms occur in the chunk, in [0, 1]
 
 
-@dataclass
-class _Built:
-    collection: str
-    version: int
-    ids: list[str]
-    metadatas: list[Metadata]
-    retriever: bm25s.BM25 | None  # None when the collection has no indexable text
-    positions: dict[str, int]
-    sections: dict[str, int]  # a section's first chunk id → its row of section_matrix
-    section_matrix: np.ndarray  # float16, one row per section (768 bytes at 384 dimensions)
-
-
 class LexicalIndex:
     """BM25 over the chunks of each collection; thread-safe, one instance per process."""
 
-    def __init__(self, target: Engine | str | Path, *, language: str = "english"):
+    def __init__(
+        self,
+        target: Engine | str | Path,
+        *,
+        language: str = "english",
+        cache_dir: Path | None = None,
+        inline_below: int = 50_000,
+        rebuild_pause_s: float = 10.0,
+    ):
+        """``cache_dir``: where snapshots of collections of ``inline_below`` chunks or more are kept and built in
+        the background (vectorstore/lexical_rebuild.py); None: every snapshot is built in-process, on demand."""
         self._engine, self._owns_engine = open_engine(target, LEXICAL_TABLES)
         self._lock = threading.RLock()
+        self._gates: dict[str, threading.Lock] = {}
+        self._rebuilds = Rebuilds(
+            self._engine, cache_dir, self._swap, inline_below=inline_below, pause_s=rebuild_pause_s
+        )
         self._stemmer = Stemmer.Stemmer(language)
         # The larger English list: question words ("how", "what", "does") otherwise dominate short queries.
         self._stopwords = list(STOPWORDS_EN_PLUS) if language == "english" else None
-        self._built: dict[str, _Built] = {}
+        self._built: dict[str, Snapshot] = {}
         # search() then score_ids() for the same query (hybrid retrieval) computes the scores once.
-        self._last: tuple[tuple[str, int, str], tuple[np.ndarray, np.ndarray] | None] | None = None
+        self._last: tuple[tuple[str, int, str], tuple[np.ndarray, np.ndarray, np.ndarray] | None] | None = None
 
     def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
         tokens = bm25s.tokenize(
@@ -178,92 +184,106 @@ class LexicalIndex:
     # --- reads (retrieval) --------------------------------------------------------------
 
     def _version(self, collection: str) -> int:
-        with self._engine.connect() as conn:
-            found = conn.execute(select(versions.c.version).where(versions.c.collection == collection)).scalar()
-        return int(found or 0)
+        return current_version(self._engine, collection)
 
-    def _index(self, collection: str) -> _Built:
-        """The in-memory BM25 matrix of the collection's current version (rebuilt after a write)."""
+    def _index(self, collection: str) -> Snapshot:
+        """The snapshot to answer from: the current version's, or, while a large collection's rebuild runs in
+        the background after a write, the one before it (no query waits for a rebuild; see module doc)."""
+        version = self._version(collection)
         with self._lock:
-            version = self._version(collection)
-            built = self._built.get(collection)
-            if built is not None and built.version == version:
-                return built
-            c = chunks.c
-            with self._engine.connect() as conn:
-                rows = conn.execute(
-                    select(c.chunk_id, c.tokens, c.metadata, c.section_vector)
-                    .where(c.collection == collection)
-                    .order_by(c.chunk_id)
-                ).all()
-            ids = [r[0] for r in rows]
-            corpus = [r[1].split() for r in rows]
-            retriever = None
-            if any(corpus):
-                retriever = bm25s.BM25()
-                retriever.index(corpus, show_progress=False)
-            heads = _uniform([(r[0], r[3]) for r in rows if r[3]], collection)
-            matrix = np.frombuffer(b"".join(blob for _, blob in heads), dtype=np.float16)
-            built = _Built(
-                collection, version, ids, [json.loads(r[2]) for r in rows], retriever,
-                {c: i for i, c in enumerate(ids)}, {cid: i for i, (cid, _) in enumerate(heads)},
-                matrix.reshape(len(heads), -1) if heads else matrix.reshape(0, 0),
-            )  # fmt: skip
-            self._built[collection] = built
-            log.info("built BM25 index of %r: %d chunks (version %d)", collection, len(ids), version)
-            return built
+            current = self._built.get(collection)
+            if current is not None and (current.version == version or self._rebuilds.stale_ok(current)):
+                if current.version != version:
+                    self._rebuilds.request(collection, version)
+                return current
+            gate = self._gates.setdefault(collection, threading.Lock())
+        with gate:  # one cold build per collection; the other queries wait for it rather than build again
+            with self._lock:
+                current = self._built.get(collection)
+            if current is not None and current.version == version:
+                return current
+            snapshot = self._rebuilds.cold(collection, version)
+            with self._lock:
+                self._built[collection] = snapshot
+                self._last = None
+            return snapshot
+
+    def warm(self) -> None:
+        """Have every collection's snapshot in memory before the first query (a server's start): a saved one is
+        mapped, a small one built. A failure is logged and left to the first query to try again."""
+        with self._engine.connect() as conn:
+            names = list(conn.execute(select(versions.c.collection).order_by(versions.c.collection)).scalars())
+        for collection in names:
+            try:
+                self._index(collection)
+            except Exception:
+                log.warning("could not prepare the BM25 index of %r at start", collection, exc_info=True)
+
+    def _swap(self, snapshot: Snapshot) -> None:
+        """A background build finished: queries answer from it from now on."""
+        with self._lock:
+            current = self._built.get(snapshot.collection)
+            if current is None or current.version < snapshot.version:
+                self._built[snapshot.collection] = snapshot
+                self._last = None
 
     def search(
         self,
         collection: str,
         query: str,
         k: int,
-        accept: Callable[[Metadata], bool] | None = None,
+        filters: SearchFilters | None = None,
         *,
         with_text: bool = True,
     ) -> list[LexicalHit]:
-        """Top ``k`` chunks by BM25 with a positive score; ``accept`` filters on chunk metadata.
+        """Top ``k`` chunks by BM25 with a positive score, within ``filters``.
 
         ``with_text=False`` leaves the texts empty (a caller keeping a few of the hits reads theirs
-        with ``texts``)."""
+        with ``texts``). Metadata comes from the chunks table (current, whatever the snapshot's age)."""
         built = self._index(collection)
         scored = self._scores(built, query)
         if scored is None or k <= 0:
             return []
-        scores, coverage = scored
-        if accept is not None:
-            mask = np.fromiter((accept(m) for m in built.metadatas), dtype=bool, count=len(built.metadatas))
-            scores = np.where(mask, scores, 0.0)
-        positive = int(np.count_nonzero(scores > 0))
-        k = min(k, positive)
+        rows, scores, coverage = scored
+        if filters is not None and not filters.empty():
+            keep = filters.mask(built, rows)
+            rows, scores, coverage = rows[keep], scores[keep], coverage[keep]
+        k = min(k, len(rows))
         if k == 0:
             return []
         top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        texts = self.texts(collection, [built.ids[i] for i in top]) if with_text else {}
+        top = top[np.lexsort((rows[top], -scores[top]))]  # by score, ties in chunk id order
+        ids = [built.chunk_id(int(rows[i])) for i in top]
+        found = self._select_ids(collection, ids, chunks.c.metadata, chunks.c.text if with_text else None)
         return [
-            LexicalHit(
-                built.ids[i], texts.get(built.ids[i], ""), built.metadatas[i], float(scores[i]), float(coverage[i])
-            )
-            for i in top
+            LexicalHit(cid, found[cid][1] or "", json.loads(found[cid][0]), float(scores[i]), float(coverage[i]))
+            for cid, i in zip(ids, top, strict=True)
+            if cid in found  # deleted since the snapshot was built
         ]
 
     def score_ids(self, collection: str, query: str, ids: Iterable[str]) -> dict[str, tuple[float, float]]:
         """(BM25 score, coverage) of given chunks, 0 when absent: lexical evidence for dense-only hits."""
         built = self._index(collection)
         scored = self._scores(built, query)
-        result = {}
-        for cid in ids:
-            pos = built.positions.get(cid)
-            ok = scored is not None and pos is not None
-            result[cid] = (float(scored[0][pos]), float(scored[1][pos])) if ok else (0.0, 0.0)  # type: ignore[index]
+        wanted = list(ids)
+        result = dict.fromkeys(wanted, (0.0, 0.0))
+        if scored is None or not wanted:
+            return result
+        rows, scores, coverage = scored
+        positions = built.positions(wanted)
+        at = np.minimum(np.searchsorted(rows, positions), max(len(rows) - 1, 0))
+        for cid, pos, i in zip(wanted, positions, at, strict=True):
+            if pos >= 0 and len(rows) and rows[i] == pos:
+                result[cid] = (float(scores[i]), float(coverage[i]))
         return result
 
-    def _scores(self, built: _Built, query: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """BM25 scores and IDF-weighted query-term coverage of every chunk (None: no known query term).
+    def _scores(self, built: Snapshot, query: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The chunks with any query term (rows of the snapshot, ascending), their BM25 scores and IDF-weighted
+        query-term coverage (None: no known query term).
 
         Coverage is what makes lexical evidence comparable across queries (raw BM25 is not):
-        the relevance floor uses it. BM25 is a sum over query terms, so one pass per term gives both.
+        the relevance floor uses it. Computed from the terms' posting lists only (the CSC columns of the
+        BM25 matrix): the cost follows how many chunks hold the query's words, not the collection's size.
         """
         if built.retriever is None:
             return None
@@ -275,57 +295,64 @@ class LexicalIndex:
         self._last = (key, result)
         return result
 
-    def _compute_scores(self, built: _Built, query: str) -> tuple[np.ndarray, np.ndarray] | None:
+    def _compute_scores(self, built: Snapshot, query: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         assert built.retriever is not None
         vocab = built.retriever.vocab_dict
+        matrix = built.retriever.scores
+        indptr, indices, data = matrix["indptr"], matrix["indices"], matrix["data"]
         terms = sorted(set(self.tokenize([query])[0]))
         if not any(t in vocab for t in terms):
             return None
-        n = len(built.ids)
-        scores = np.zeros(n, dtype=np.float32)
-        covered = np.zeros(n, dtype=np.float32)
+        n = len(built)
+        postings: list[np.ndarray] = []
+        weights: list[np.ndarray] = []
+        idfs: list[np.ndarray] = []
         total_idf = 0.0
         for term in terms:
-            if term in vocab:
-                s = np.asarray(built.retriever.get_scores([term]), dtype=np.float32)
-                present = s > 0
-                df = int(np.count_nonzero(present))
-                scores += s
-            else:  # a word no chunk has ("France" in an HR handbook) still counts against coverage
-                present, df = np.zeros(n, dtype=bool), 0
-            idf = float(np.log(1 + (n - df + 0.5) / (df + 0.5)))
-            covered += idf * present
+            # a word no chunk has ("France" in an HR handbook) still counts against coverage: df 0
+            start, end = (int(indptr[vocab[term]]), int(indptr[vocab[term] + 1])) if term in vocab else (0, 0)
+            idf = float(np.log(1 + (n - (end - start) + 0.5) / ((end - start) + 0.5)))
             total_idf += idf
-        return scores, covered / total_idf
+            if end > start:
+                postings.append(np.asarray(indices[start:end]))
+                weights.append(np.asarray(data[start:end], dtype=np.float32))
+                idfs.append(np.full(end - start, idf, dtype=np.float32))
+        rows, inverse = np.unique(np.concatenate(postings), return_inverse=True)
+        scores = np.bincount(inverse, weights=np.concatenate(weights), minlength=len(rows)).astype(np.float32)
+        covered = np.bincount(inverse, weights=np.concatenate(idfs), minlength=len(rows)).astype(np.float32)
+        return rows, scores, covered / np.float32(total_idf)
 
     def metadatas(self, collection: str, ids: Iterable[str]) -> dict[str, Metadata]:
-        """Metadata of the given chunks from the in-memory index (a copy; absent ids are left out).
+        """Metadata of the given chunks, as ingestion gave the vector store (absent ids are left out).
 
-        The same metadata ingestion gave the vector store: retrieval reads it here instead of
-        asking Chroma for it on every query."""
-        built = self._index(collection)
-        found = ((cid, built.positions.get(cid)) for cid in ids)
-        return {cid: dict(built.metadatas[pos]) for cid, pos in found if pos is not None}
+        Read from the chunks table by primary key (~1 ms for 40 chunks): cheaper than asking Chroma, and
+        current even while the BM25 snapshot is a version behind."""
+        found = self._select_ids(collection, list(dict.fromkeys(ids)), chunks.c.metadata)
+        return {cid: json.loads(row[0]) for cid, row in found.items()}
 
     def section_cosines(self, collection: str, ids: Iterable[str], query: np.ndarray) -> dict[str, float]:
         """Cosine of ``query`` to the sections whose first chunks are ``ids`` (ids without a section vector are
-        left out), from the in-memory index. Retrieval asks right after searching it, so the index built last is
+        left out), from the snapshot. Retrieval asks right after searching it, so the snapshot used last is
         used without asking the database for its version again (~1 ms of a ~15 ms query); a section written
         since has no vector yet, which only leaves its chunks ranked on their own."""
         with self._lock:
             built = self._built.get(collection)
         if built is None:
             built = self._index(collection)
-        found = [(cid, row) for cid in dict.fromkeys(ids) if (row := built.sections.get(cid)) is not None]
+        wanted = list(dict.fromkeys(ids))
+        positions = built.positions(wanted)
+        rows = np.where(positions >= 0, built.section_rows[np.maximum(positions, 0)], -1)
+        found = [(cid, int(row)) for cid, row in zip(wanted, rows, strict=True) if row >= 0]
         if not found or built.section_matrix.shape[1] != query.shape[0]:  # another model's vectors: none apply
             return {}
-        cosines = built.section_matrix[[row for _, row in found]].astype(np.float32) @ query.astype(np.float32)
+        matrix = built.section_matrix[[row for _, row in found]].astype(np.float32)
+        cosines = matrix @ query.astype(np.float32)
         return {cid: float(value) for (cid, _), value in zip(found, cosines, strict=True)}
 
     def section_vectors(self, collection: str, ids: Iterable[str]) -> dict[str, np.ndarray]:
         """The section vectors stored on the given chunks, read from the database (tools and copies)."""
         found = self._select_ids(collection, sorted(set(ids)), chunks.c.section_vector)
-        return {cid: np.frombuffer(blob, dtype=np.float16).astype(np.float32) for cid, blob in found.items() if blob}
+        return {cid: np.frombuffer(row[0], dtype=np.float16).astype(np.float32) for cid, row in found.items() if row[0]}
 
     def present(self, collection: str, ids: list[str]) -> set[str]:
         """Which of ``ids`` the index holds."""
@@ -333,17 +360,20 @@ class LexicalIndex:
 
     def texts(self, collection: str, ids: list[str]) -> dict[str, str]:
         """Texts of the given chunks (absent ids are left out)."""
-        return self._select_ids(collection, ids, chunks.c.text)
+        return {cid: row[0] for cid, row in self._select_ids(collection, ids, chunks.c.text).items()}
 
-    def _select_ids(self, collection: str, ids: list[str], column: Any) -> dict[str, Any]:
-        """chunk id → ``column`` for those of ``ids`` the index holds (in batches)."""
+    def _select_ids(self, collection: str, ids: list[str], *columns: Any) -> dict[str, tuple[Any, ...]]:
+        """chunk id → the ``columns`` (a None column reads as None) of those of ``ids`` the table holds."""
         c = chunks.c
-        found: dict[str, Any] = {}
+        wanted = [col for col in columns if col is not None]
+        found: dict[str, tuple[Any, ...]] = {}
         with self._engine.connect() as conn:
             for start in range(0, len(ids), BATCH):
                 part = ids[start : start + BATCH]
-                rows = conn.execute(select(c.chunk_id, column).where(c.collection == collection, c.chunk_id.in_(part)))
-                found.update({r[0]: r[1] for r in rows})
+                rows = conn.execute(select(c.chunk_id, *wanted).where(c.collection == collection, c.chunk_id.in_(part)))
+                for r in rows:
+                    values = iter(r[1:])
+                    found[r[0]] = tuple(next(values) if col is not None else None for col in columns)
         return found
 
     def close(self) -> None:
@@ -353,15 +383,3 @@ class LexicalIndex:
 
 def _pack(vector: np.ndarray | None) -> bytes | None:
     return None if vector is None else np.asarray(vector, dtype=np.float16).tobytes()
-
-
-def _uniform(heads: list[tuple[str, bytes]], collection: str) -> list[tuple[str, bytes]]:
-    """The section vectors of the most common length: one of another length (another embedding model, a
-    truncated write) would make the whole matrix unreadable, and with it every search of the collection."""
-    sizes = Counter(len(blob) for _, blob in heads)
-    if len(sizes) <= 1:
-        return heads
-    size = sizes.most_common(1)[0][0]
-    log.warning("%d section vectors of %r have another length than %d bytes: ignored", len(heads) - sizes[size],
-                collection, size)  # fmt: skip
-    return [(cid, blob) for cid, blob in heads if len(blob) == size]

@@ -93,6 +93,11 @@ def internal_name(name: str) -> str:
     return f"kb-{slug}-{digest}" if slug else f"kb-{digest}"
 
 
+def _catching_up(exc: Exception) -> bool:
+    """Chroma's error for a chunk its reader has not caught up with yet (written by another process)."""
+    return "Error finding id" in str(exc)
+
+
 def _set_timeout(client: ClientAPI, seconds: float) -> None:
     """chromadb exposes no timeout setting: set it on the httpx session its HTTP client uses."""
     session = getattr(getattr(client, "_server", None), "_session", None)
@@ -303,11 +308,38 @@ class VectorStore:
         self._get(name)  # raises CollectionMissing with the user's name
         self._client.delete_collection(internal_name(name))
 
+    def _get_ids(self, name: str, ids: Sequence[str], include: list[Any]) -> Any:
+        """``get`` by ids; while this process's Chroma catches up with another process's writes (an embedded
+        store that a ``kb ingest`` writes to beside the server), a batch naming a chunk it cannot resolve yet
+        fails whole ("Error finding id"): then each id is read on its own and the unresolvable ones are left
+        out, as chunks not written yet."""
+        try:
+            return self._read(name, lambda c: c.get(ids=list(ids), include=include))
+        except Exception as exc:
+            if not _catching_up(exc):
+                raise
+        merged: dict[str, list[Any]] = {"ids": [], **{part: [] for part in include}}
+        skipped = 0
+        for cid in ids:
+            try:
+                one = self._read(name, lambda c, cid=cid: c.get(ids=[cid], include=include))  # type: ignore[misc]
+            except Exception as exc:
+                if not _catching_up(exc):
+                    raise
+                skipped += 1
+                continue
+            merged["ids"] += one["ids"]
+            for part in include:
+                merged[part] += list(one[part]) if one[part] is not None else [None] * len(one["ids"])
+        log.info("%d of %d chunks of %r are not readable yet (another process's write): left out", skipped,
+                 len(ids), name)  # fmt: skip
+        return merged
+
     def get_embeddings(self, name: str, ids: Sequence[str]) -> dict[str, Any]:
         """Stored float32 vectors of the given chunks (missing ids are left out)."""
         if not ids:
             return {}
-        got = self._read(name, lambda c: c.get(ids=list(ids), include=["embeddings"]))
+        got = self._get_ids(name, ids, ["embeddings"])
         vectors = got["embeddings"] if got["embeddings"] is not None else []
         return {cid: np.asarray(vec, dtype=np.float32) for cid, vec in zip(got["ids"], vectors, strict=True)}
 
@@ -315,10 +347,21 @@ class VectorStore:
         """Text and metadata of the given chunks (missing ids are left out)."""
         if not ids:
             return {}
-        got = self._read(name, lambda c: c.get(ids=list(ids), include=["documents", "metadatas"]))
+        got = self._get_ids(name, ids, ["documents", "metadatas"])
         docs: list[Any] = got["documents"] if got["documents"] else [None] * len(got["ids"])
         metas: list[Any] = got["metadatas"] if got["metadatas"] else [None] * len(got["ids"])
         return {cid: (d or "", dict(m or {})) for cid, d, m in zip(got["ids"], docs, metas, strict=True)}
+
+    def _fill(self, name: str, res: Any, fields: list[Any]) -> Any:
+        """A query's ids and distances completed with ``fields`` for the chunks readable now (see _get_ids)."""
+        got = self._get_ids(name, res["ids"][0], fields) if fields else {"ids": res["ids"][0]}
+        rows = {cid: i for i, cid in enumerate(got["ids"])}
+        distance = dict(zip(res["ids"][0], res["distances"][0], strict=True))
+        kept = [cid for cid in res["ids"][0] if cid in rows]
+        filled: dict[str, Any] = {"ids": [kept], "distances": [[distance[cid] for cid in kept]]}
+        for part in ("documents", "metadatas", "embeddings"):
+            filled[part] = [[got[part][rows[cid]] for cid in kept]] if part in fields else None
+        return filled
 
     def get_all(self, name: str) -> tuple[list[str], list[str], list[Metadata]]:
         """Every chunk's id, text and metadata (rebuilding a derived index, e.g. BM25)."""
@@ -348,15 +391,17 @@ class VectorStore:
             include += ["documents", "metadatas"]
         if with_embeddings:
             include.append("embeddings")
-        res = self._read(
-            name,
-            lambda c: c.query(
-                query_embeddings=[list(embedding)],  # type: ignore[arg-type]
-                n_results=k,
-                where=where,
-                include=include,
-            ),
-        )
+
+        def search(c: Collection, fields: list[Any]) -> Any:
+            return c.query(query_embeddings=[list(embedding)], n_results=k, where=where, include=fields)  # type: ignore[arg-type]
+
+        try:
+            res = self._read(name, lambda c: search(c, include))
+        except Exception as exc:
+            if not _catching_up(exc):
+                raise
+            res = self._read(name, lambda c: search(c, ["distances"]))  # ids, then what can be read of them
+            res = self._fill(name, res, [f for f in include if f != "distances"])
         ids = res["ids"][0]
         docs: list[Any] = res["documents"][0] if res["documents"] else [None] * len(ids)  # None: not asked for
         metas: list[Any] = res["metadatas"][0] if res["metadatas"] else [None] * len(ids)

@@ -1,7 +1,7 @@
 """Metadata filters for search (source, page range, heading), in both retrievers' terms.
 
 A filter must narrow each retriever's own candidate list (a Chroma ``where`` clause, a
-predicate over the BM25 index's chunk metadata), not the fused result: post-filtering a
+mask over the BM25 snapshot's per-chunk columns), not the fused result: post-filtering a
 top-40 list could leave nothing although matching chunks exist.
 """
 
@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+
+from vectorstore.lexical_build import NO_PAGE, Snapshot, find_sorted
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,25 @@ class SearchFilters:
             and (self.heading is None or meta.get("heading") == self.heading)
             and (not self.exclude_hashes or meta.get("doc_hash") not in self.exclude_hashes)
         )
+
+    def mask(self, snapshot: Snapshot, rows: np.ndarray | None = None) -> np.ndarray:
+        """``accept`` for the given rows of a BM25 snapshot (default: all) at once: numpy, not a Python loop."""
+        rows = np.arange(len(snapshot)) if rows is None else rows
+        keep = np.ones(len(rows), dtype=bool)
+        if self.sources:
+            keep &= np.isin(snapshot.source_codes[rows], find_sorted(snapshot.sources, self.sources))
+        if self.page_min is not None or self.page_max is not None:
+            pages = snapshot.pages[rows]
+            keep &= pages != NO_PAGE
+            if self.page_min is not None:
+                keep &= pages >= self.page_min
+            if self.page_max is not None:
+                keep &= pages <= self.page_max
+        if self.heading is not None:
+            keep &= np.isin(snapshot.heading_codes[rows], find_sorted(snapshot.headings, (self.heading,)))
+        if self.exclude_hashes:
+            keep &= ~np.isin(snapshot.hash_codes[rows], find_sorted(snapshot.hashes, self.exclude_hashes))
+        return keep
 
     def empty(self) -> bool:
         return self.where() is None

@@ -1,0 +1,300 @@
+"""How cost grows with the collection: 10k, 100k and 1M chunks on one box, measured over HTTP.
+
+For each size (collections built by bench/scale_corpus.py, whose docstring says how):
+  - open: `kb serve` started on the data dir, seconds until /readyz answers 200, then the first
+    query's latency (anything built lazily is paid there);
+  - POST /search p50/p95 for dense, lexical and hybrid, 1 client and --clients concurrent clients,
+    each request a distinct real question (the shared datasets' FAQ questions, reworded);
+    POST /chat (hybrid, offline extractive provider, answer cache bypassed) with 1 client;
+  - RSS of the API process (now and peak), size of the data dir on disk;
+  - `kb ingest --queue --wait` of 100 new documents (real sections the base left out; the server ingests
+    them, as on an embedded store it must) while one client keeps asking a
+    question only those documents answer: seconds from the start of the ingestion to the first answer
+    citing one of them, the first query after the ingestion ended, and the slowest query meanwhile
+    (a query that waits for an index rebuild shows here);
+  - restart: the server stopped and started again, seconds to ready and its first query.
+Results go to <data-dir>/results.json (one entry per size and store setup); ``--plot`` draws
+docs/img/scale.png from it. Nothing here is a test: figures, not assertions.
+
+Usage: .venv/bin/python bench/scale.py [--data-dir /tmp/kb-scale] [--sizes 10k,100k,1m]
+       [--requests 200] [--clients 20] [--plot]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from corpus10k import COLLECTION as BASE_COLLECTION  # noqa: E402  (bench/ is on sys.path)
+from corpus10k import build_collection, source_documents  # noqa: E402
+from http_query import distinct, free_port, machine  # noqa: E402
+from scale_corpus import SCALE_COLLECTION, build_scaled, components_for, load_base  # noqa: E402
+
+SIZES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}
+
+
+def create_key(data_dir: Path) -> str:
+    components = components_for(data_dir)
+    try:
+        return components.keys.create(f"scale-{int(time.time())}", "employee", [SCALE_COLLECTION]).token
+    finally:
+        components.close()
+
+
+class Server:
+    """`kb serve` on a data dir; ``start()`` returns the seconds until /readyz said ready."""
+
+    def __init__(self, data_dir: Path):
+        self.data_dir, self.port = data_dir, free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KB_DATA_DIR": str(self.data_dir / "data"), "KB_LLM__PROVIDER": "extractive",
+                "KB_LIMITS__REQUESTS_PER_MINUTE": "0", "KB_LOG_LEVEL": "INFO"}  # fmt: skip
+
+    def start(self) -> float:
+        cmd = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        log = (self.data_dir / "server.log").open("ab")
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, env=self.env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        while time.perf_counter() - started < 900:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"kb serve exited with {self.proc.returncode}; see {self.data_dir / 'server.log'}")
+            try:
+                if httpx.get(f"{self.base}/readyz", timeout=5).status_code == 200:
+                    return time.perf_counter() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise SystemExit("kb serve was not ready within 900 s")
+
+    def rss_mb(self) -> tuple[float, float]:
+        """(VmRSS, VmHWM) of the server process in MB."""
+        assert self.proc is not None
+        fields = dict(
+            line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines() if ":" in line
+        )
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=60)
+            self.proc = None
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1) if ordered else float("nan")
+
+
+async def phase(base: str, token: str, route: str, bodies: list[dict[str, Any]], clients: int) -> dict[str, Any]:
+    """``bodies`` posted to ``route`` by ``clients`` concurrent clients: p50/p95/max ms, errors, req/s."""
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    ms: list[float] = []
+    errors: list[str] = []
+    limits = httpx.Limits(max_connections=clients + 2, max_keepalive_connections=clients + 2)
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=300,
+                                 limits=limits) as client:  # fmt: skip
+
+        async def worker() -> None:
+            while not queue.empty():
+                body = queue.get_nowait()
+                t0 = time.perf_counter()
+                r = await client.post(route, json=body)
+                ms.append((time.perf_counter() - t0) * 1000)
+                if r.status_code != 200:
+                    errors.append(f"HTTP {r.status_code}: {r.text[:200]}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        wall = time.perf_counter() - started
+    return {"n": len(ms), "errors": len(errors), "first_error": errors[0] if errors else None, "p50": pct(ms, 0.5),
+            "p95": pct(ms, 0.95), "max": round(max(ms, default=0.0), 1), "rps": round(len(ms) / wall, 1)}  # fmt: skip
+
+
+def one_query(base: str, token: str, query: str, mode: str = "hybrid") -> tuple[float, dict[str, Any]]:
+    t0 = time.perf_counter()
+    r = httpx.post(f"{base}/search", json={"query": query, "collection": SCALE_COLLECTION, "mode": mode, "top_k": 5},
+                   headers={"Authorization": f"Bearer {token}"}, timeout=600)  # fmt: skip
+    return (time.perf_counter() - t0) * 1000, r.json()
+
+
+def question_for(text: str) -> str:
+    """The first 20 words of a document's first sentence-like line: what only it answers (checked by main)."""
+    lines = [ln for ln in text.splitlines()[1:] if len(ln.split()) >= 6]
+    return " ".join((lines[0] if lines else text).split()[:20])
+
+
+def remove_earlier_runs(size_dir: Path) -> int:
+    """Delete the documents earlier runs' ingestion phases added: the collection is back to its size, and this
+    run's documents are not near-duplicates of copies already there. Returns how many runs there were."""
+    from ingest.admin import delete_document
+
+    components = components_for(size_dir)
+    try:
+        for record in components.manifest.documents(SCALE_COLLECTION):
+            if record.source.startswith("new-"):
+                delete_document(components.store, components.manifest, SCALE_COLLECTION, record.source,
+                                components.lexical)  # fmt: skip
+    finally:
+        components.close()
+    return len(list(size_dir.glob("new-*")))
+
+
+def ingest_while_asking(server: Server, token: str, docs: list[tuple[str, str]]) -> dict[str, Any]:
+    """`kb ingest` of ``docs`` while a client asks for the last of them every 0.2 s."""
+    folder = server.data_dir / f"new-{int(time.time())}"
+    folder.mkdir()
+    run = folder.name  # new names each run: a second run must ingest, not find them unchanged
+    for name, text in docs:
+        (folder / f"{run}-{name}").write_text(text, encoding="utf-8")
+    name, text = f"{run}-{docs[-1][0]}", docs[-1][1]
+    question = question_for(text)
+    samples: list[tuple[float, float, bool]] = []  # (seconds since start, latency ms, found)
+    stop = threading.Event()
+    started = time.perf_counter()
+
+    def asker() -> None:
+        while not stop.is_set():
+            ms, body = one_query(server.base, token, question)
+            found = any(str(hit.get("source", "")).endswith(name) for hit in body.get("results", []))
+            samples.append((time.perf_counter() - started, ms, found))
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=asker, daemon=True)
+    thread.start()
+    # --queue: the server ingests (an embedded store has one process, docs/operations.md); --wait: until done
+    cmd = [
+        sys.executable,
+        "-m",
+        "app.cli",
+        "ingest",
+        str(folder),
+        "--collection",
+        SCALE_COLLECTION,
+        "--queue",
+        "--wait",
+    ]
+    done = subprocess.run(cmd, env=server.env(), cwd=ROOT, capture_output=True, text=True)
+    ingest_s = time.perf_counter() - started
+    time.sleep(15)  # queries after the ingestion: a rebuild after the writes shows here
+    stop.set()
+    thread.join(timeout=600)
+    after = [s for s in samples if s[0] >= ingest_s]
+    first_found = next((t for t, _, found in samples if found), None)
+    return {
+        "ingest_s": round(ingest_s, 1), "ingest_exit": done.returncode, "docs": len(docs),
+        "first_answer_s": round(first_found, 1) if first_found is not None else None,
+        "first_query_after_ms": round(after[0][1], 1) if after else None,
+        "max_query_ms_during": round(max((ms for _, ms, _ in samples), default=0.0), 1),
+        "queries_during": len(samples),
+        "samples": [[round(t, 2), round(ms, 1), found] for t, ms, found in samples],
+        "ingest_tail": (done.stdout or done.stderr)[-300:] if done.returncode else "",
+    }  # fmt: skip
+
+
+def measure(size_dir: Path, questions: list[str], new_docs: list[tuple[str, str, bool]], requests: int, clients: int
+            ) -> dict[str, Any]:  # fmt: skip
+    runs = remove_earlier_runs(size_dir)
+    fresh = new_docs[(runs * 100) % len(new_docs) :][:100] or new_docs[:100]
+    unique = next((d for d in reversed(fresh) if d[2]), fresh[-1])  # asked for during the ingestion
+    picked = [(d[0], d[1]) for d in fresh if d is not unique] + [(unique[0], unique[1])]
+    token = create_key(size_dir)
+    server = Server(size_dir)
+    result: dict[str, Any] = {"disk_mb": round(du_mb(size_dir / "data"), 1)}
+    try:
+        result["open_s"] = round(server.start(), 2)
+        result["first_query_ms"] = round(one_query(server.base, token, questions[0])[0], 1)
+        offset = 1
+        for mode in ("dense", "lexical", "hybrid"):
+            for n_clients in (1, clients):
+                bodies = [{"query": q, "collection": SCALE_COLLECTION, "mode": mode, "top_k": 5}
+                          for q in distinct(questions, requests, offset)]  # fmt: skip
+                offset += requests
+                result[f"search_{mode}_{n_clients}"] = asyncio.run(
+                    phase(server.base, token, "/search", bodies, n_clients)
+                )
+                print(f"    {mode}, {n_clients} client(s): {result[f'search_{mode}_{n_clients}']}", flush=True)
+        chat = [{"question": q, "collection": SCALE_COLLECTION, "cache": False}
+                for q in distinct(questions, requests // 2, offset)]  # fmt: skip
+        result["chat_hybrid_1"] = asyncio.run(phase(server.base, token, "/chat", chat, 1))
+        result["rss_mb"], result["rss_peak_mb"] = (round(x) for x in server.rss_mb())
+        print(f"    chat: {result['chat_hybrid_1']}; RSS {result['rss_mb']} MB", flush=True)
+        result["ingest"] = ingest_while_asking(server, token, picked)
+        print(f"    ingest: {result['ingest']}", flush=True)
+        result["rss_after_ingest_mb"] = round(server.rss_mb()[0])
+        server.stop()
+        result["restart_s"] = round(server.start(), 2)
+        result["first_query_after_restart_ms"] = round(one_query(server.base, token, questions[1])[0], 1)
+    finally:
+        server.stop()
+    return result
+
+
+def du_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/kb-scale"))
+    parser.add_argument("--sizes", default="10k,100k,1m")
+    parser.add_argument("--requests", type=int, default=200, help="requests per measured phase")
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--setup", default="embedded", help="a label for the store setup the KB_* environment names")
+    parser.add_argument("--plot", action="store_true", help="draw docs/img/scale.png from results.json and stop")
+    parser.add_argument("--build-only", action="store_true", help="build the collections, measure nothing")
+    args = parser.parse_args()
+    results_file = args.data_dir / "results.json"
+    if args.plot:
+        from scale_plot import plot
+
+        plot(json.loads(results_file.read_text()), ROOT / "docs" / "img" / "scale.png")
+        return
+    print(f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; {machine()}", flush=True)
+    docs, questions = source_documents()
+    base_dir = args.data_dir / "base"
+    build_collection(base_dir, docs)
+    used = {p.name for p in (base_dir / "corpus").iterdir()}
+    seen = "\n".join(text for name, text in docs if name in used)
+    # the documents the base left out, each marked whether its question is its own (no base text has it)
+    new_docs = [(name, text, question_for(text) not in seen) for name, text in docs if name not in used]
+    base = load_base(base_dir, BASE_COLLECTION)
+    print(f"base: {len(base.ids):,} chunks of {len(base.documents):,} documents; {len(new_docs)} new documents kept "
+          f"for the ingestion phase", flush=True)  # fmt: skip
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    for label in args.sizes.split(","):
+        size_dir = args.data_dir / label
+        started = time.perf_counter()
+        chunks = build_scaled(base, size_dir, SIZES[label])
+        print(f"{label}: {chunks:,} chunks (built in {time.perf_counter() - started:.0f} s)", flush=True)
+        if args.build_only:
+            continue
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        figures = measure(size_dir, questions, new_docs, args.requests, args.clients)
+        entry = {"chunks": chunks, "setup": args.setup, "date": when, "machine": machine(), **figures}
+        results[f"{args.setup}/{label}"] = entry
+        results_file.write_text(json.dumps(results, indent=1))
+        print(json.dumps(entry, indent=1), flush=True)
+
+
+if __name__ == "__main__":
+    main()

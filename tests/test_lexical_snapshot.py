@@ -1,0 +1,151 @@
+"""The BM25 snapshot (vectorstore/lexical_build.py) and its background rebuilds (vectorstore/lexical_rebuild.py).
+
+What a large collection needs and a small one never showed: the streamed build gives the scores bm25s's own
+index gives, filters are masks equal to the per-chunk predicate, a write does not make the next query wait
+for a rebuild (the previous snapshot answers while a child process builds), and a restarted process maps
+the saved snapshot instead of building.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import bm25s
+import numpy as np
+import pytest
+
+from vectorstore.filters import SearchFilters
+from vectorstore.lexical import LexicalIndex
+from vectorstore.lexical_build import build, load, save
+from vectorstore.tables import open_engine
+
+DATA = Path(__file__).parent / "data" / "gaps"
+
+
+def _real_texts() -> list[str]:
+    """The R and SQLite FAQ questions, two per chunk: 50 short real texts with shared and rare words."""
+    lines = [ln for f in sorted(DATA.glob("*.txt")) for ln in f.read_text().splitlines() if ln.strip()]
+    return [" ".join(lines[i : i + 2]) for i in range(0, len(lines), 2)]
+
+
+def _meta(i: int, rng: random.Random) -> dict[str, object]:
+    meta: dict[str, object] = {"document_id": f"d{i % 7}", "doc_hash": f"h{i % 7}-{i % 2}", "source": f"s{i % 5}.md"}
+    if rng.random() < 0.7:
+        meta["page"] = rng.randint(1, 9)
+    if rng.random() < 0.5:
+        meta["heading"] = rng.choice(["Install", "Usage", "FAQ"])
+    return meta
+
+
+@pytest.fixture()
+def filled(tmp_path: Path) -> tuple[LexicalIndex, list[str], list[str], list[dict[str, object]]]:
+    rng = random.Random(3)
+    texts = _real_texts()
+    ids = [f"c{i:03d}" for i in range(len(texts))]
+    metas = [_meta(i, rng) for i in range(len(texts))]
+    index = LexicalIndex(tmp_path / "kb.sqlite3")
+    index.upsert("faq", ids, texts, metas)
+    return index, ids, texts, metas
+
+
+def test_streamed_build_scores_like_bm25s_own_index(filled: tuple) -> None:  # type: ignore[type-arg]
+    index, ids, texts, _ = filled
+    snapshot = build(index._engine, "faq")
+    assert [snapshot.chunk_id(i) for i in range(len(snapshot))] == sorted(ids)
+    reference = bm25s.BM25()
+    reference.index(index.tokenize(texts), show_progress=False)
+    order = np.argsort(ids)  # the snapshot holds chunks in id order
+    assert snapshot.retriever is not None
+    vocab = snapshot.retriever.vocab_dict
+    assert set(vocab) == set(reference.vocab_dict) - {""}  # bm25s adds an empty token of its own
+    for term in vocab:
+        ours = snapshot.retriever.get_scores([term])
+        theirs = reference.get_scores([term])[order]
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7, err_msg=term)
+
+
+def test_a_filter_mask_is_the_per_chunk_predicate(filled: tuple) -> None:  # type: ignore[type-arg]
+    index, ids, texts, metas = filled
+    snapshot = build(index._engine, "faq")
+    by_id = dict(zip(ids, metas, strict=True))
+    cases = [
+        SearchFilters(("s1.md", "s3.md")), SearchFilters(page_min=3), SearchFilters(page_max=4),
+        SearchFilters(page_min=2, page_max=2), SearchFilters(heading="FAQ"), SearchFilters(heading="Nowhere"),
+        SearchFilters(exclude_hashes=("h1-1", "h4-0", "never")), SearchFilters(("s0.md",), 1, 8, "Usage", ("h0-0",)),
+        SearchFilters(("missing.md",)),
+    ]  # fmt: skip
+    for f in cases:
+        expected = [f.accept(by_id[snapshot.chunk_id(i)]) for i in range(len(snapshot))]
+        assert f.mask(snapshot).tolist() == expected, f
+        assert 0 < sum(expected) < len(expected) or f.heading == "Nowhere" or f.sources == ("missing.md",)
+    wanted = SearchFilters(("s1.md",), page_min=3)
+    query = next(text for text, meta in zip(texts, metas, strict=True) if wanted.accept(meta))
+    hits = index.search("faq", query, 50, wanted)
+    assert hits and all(h.metadata["source"] == "s1.md" and h.metadata.get("page", 0) >= 3 for h in hits)
+
+
+def test_saved_snapshot_maps_back_identical(filled: tuple, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    index, *_ = filled
+    snapshot = build(index._engine, "faq")
+    path = save(snapshot, tmp_path / "cache")
+    assert save(snapshot, tmp_path / "cache") == path  # a second save of one version is a no-op
+    loaded = load(path)
+    assert loaded.version == snapshot.version and len(loaded) == len(snapshot)
+    assert isinstance(loaded.ids, np.memmap)
+    assert loaded.retriever is not None and snapshot.retriever is not None
+    np.testing.assert_array_equal(loaded.retriever.get_scores(["version"]), snapshot.retriever.get_scores(["version"]))
+    for name in ("hash_codes", "hashes", "sources", "pages", "headings", "section_rows"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(snapshot, name))
+
+
+def _wait_for(predicate, seconds: float = 90.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "the background rebuild never showed"
+        time.sleep(0.2)
+
+
+def test_a_write_never_makes_a_query_wait_for_a_large_rebuild(tmp_path: Path) -> None:
+    """inline_below=1 makes the test's small collection "large": snapshots are built by a child process."""
+    db, cache = tmp_path / "kb.sqlite3", tmp_path / "cache"
+    texts = _real_texts()
+    index = LexicalIndex(db, cache_dir=cache, inline_below=1, rebuild_pause_s=0)
+    index.upsert(
+        "faq", [f"c{i}" for i in range(len(texts))], texts, [{"document_id": "d", "doc_hash": "h"}] * len(texts)
+    )
+    assert [h.id for h in index.search("faq", "current version of R", 1)] == ["c1"]  # cold: built, then used
+    assert index._rebuilds.builds == 1 and len(list(cache.iterdir())) == 1
+
+    index.upsert("faq", ["zebra"], ["Zebra crossings are painted white."], [{"document_id": "z", "doc_hash": "z"}])
+    assert index.search("faq", "zebra crossing", 5) == []  # answered from the previous snapshot: no wait
+    _wait_for(lambda: [h.id for h in index.search("faq", "zebra crossing", 5)] == ["zebra"])
+    assert index._rebuilds.builds == 2
+    directory = index._rebuilds.directory("faq")
+    _wait_for(lambda: len(list(directory.iterdir())) == 1)  # the older snapshot is pruned
+
+    restarted = LexicalIndex(db, cache_dir=cache, inline_below=1)
+    assert [h.id for h in restarted.search("faq", "zebra", 5)] == ["zebra"]
+    assert restarted._rebuilds.builds == 0  # mapped from the cache, not built
+
+    index.upsert("faq", ["yak"], ["A yak is a long-haired bovid."], [{"document_id": "y", "doc_hash": "y"}])
+    again = LexicalIndex(db, cache_dir=cache, inline_below=1, rebuild_pause_s=0)
+    assert again.search("faq", "yak", 5) == []  # the saved snapshot answers at once, the rebuild follows
+    _wait_for(lambda: [h.id for h in again.search("faq", "long-haired yak", 5)][:1] == ["yak"])
+
+
+def test_small_collections_still_see_every_write_at_once(tmp_path: Path) -> None:
+    index = LexicalIndex(tmp_path / "kb.sqlite3", cache_dir=tmp_path / "cache")  # default: inline below 50k
+    index.upsert("c", ["a"], ["Passwords are rotated yearly."], [{"document_id": "a", "doc_hash": "a"}])
+    assert [h.id for h in index.search("c", "password", 5)] == ["a"]
+    index.upsert("c", ["b"], ["A password manager is provided."], [{"document_id": "b", "doc_hash": "b"}])
+    assert {h.id for h in index.search("c", "password", 5)} == {"a", "b"}
+    assert not (tmp_path / "cache").exists()  # nothing saved for a small collection
+
+
+def test_the_cache_names_the_database(tmp_path: Path) -> None:
+    one = LexicalIndex(open_engine(tmp_path / "one.sqlite3", ())[0], cache_dir=tmp_path / "cache")
+    two = LexicalIndex(open_engine(tmp_path / "two.sqlite3", ())[0], cache_dir=tmp_path / "cache")
+    assert one._rebuilds.directory("faq") != two._rebuilds.directory("faq")
+    assert one._rebuilds.directory("faq") != one._rebuilds.directory("other")
