@@ -9,6 +9,7 @@ audit log, keys, conversations) is one engine per Components, migrated when firs
 from __future__ import annotations
 
 import logging
+import time
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,11 @@ class Components:
     @cached_property
     def lexical(self) -> LexicalIndex:
         """The BM25 chunks, in the shared database: every host builds the same matrix from them."""
-        return LexicalIndex(self.db, cache_dir=self.settings.data_dir / "cache" / "bm25")
+        r = self.settings.retrieval
+        return LexicalIndex(
+            self.db, cache_dir=self.settings.data_dir / "cache" / "bm25", inline_below=r.lexical_background_from,
+            rebuild_pause_s=r.lexical_rebuild_pause_s,
+        )  # fmt: skip
 
     @cached_property
     def retriever(self) -> Retriever:
@@ -255,6 +260,20 @@ class Components:
     def ingest_folder(self, folder: Path, collection: str, progress: Progress | None = None) -> dict[str, Any]:
         """Ingest one folder (an admin upload) and return the JSON summary."""
         return self.ingest_pipeline.ingest([folder], collection, progress=progress).as_dict()
+
+    def warm(self) -> None:
+        """Open every collection's indexes before the first question (a server's start): the BM25 snapshots
+        (mapped from the local cache, or built), and the vector index Chroma otherwise loads on the first query
+        (seconds at a million chunks). A failure is logged; the first query tries again."""
+        started = time.perf_counter()
+        self.lexical.warm()
+        try:
+            vector = self.embedder.embed_query("warm-up")
+            for info in self.store.list_collections():
+                self.store.query(info.name, vector, 1, with_records=False)
+        except Exception:
+            log.warning("could not open the vector index at start", exc_info=True)
+        log.info("indexes opened in %.2f s", time.perf_counter() - started)
 
     def close(self) -> None:
         stores = (

@@ -129,6 +129,16 @@ class RetrievalSettings(BaseModel):
     section_length_penalty: float = Field(
         0.05, ge=0, description="Score fusion: - this x ln(chunks in the chunk's section); 0 turns it off."
     )
+    lexical_background_from: int = Field(
+        50_000,
+        ge=1,
+        description="Collections of this many chunks or more get their BM25 index rebuilt in the background after "
+        "a write (the previous one answers meanwhile) and kept under data_dir/cache/bm25 for restarts; smaller "
+        "ones are rebuilt by the next query (~0.5 s per 10k chunks) and see every write at once.",
+    )
+    lexical_rebuild_pause_s: float = Field(
+        10.0, ge=0, description="Least time between two background BM25 rebuilds of one collection."
+    )
 
 
 class PromptSettings(BaseModel):

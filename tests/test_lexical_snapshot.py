@@ -149,3 +149,11 @@ def test_the_cache_names_the_database(tmp_path: Path) -> None:
     two = LexicalIndex(open_engine(tmp_path / "two.sqlite3", ())[0], cache_dir=tmp_path / "cache")
     assert one._rebuilds.directory("faq") != two._rebuilds.directory("faq")
     assert one._rebuilds.directory("faq") != one._rebuilds.directory("other")
+
+
+def test_a_server_start_opens_every_collections_indexes(handbook_components) -> None:  # type: ignore[no-untyped-def]
+    """What the API's start does (Components.warm): the first question finds the BM25 snapshot built."""
+    c = handbook_components
+    assert "handbook" not in c.lexical._built
+    c.warm()
+    assert "handbook" in c.lexical._built and len(c.lexical._built["handbook"]) == c.store.count("handbook")

@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
         components = components or Components(settings)
         _ = components.db  # reach the shared database and migrate it (KB_DATABASE__MIGRATE_ON_START) first
         _ = components.rag  # load model, open stores, validate the active prompt
-        components.lexical.warm()  # BM25 snapshots mapped or built now, not by the first query
+        components.warm()  # indexes opened now, not by the first query
         api.state.components = components
         if components.oidc is not None:  # a half-configured sign-in fails the start, not the first login
             log.info("single sign-on with %s (client %s)", components.oidc.issuer, settings.oidc.client_id)
