@@ -76,6 +76,7 @@ def test_a_filter_mask_is_the_per_chunk_predicate(filled: tuple) -> None:  # typ
         SearchFilters(exclude_hashes=("h1-1", "h4-0", "never")), SearchFilters(("s0.md",), 1, 8, "Usage", ("h0-0",)),
         SearchFilters(("missing.md",)),
     ]  # fmt: skip
+    assert all(snapshot.metadata(i) == by_id[snapshot.chunk_id(i)] for i in range(len(snapshot)))
     for f in cases:
         expected = [f.accept(by_id[snapshot.chunk_id(i)]) for i in range(len(snapshot))]
         assert f.mask(snapshot).tolist() == expected, f
@@ -96,7 +97,7 @@ def test_saved_snapshot_maps_back_identical(filled: tuple, tmp_path: Path) -> No
     assert isinstance(loaded.ids, np.memmap)
     assert loaded.retriever is not None and snapshot.retriever is not None
     np.testing.assert_array_equal(loaded.retriever.get_scores(["version"]), snapshot.retriever.get_scores(["version"]))
-    for name in ("hash_codes", "hashes", "sources", "pages", "headings", "section_rows"):
+    for name in ("hash_codes", "hashes", "sources", "pages", "headings", "section_rows", "meta_offsets", "meta_blob"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(snapshot, name))
 
 

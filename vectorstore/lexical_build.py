@@ -53,6 +53,8 @@ class Snapshot:
     headings: np.ndarray
     section_rows: np.ndarray  # int32 per chunk: its row of section_matrix if it heads a section, else -1
     section_matrix: np.ndarray  # float16, one row per section vector
+    meta_offsets: np.ndarray  # int64, one more than chunks: chunk i's metadata JSON is meta_blob[o[i]:o[i+1]]
+    meta_blob: np.ndarray  # uint8: the chunks' metadata JSON, concatenated (a chunk id's metadata never changes)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -63,6 +65,10 @@ class Snapshot:
 
     def chunk_id(self, position: int) -> str:
         return bytes(self.ids[position]).decode()
+
+    def metadata(self, position: int) -> dict[str, Any]:
+        start, end = int(self.meta_offsets[position]), int(self.meta_offsets[position + 1])
+        return dict(json.loads(self.meta_blob[start:end].tobytes()))
 
 
 def find_sorted(held: np.ndarray, values: list[str] | tuple[str, ...]) -> np.ndarray:
@@ -99,6 +105,7 @@ def build(engine: Engine, collection: str) -> Snapshot:
     lengths: list[int] = []
     columns: dict[str, list[Any]] = {"hash": [], "source": [], "page": [], "heading": []}
     heads: list[tuple[int, bytes]] = []
+    blobs: list[bytes] = []
     query = (
         select(c.chunk_id, c.tokens, c.metadata, c.section_vector)
         .where(c.collection == collection)
@@ -120,6 +127,7 @@ def build(engine: Engine, collection: str) -> Snapshot:
                 lengths.append(len(words))
                 ids.append(chunk_id.encode())
                 meta = json.loads(metadata)
+                blobs.append(metadata.encode())
                 columns["hash"].append(str(meta.get("doc_hash", "")))
                 columns["source"].append(str(meta.get("source", "")))
                 page = meta.get("page")
@@ -142,6 +150,8 @@ def build(engine: Engine, collection: str) -> Snapshot:
     return Snapshot(
         collection, version, held, retriever, hash_codes, hashes, source_codes, sources,
         np.asarray(columns["page"], dtype=np.int32), heading_codes, headings, section_rows, section_matrix,
+        np.concatenate([[0], np.cumsum([len(b) for b in blobs], dtype=np.int64)]).astype(np.int64),
+        np.frombuffer(b"".join(blobs), dtype=np.uint8),
     )  # fmt: skip
 
 
@@ -208,6 +218,8 @@ _ARRAYS = (
     "headings",
     "section_rows",
     "section_matrix",
+    "meta_offsets",
+    "meta_blob",
 )
 
 

@@ -37,6 +37,7 @@ from vectorstore.lexical_build import Snapshot, build, latest, load, prune
 from vectorstore.tables import chunks
 
 log = logging.getLogger(__name__)
+SNAPSHOT_FORMAT = 2  # part of the cache directory's name: a kb that saves other files never reads old ones
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -64,7 +65,7 @@ class Rebuilds:
     def directory(self, collection: str) -> Path:
         assert self._cache_dir is not None
         database = self._engine.url.render_as_string(hide_password=True)
-        key = hashlib.sha1(f"{database}\0{collection}".encode()).hexdigest()[:20]
+        key = hashlib.sha1(f"{SNAPSHOT_FORMAT}\0{database}\0{collection}".encode()).hexdigest()[:20]
         return self._cache_dir / key
 
     def stale_ok(self, snapshot: Snapshot) -> bool:
