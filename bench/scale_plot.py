@@ -19,9 +19,9 @@ def plot(results: dict[str, Any], out: Path) -> None:
         ("/search p95, 20 clients (ms)", lambda e, m: e[f"search_{m}_20"]["p95"], ("dense", "lexical", "hybrid")),
         ("API process RSS (MB)", lambda e, m: e[m], ("rss_mb", "rss_peak_mb")),
         ("data on disk (MB)", lambda e, m: e[m], ("disk_mb",)),
-        ("seconds: to ready, and to the first answer from a new document", _seconds, ("open", "restart", "answer")),
+        ("seconds to ready; to a new document's first answer", _seconds, ("open", "restart", "answer")),
         (
-            "queries while and after 100 documents are ingested (ms)",
+            "ms: slowest query while ingesting, first after",
             lambda e, m: e["ingest"][m],
             ("max_query_ms_during", "first_query_after_ms"),
         ),

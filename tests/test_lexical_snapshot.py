@@ -18,7 +18,7 @@ import pytest
 
 from vectorstore.filters import SearchFilters
 from vectorstore.lexical import LexicalIndex
-from vectorstore.lexical_build import build, load, save
+from vectorstore.lexical_build import FileArray, build, load, save
 from vectorstore.tables import open_engine
 
 DATA = Path(__file__).parent / "data" / "gaps"
@@ -94,11 +94,16 @@ def test_saved_snapshot_maps_back_identical(filled: tuple, tmp_path: Path) -> No
     assert save(snapshot, tmp_path / "cache") == path  # a second save of one version is a no-op
     loaded = load(path)
     assert loaded.version == snapshot.version and len(loaded) == len(snapshot)
-    assert isinstance(loaded.ids, np.memmap)
+    assert isinstance(loaded.meta_blob, FileArray) and isinstance(loaded.section_matrix, FileArray)
     assert loaded.retriever is not None and snapshot.retriever is not None
     np.testing.assert_array_equal(loaded.retriever.get_scores(["version"]), snapshot.retriever.get_scores(["version"]))
-    for name in ("hash_codes", "hashes", "sources", "pages", "headings", "section_rows", "meta_offsets", "meta_blob"):
+    for name in ("hash_codes", "hashes", "sources", "pages", "headings", "section_rows", "meta_offsets"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(snapshot, name))
+    assert all(loaded.metadata(i) == snapshot.metadata(i) for i in range(len(snapshot)))
+    rows = [0, len(snapshot.section_matrix) - 1] if len(snapshot.section_matrix) else []
+    np.testing.assert_array_equal(loaded.section_matrix[rows], snapshot.section_matrix[rows])
+    np.testing.assert_array_equal(loaded.retriever.scores["data"][3:40], snapshot.retriever.scores["data"][3:40])
+    np.testing.assert_array_equal(loaded.meta_blob[5:9], snapshot.meta_blob[5:9])
 
 
 def _wait_for(predicate, seconds: float = 90.0) -> None:  # type: ignore[no-untyped-def]

@@ -9,16 +9,15 @@ one built by ``index`` (tests/test_lexical_snapshot.py compares them). Built bes
 field the query path filters on (document version, source, page, heading, section), so a filter is
 a numpy mask and never a Python loop over a million metadata dicts.
 
-A snapshot is saved as .npy/.json files in a directory named after its version and loaded with
-``mmap``: a restarted server opens a million-chunk index in milliseconds instead of rebuilding it,
-and the kernel, not the Python heap, holds the pages. ``build_to_disk`` is what a background build
-runs in a child process (vectorstore/lexical.py).
+A snapshot is saved as .npy/.json files in a directory named after its version and opened from them: a
+restarted server opens a million-chunk index in a second instead of rebuilding it, and its large parts
+stay in the kernel's page cache, read a few rows at a time (FileArray), not in the Python heap.
+``build_to_disk`` is what a background build runs in a child process (vectorstore/lexical.py).
 """
 
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import shutil
 import time
@@ -247,27 +246,62 @@ def save(snapshot: Snapshot, directory: Path) -> Path:
     return final
 
 
-def load(path: Path) -> Snapshot:
-    """A saved snapshot, memory-mapped for random access.
+_ON_DISK = ("meta_blob", "section_matrix")  # large and read a few rows per query: pread, not loaded
 
-    Queries read a few dozen scattered chunks' metadata and posting lists: with the kernel's default
-    fault-around (64 KB per touch) a few hundred queries had mapped every page of a million-chunk snapshot
-    into the process (1.1 GB of RSS); with MADV_RANDOM a touch maps one page."""
+
+class FileArray:
+    """A saved .npy array whose rows are read from the file when asked for (``a[i:j]``, ``a[[i, j]]``).
+
+    Why not ``np.load(mmap_mode="r")``: queries read a few dozen scattered rows, and the kernel maps 64 KB
+    around each (fault-around, whatever madvise says), so within a few hundred queries every page of a
+    million-chunk snapshot (1.1 GB) counted in the server's RSS. Read with pread, the pages stay in the
+    kernel's page cache (shared, reclaimable) and the process holds only what it asked for."""
+
+    def __init__(self, path: Path):
+        with path.open("rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            reader = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, _, dtype = reader(f)
+            self._offset = f.tell()
+        self.shape: tuple[int, ...] = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self._row = self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64))
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: slice | list[int] | np.ndarray) -> np.ndarray:
+        if isinstance(key, slice):
+            start, stop, _ = key.indices(self.shape[0])
+            return self._rows(start, max(start, stop))
+        rows = [self._rows(int(i), int(i) + 1) for i in key]
+        return np.concatenate(rows) if rows else np.empty((0, *self.shape[1:]), dtype=self.dtype)
+
+    def _rows(self, start: int, stop: int) -> np.ndarray:
+        data = os.pread(self._fd, (stop - start) * self._row, self._offset + start * self._row)
+        return np.frombuffer(data, dtype=self.dtype).reshape((stop - start, *self.shape[1:]))
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
+
+
+def load(path: Path) -> Snapshot:
+    """A saved snapshot: the per-chunk columns in memory (~100 MB per million chunks), the metadata, section
+    vectors and BM25 postings read from the files on demand (FileArray)."""
     labels = json.loads((path / "labels.json").read_text())
-    arrays = {name: _random_access(np.load(path / f"{name}.npy", mmap_mode="r")) for name in _ARRAYS}
+    arrays: dict[str, Any] = {
+        name: FileArray(path / f"{name}.npy") if name in _ON_DISK else np.load(path / f"{name}.npy") for name in _ARRAYS
+    }
     retriever = None
     if (path / "bm25").is_dir():
         retriever = bm25s.BM25.load(path / "bm25", mmap=True, show_progress=False, verbosity=0)
-        for key in ("data", "indices", "indptr"):
-            retriever.scores[key] = _random_access(retriever.scores[key])
+        retriever.scores["indptr"] = np.array(retriever.scores["indptr"])
+        for key in ("data", "indices"):
+            retriever.scores[key] = FileArray(path / "bm25" / f"{key}.csc.index.npy")
     return Snapshot(labels["collection"], int(labels["version"]), retriever=retriever, **arrays)
-
-
-def _random_access(array: np.ndarray) -> np.ndarray:
-    mapped = getattr(array, "_mmap", None)  # np.memmap's mmap.mmap (None: an array numpy did not map)
-    if mapped is not None and hasattr(mmap, "MADV_RANDOM"):
-        mapped.madvise(mmap.MADV_RANDOM)
-    return array
 
 
 def latest(directory: Path) -> Path | None:
