@@ -320,7 +320,7 @@ class IngestPipeline:
                 log.warning("not switching %s in %r live: %s", pending.source, collection, exc)
                 report.failed.append({"source": pending.source, "error": f"another ingestion took over ({exc})"})
                 continue
-            self._sweep(collection, pending.doc_id, set(ids))
+            self._sweep_replaced(collection, pending, set(ids))
             self.manifest.release(collection, pending.source, self._owner, clean=True)
             if pending.previous is None:
                 report.added += 1
@@ -328,6 +328,21 @@ class IngestPipeline:
                 report.updated += 1
             if progress:
                 progress.file_done(pending.source, "updated" if pending.previous else "added", len(ids))
+
+    def _sweep_replaced(self, collection: str, pending: Pending, keep: set[str]) -> None:
+        """After the switch: delete the version it replaced. A clean previous version's chunks are exactly the
+        ids its manifest row lists (leftovers of crashed attempts were swept under the claim, in _settle), so
+        Chroma is asked by id: its metadata scan (``where document_id``) takes seconds per document at a million
+        chunks, holding the GIL, and stalled every query of a server ingesting (docs/benchmarks.md, "Scale").
+        A previous version not swept clean (a crash came first) still gets the full scan."""
+        previous = pending.previous
+        if previous is not None and not previous.clean:
+            self._sweep(collection, pending.doc_id, keep)
+            return
+        stale = sorted(set(previous.chunk_ids) - keep) if previous is not None else []
+        self.store.delete(collection, stale)
+        if self.lexical is not None:
+            self.lexical.sweep_document(collection, pending.doc_id, keep)
 
     def _sweep(self, collection: str, doc_id: str, keep: set[str]) -> None:
         """Delete every chunk of the document that is not in the live set (old versions, crash leftovers)."""
