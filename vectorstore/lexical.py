@@ -69,7 +69,7 @@ class LexicalIndex:
         self._lock = threading.RLock()
         self._gates: dict[str, threading.Lock] = {}
         self._rebuilds = Rebuilds(
-            self._engine, cache_dir, self._swap, inline_below=inline_below, pause_s=rebuild_pause_s
+            self._engine, cache_dir, self._swap, self.count, inline_below=inline_below, pause_s=rebuild_pause_s
         )
         self._stemmer = Stemmer.Stemmer(language)
         # The larger English list: question words ("how", "what", "does") otherwise dominate short queries.
@@ -217,7 +217,7 @@ class LexicalIndex:
 
     def warm(self) -> None:
         """Have every collection's snapshot in memory before the first query (a server's start): a saved one is
-        mapped, a small one built. A failure is logged and left to the first query to try again."""
+        opened, a small one built. A failure is logged and left to the first query to try again."""
         with self._engine.connect() as conn:
             names = list(conn.execute(select(versions.c.collection).order_by(versions.c.collection)).scalars())
         for collection in names:

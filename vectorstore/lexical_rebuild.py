@@ -8,9 +8,9 @@ build's gigabytes, so with a local cache directory:
 - a write only *requests* a rebuild: the query is answered from the snapshot it has (the new chunks
   are found by the dense retriever meanwhile, chunks removed since are dropped by the manifest's
   live-version filter as always), and a child process, at low CPU priority, builds the new snapshot
-  into the cache directory; this process then maps it and swaps it in. Rebuilds of one collection run
+  into the cache directory; this process then opens it and swaps it in. Rebuilds of one collection run
   one at a time, at least ``pause_s`` apart (an ingestion of hours does not keep a core busy rebuilding);
-- a restarted process maps the newest saved snapshot instead of building (milliseconds), and if the
+- a restarted process opens the newest saved snapshot instead of building (about a second), and if the
   database has moved on since, serves it while the child catches up.
 
 The cache is local to the host and derived: deleting it costs one rebuild. Its directory names the
@@ -31,10 +31,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
 from vectorstore.lexical_build import Snapshot, build, latest, load, prune
-from vectorstore.tables import chunks
 
 log = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = 2  # part of the cache directory's name: a kb that saves other files never reads old ones
@@ -47,6 +46,7 @@ class Rebuilds:
         engine: Engine,
         cache_dir: Path | None,
         swap: Callable[[Snapshot], None],
+        count: Callable[[str], int],
         *,
         inline_below: int = 50_000,
         pause_s: float = 10.0,
@@ -54,6 +54,7 @@ class Rebuilds:
         self._engine = engine
         self._cache_dir = cache_dir
         self._swap = swap
+        self._count = count  # chunks of a collection in the database (LexicalIndex.count)
         self.inline_below = inline_below
         self.pause_s = pause_s
         self._lock = threading.Lock()
@@ -76,14 +77,15 @@ class Rebuilds:
         """The first snapshot of this process (or the next one of a small collection): saved, built, or both."""
         if self._cache_dir is not None:
             saved = self._saved(collection)
-            if saved is not None and saved.version == version and len(saved) == self._count(collection):
+            rows = self._count(collection)
+            if saved is not None and saved.version == version and len(saved) == rows:
                 return saved
             if saved is not None and self.stale_ok(saved):
                 log.info("BM25 index of %r: serving the saved version %d while version %d is built",
                          collection, saved.version, version)  # fmt: skip
                 self.request(collection, version)
                 return saved
-            if self._count(collection) >= self.inline_below:
+            if rows >= self.inline_below:
                 return load(self._in_child(collection))
         started = time.perf_counter()
         snapshot = build(self._engine, collection)
@@ -101,11 +103,6 @@ class Rebuilds:
         except (OSError, ValueError) as exc:  # pruned by another process meanwhile, or damaged: rebuild
             log.warning("cannot read the saved BM25 index %s (%s); building it again", path, exc)
             return None
-
-    def _count(self, collection: str) -> int:
-        with self._engine.connect() as conn:
-            query = select(func.count()).select_from(chunks).where(chunks.c.collection == collection)
-            return int(conn.execute(query).scalar_one())
 
     def request(self, collection: str, version: int) -> None:
         """Make sure a background rebuild will bring ``collection`` to ``version`` at least (one at a time)."""
