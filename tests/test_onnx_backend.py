@@ -57,3 +57,15 @@ def test_models_the_onnx_backend_cannot_run_are_refused_clearly(tmp_path: Path) 
     (model / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
     with pytest.raises(OnnxUnsupported, match=r"no tokenizer\.json"):
         export(model, tmp_path / "out", quantize=True)
+
+
+def test_a_texts_vector_does_not_depend_on_the_texts_embedded_with_it(tmp_path: Path) -> None:
+    """Dynamic int8 quantization scales a run's activations by everything in the run: batched, a chunk's
+    vector changed with its neighbours (and a query's never matched its own text ingested). Each text
+    runs alone, so a text embeds the same alone, in any company, and as a query."""
+    onnx = load_embedder("all-MiniLM-L6-v2", backend="onnx-int8", cache_dir=tmp_path)
+    crowd = onnx.embed_documents([*TEXTS, "x " * 300, *(f"filler text number {i}" for i in range(40))])
+    for i, text in enumerate(TEXTS):
+        alone = onnx.embed_documents([text])[0]
+        assert np.array_equal(np.array(crowd[i]), np.array(alone))
+        assert np.array_equal(np.array(onnx.embed_query(text)), np.array(alone))
