@@ -91,6 +91,9 @@ def test_gaps_group_what_the_documents_do_not_answer(
     parts.close()
 
     monkeypatch.setenv("KB_DATA_DIR", str(parts.settings.data_dir))
+    # the CLI embeds the questions again: with the same model backend as `parts` (the tests' torch
+    # Embedder), so both reports cluster the same vectors and their topics can be compared
+    monkeypatch.setenv("KB_EMBEDDING__BACKEND", "torch")
     get_settings.cache_clear()
     page = tmp_path / "gaps.html"
     ran = CliRunner().invoke(cli, ["gaps", "--since", "1h", "--html", str(page), "--json"])
