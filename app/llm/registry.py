@@ -29,7 +29,6 @@ from app.llm.cache import CacheBackend, CachedChatModel
 from app.llm.costs import CostLoggedChatModel, Price, UsageLedger
 from app.llm.providers.extractive import ExtractiveChatModel
 from app.llm.providers.local import LocalChatModel
-from app.llm.providers.openai_provider import OpenAIChatModel
 from app.llm.resilience import FallbackChatModel, RetryingChatModel
 from app.settings import LlmSettings
 
@@ -37,6 +36,10 @@ log = logging.getLogger(__name__)
 
 
 def _openai(llm: LlmSettings) -> ChatModel:
+    # imported here: the openai SDK takes ~0.6 s to import, which a `kb ask` on the offline default
+    # provider should not pay
+    from app.llm.providers.openai_provider import OpenAIChatModel
+
     # max_retries=0: retries are RetryingChatModel's, one ledger row each.
     return OpenAIChatModel(
         llm.model, api_key=llm.api_key, base_url=llm.base_url, timeout_s=llm.timeout_s, max_retries=0
