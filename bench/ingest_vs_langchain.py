@@ -11,9 +11,11 @@ Then, on the last run's stores: page hit@5 on the R FAQ's real questions (bench/
 page of each answer in R-FAQ.pdf): kb's /search as shipped (hybrid) and dense only, LangChain's
 similarity_search. And where kb's time goes, each stage alone in this process: PDF parsing (kb's
 loader), chunking (tiktoken lengths), the embedding model's own rate on kb's chunks (the ceiling),
-and writing the chunks (vectors precomputed).
+and writing the chunks (a pipeline run with the documents already parsed and the vectors precomputed,
+minus the chunking).
 
 Usage: .venv/bin/python bench/ingest_vs_langchain.py --pdf-dir DIR [--rounds 3] [--work /tmp/kb-bench-lc]
+       [--before "env PYTHONPATH=OLD_CHECKOUT .venv/bin/python -m app.cli"]   (an older kb in the same rounds)
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def timed(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, float]:
     """Run a whole process; its wall time, CPU time and peak RSS (from wait4, this child only)."""
     started = time.perf_counter()
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        # not from this checkout's folder: `python -m app.cli` of another checkout would import this one's
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     if status != 0:
@@ -46,10 +49,10 @@ def timed(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, float]:
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}
 
 
-def run_kb(pdf_dir: Path, data: Path, log: Path) -> dict[str, float]:
+def run_kb(kb: list[str], pdf_dir: Path, data: Path, log: Path) -> dict[str, float]:
     shutil.rmtree(data, ignore_errors=True)
     env = {**os.environ, "KB_DATA_DIR": str(data)}
-    return timed([str(Path(PY).parent / "kb"), "ingest", str(pdf_dir), "--collection", "manuals"], env, log)
+    return timed([*kb, "ingest", str(pdf_dir), "--collection", "manuals"], env, log)
 
 
 def run_langchain(pdf_dir: Path, persist: Path, log: Path) -> dict[str, float]:
@@ -116,15 +119,23 @@ def stages(pdf_dir: Path, work: Path) -> dict[str, float]:
         def embed_documents(self, batch: list[str]) -> list[list[float]]:
             return [known[text] for text in batch]
 
+    import ingest.pipeline
+
+    parsed = {path.name: doc for path, doc in zip(files, docs, strict=True)}
     pipeline = components.ingest_pipeline
     pipeline.embedder.inner = Precomputed()  # type: ignore[attr-defined]  # the embedding cache still writes
-    t = time.perf_counter()
-    pipeline.ingest(files, "manuals")
-    total_write = time.perf_counter() - t
+    real_load = ingest.pipeline.load
+    ingest.pipeline.load = lambda path, data, limits=None: parsed[path.name]  # type: ignore[assignment]
+    try:  # what is left: hashing, chunking, writing (Chroma, BM25 rows, manifest, embedding cache)
+        t = time.perf_counter()
+        pipeline.ingest(files, "manuals")
+        chunk_and_write = time.perf_counter() - t
+    finally:
+        ingest.pipeline.load = real_load
     components.close()
     return {
         "chunks": len(chunks), "parse_s": parse, "chunk_s": chunk, "embed_s": embed,
-        "embed_chunks_per_s": len(chunks) / embed, "parse_chunk_write_s": total_write,
+        "embed_chunks_per_s": len(chunks) / embed, "write_s": chunk_and_write - chunk,
     }  # fmt: skip
 
 
@@ -133,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pdf-dir", type=Path, required=True)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/kb-bench-lc"))
+    parser.add_argument("--before", help="also run another checkout's kb: 'env PYTHONPATH=DIR python -m app.cli'")
     args = parser.parse_args(argv)
     from pdf_pages import answer_pages
     from pypdf import PdfReader
@@ -150,13 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     load_embedder(
         settings.embedding.model, backend=settings.embedding.backend, cache_dir=settings.embedding.export_dir()
     )
-    runs: dict[str, list[dict[str, float]]] = {"kb": [], "langchain": []}
+    runs: dict[str, list[dict[str, float]]] = {"kb": [], "langchain": []} | ({"before": []} if args.before else {})
+    kb = {"kb": [str(Path(PY).parent / "kb")], "before": (args.before or "").split()}
     for i in range(args.rounds):
-        order = ["kb", "langchain"] if i % 2 == 0 else ["langchain", "kb"]
+        order = list(runs) if i % 2 == 0 else list(reversed(runs))
         for name in order:
             log = args.work / f"{name}-{i}.log"
-            if name == "kb":
-                result = run_kb(args.pdf_dir, args.work / "kb-data", log)
+            if name in kb:
+                result = run_kb(kb[name], args.pdf_dir, args.work / f"{name}-data", log)
             else:
                 result = run_langchain(args.pdf_dir, args.work / "lc-store", log)
             runs[name].append(result)
@@ -170,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     lc_chunks = json.loads((args.work / f"langchain-{args.rounds - 1}.log").read_text().splitlines()[-1])["chunks"]
     cases, missing = answer_pages(args.pdf_dir / "R-FAQ.pdf")
     hits = page_hits(cases, args.work / "kb-data", args.work / "lc-store")
+    if args.before:
+        before = runs["before"]
+        walls = ", ".join(f"{r['wall_s']:.1f}" for r in before)
+        print(f"before: {walls} s; "
+              f"LangChain / before {sum(lc_wall) / sum(r['wall_s'] for r in before):.2f}x")  # fmt: skip
     print(f"page hit@5 on {len(cases)} R FAQ questions ({missing} answers not found in the PDF): "
           + ", ".join(f"{k} {v:.3f}" for k, v in hits.items()))  # fmt: skip
     where = stages(args.pdf_dir, args.work)

@@ -2,13 +2,11 @@
 
     PyPDFLoader → RecursiveCharacterTextSplitter(1000, 200) → HuggingFaceEmbeddings → Chroma.from_documents
 
-what LangChain's own RAG tutorial does with a folder of PDFs. Two of those classes live in packages that
-cannot be installed beside kb's LangChain 1.x: langchain-community (PyPDFLoader) requires
-langchain-core < 1, and langchain-huggingface (HuggingFaceEmbeddings) requires huggingface_hub < 2.
-Their code paths are reproduced here line for line from their sources (PyPDFLoader's default
-mode="page": one Document per page, `page.extract_text()`, metadata source/page/total_pages;
-HuggingFaceEmbeddings: `SentenceTransformer(model).encode(texts)` with default encode arguments, then
-`.tolist()`); the splitter and the Chroma integration are LangChain's own packages.
+what LangChain's own RAG tutorial does with a folder of PDFs. PyPDFLoader is langchain-community's own;
+HuggingFaceEmbeddings lives in langchain-huggingface, which cannot be installed beside kb's
+huggingface_hub 2 (it requires < 2), so its code path is reproduced from its source:
+`SentenceTransformer(model).encode(texts)` with default encode arguments after replacing newlines
+with spaces, then `.tolist()`. The splitter and the Chroma integration are LangChain's own packages.
 
 Usage: .venv/bin/python bench/langchain_peer.py PDF_DIR PERSIST_DIR          (ingest)
        .venv/bin/python bench/langchain_peer.py --query PERSIST_DIR < questions.jsonl   (top 5 pages)
@@ -25,7 +23,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from langchain_chroma import Chroma
-from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
 
@@ -46,24 +43,11 @@ class HuggingFaceEmbeddings(Embeddings):
         return self.embed_documents([text])[0]
 
 
-def pypdf_loader(path: Path) -> list[Document]:
-    """langchain_community PyPDFLoader(path).load(), mode="page": one Document per page."""
-    from pypdf import PdfReader
-
-    reader = PdfReader(path)
-    return [
-        Document(
-            page_content=page.extract_text(),
-            metadata={"source": str(path), "page": i, "total_pages": len(reader.pages)},
-        )
-        for i, page in enumerate(reader.pages)
-    ]
-
-
 def ingest(pdf_dir: Path, persist: Path) -> None:
+    from langchain_community.document_loaders import PyPDFLoader
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-    pages = [doc for path in sorted(pdf_dir.glob("*.pdf")) for doc in pypdf_loader(path)]
+    pages = [doc for path in sorted(pdf_dir.glob("*.pdf")) for doc in PyPDFLoader(str(path)).load()]
     splitter = RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=200)
     chunks = splitter.split_documents(pages)
     Chroma.from_documents(chunks, HuggingFaceEmbeddings(), persist_directory=str(persist))

@@ -169,6 +169,8 @@ class OnnxEmbedder:
         log.info("loaded embedding model %s (%d dims) from %s", self.name, self.dimension, path)
 
     def _run(self, ids: list[int]) -> np.ndarray:
+        if not ids:  # an empty text, with a tokenizer that adds no special tokens
+            return np.zeros(self.dimension, dtype=np.float32)
         row = np.array([ids], dtype=np.int64)
         feed = {"input_ids": row, "attention_mask": np.ones_like(row), "token_type_ids": np.zeros_like(row)}
         hidden = self._session.run(None, {k: v for k, v in feed.items() if k in self._input_names})[0]
