@@ -16,7 +16,6 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -161,8 +160,8 @@ class OnnxEmbedder:
         self._tokenizer.enable_truncation(max_len)
         self._tokenizer.no_padding()  # the model's tokenizer.json pads to 128; each text runs alone
         self._threads = _usable_cores()
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        # its threads start on first use: a process that only embeds queries never has them
+        self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="kb-embed")
         self.batch_size = batch_size  # the torch backend's setting; texts run one by one here
         self.name = f"{name}@onnx{'-int8' if quantize else ''}"
         self.dimension = len(self.embed_query("dimension probe"))
@@ -177,17 +176,11 @@ class OnnxEmbedder:
         vector = hidden[0].mean(axis=0)  # no padding: every token counts
         return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
-    def _workers(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="kb-embed")
-            return self._pool
-
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []
         ids = [e.ids for e in self._tokenizer.encode_batch(list(texts))]
-        runs = map(self._run, ids) if self._threads == 1 or len(ids) == 1 else self._workers().map(self._run, ids)
+        runs = map(self._run, ids) if self._threads == 1 or len(ids) == 1 else self._pool.map(self._run, ids)
         return [vector.tolist() for vector in runs]
 
     def embed_query(self, text: str) -> list[float]:
