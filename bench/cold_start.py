@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,14 +23,11 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from http_query import free_port, wait_until_up  # noqa: E402
+
 KB = [str(Path(sys.executable).parent / "kb")]
 QUESTION = "How many days of annual leave do I get?"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def time_ask(env: dict[str, str]) -> float:
@@ -53,15 +49,7 @@ def time_serve(env: dict[str, str], key: str | None) -> tuple[float, float]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"kb serve exited with {proc.returncode}")
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.02)
+        wait_until_up(proc, url + "/readyz", timeout_s=120, poll_s=0.02)
         ready = time.perf_counter() - started
         key = key or (Path(env["KB_DATA_DIR"]) / "admin-key.txt").read_text().strip()
         response = httpx.post(

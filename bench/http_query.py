@@ -82,18 +82,27 @@ def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     log = (data_dir / "server.log").open("wb")
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
+    wait_until_up(proc, f"http://127.0.0.1:{port}/healthz", timeout_s=180, poll_s=0.25, log=data_dir / "server.log")
+    return proc
+
+
+def wait_until_up(
+    proc: subprocess.Popen[bytes], url: str, *, timeout_s: float = 180, poll_s: float = 0.1, log: Path | None = None
+) -> float:
+    """Poll ``url`` until it answers 200 (every bench that starts `kb serve`): the seconds that took. Ends
+    the bench, pointing at ``log``, if the server exits first or never answers."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
         if proc.poll() is not None:
-            raise SystemExit(f"kb serve exited with {proc.returncode}; see {data_dir / 'server.log'}")
+            raise SystemExit(f"kb serve exited with {proc.returncode}" + (f"; see {log}" if log else ""))
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
+            if httpx.get(url, timeout=5).status_code == 200:
+                return time.perf_counter() - started
         except httpx.HTTPError:
             pass
-        time.sleep(0.25)
+        time.sleep(poll_s)
     proc.terminate()
-    raise SystemExit("kb serve did not become healthy within 180 s")
+    raise SystemExit(f"kb serve did not answer {url} within {timeout_s:.0f} s")
 
 
 class Recorder:

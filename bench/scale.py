@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from corpus10k import COLLECTION as BASE_COLLECTION  # noqa: E402  (bench/ is on sys.path)
 from corpus10k import build_collection, source_documents  # noqa: E402
-from http_query import distinct, free_port, machine  # noqa: E402
+from http_query import distinct, free_port, machine, wait_until_up  # noqa: E402
 from scale_corpus import SCALE_COLLECTION, build_scaled, components_for, load_base  # noqa: E402
 
 SIZES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}
@@ -70,18 +70,8 @@ class Server:
     def start(self) -> float:
         cmd = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         log = (self.data_dir / "server.log").open("ab")
-        started = time.perf_counter()
         self.proc = subprocess.Popen(cmd, env=self.env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        while time.perf_counter() - started < 900:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"kb serve exited with {self.proc.returncode}; see {self.data_dir / 'server.log'}")
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=5).status_code == 200:
-                    return time.perf_counter() - started
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise SystemExit("kb serve was not ready within 900 s")
+        return wait_until_up(self.proc, f"{self.base}/readyz", timeout_s=900, log=self.data_dir / "server.log")
 
     def rss_mb(self) -> tuple[float, float]:
         """(VmRSS, VmHWM) of the server process in MB."""
