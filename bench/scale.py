@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from corpus10k import COLLECTION as BASE_COLLECTION  # noqa: E402  (bench/ is on sys.path)
 from corpus10k import build_collection, source_documents  # noqa: E402
 from http_query import distinct, free_port, machine, wait_until_up  # noqa: E402
-from scale_corpus import SCALE_COLLECTION, build_scaled, components_for, load_base  # noqa: E402
+from scale_corpus import SCALE_COLLECTION, build_scaled, built_chunks, components_for, load_base  # noqa: E402
 
 SIZES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}
 
@@ -76,10 +76,14 @@ class Server:
     def rss_mb(self) -> tuple[float, float]:
         """(VmRSS, VmHWM) of the server process in MB."""
         assert self.proc is not None
-        fields = dict(
-            line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines() if ":" in line
-        )
-        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+        return rss_of(self.proc.pid)
+
+
+def rss_of(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MB."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -201,8 +205,8 @@ def ingest_while_asking(server: Server, token: str, docs: list[tuple[str, str]])
     }  # fmt: skip
 
 
-def measure(size_dir: Path, questions: list[str], new_docs: list[tuple[str, str, bool]], requests: int, clients: int
-            ) -> dict[str, Any]:  # fmt: skip
+def measure(size_dir: Path, questions: list[str], new_docs: list[tuple[str, str, bool]], requests: int, clients: int,
+            chroma_pid: int | None = None) -> dict[str, Any]:  # fmt: skip
     runs = remove_earlier_runs(size_dir)
     fresh = new_docs[(runs * 100) % len(new_docs) :][:100] or new_docs[:100]
     unique = next((d for d in reversed(fresh) if d[2]), fresh[-1])  # asked for during the ingestion
@@ -227,6 +231,8 @@ def measure(size_dir: Path, questions: list[str], new_docs: list[tuple[str, str,
                 for q in distinct(questions, requests // 2, offset)]  # fmt: skip
         result["chat_hybrid_1"] = asyncio.run(phase(server.base, token, "/chat", chat, 1))
         result["rss_mb"], result["rss_peak_mb"] = (round(x) for x in server.rss_mb())
+        if chroma_pid:  # a Chroma server's process holds the HNSW index instead of the API's
+            result["chroma_rss_mb"], result["chroma_rss_peak_mb"] = (round(x) for x in rss_of(chroma_pid))
         print(f"    chat: {result['chat_hybrid_1']}; RSS {result['rss_mb']} MB", flush=True)
         result["ingest"] = ingest_while_asking(server, token, picked)
         print(f"    ingest: {result['ingest']}", flush=True)
@@ -251,6 +257,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--setup", default="embedded", help="a label for the store setup the KB_* environment names")
     parser.add_argument("--plot", action="store_true", help="draw docs/img/scale.png from results.json and stop")
+    parser.add_argument("--chroma-pid", type=int, help="the Chroma server (KB_VECTORSTORE__MODE=http): its RSS too")
     parser.add_argument("--build-only", action="store_true", help="build the collections, measure nothing")
     args = parser.parse_args()
     results_file = args.data_dir / "results.json"
@@ -262,24 +269,29 @@ def main() -> None:
     print(f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; {machine()}", flush=True)
     docs, questions = source_documents()
     base_dir = args.data_dir / "base"
-    build_collection(base_dir, docs)
+    labels = args.sizes.split(",")
+    base = None
+    # the base (embedded, its own data dir) is only opened to build: with --setup naming a server setup in
+    # the KB_* environment, a collection built before is measured as it is and the base is not touched
+    if any(built_chunks(args.data_dir / label) < SIZES[label] for label in labels):
+        build_collection(base_dir, docs)
+        base = load_base(base_dir, BASE_COLLECTION)
+        print(f"base: {len(base.ids):,} chunks of {len(base.documents):,} documents", flush=True)
     used = {p.name for p in (base_dir / "corpus").iterdir()}
     seen = "\n".join(text for name, text in docs if name in used)
     # the documents the base left out, each marked whether its question is its own (no base text has it)
     new_docs = [(name, text, question_for(text) not in seen) for name, text in docs if name not in used]
-    base = load_base(base_dir, BASE_COLLECTION)
-    print(f"base: {len(base.ids):,} chunks of {len(base.documents):,} documents; {len(new_docs)} new documents kept "
-          f"for the ingestion phase", flush=True)  # fmt: skip
+    print(f"{len(new_docs)} new documents kept for the ingestion phase", flush=True)
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
-    for label in args.sizes.split(","):
+    for label in labels:
         size_dir = args.data_dir / label
         started = time.perf_counter()
-        chunks = build_scaled(base, size_dir, SIZES[label])
+        chunks = build_scaled(base, size_dir, SIZES[label]) if base is not None else built_chunks(size_dir)
         print(f"{label}: {chunks:,} chunks (built in {time.perf_counter() - started:.0f} s)", flush=True)
         if args.build_only:
             continue
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        figures = measure(size_dir, questions, new_docs, args.requests, args.clients)
+        figures = measure(size_dir, questions, new_docs, args.requests, args.clients, args.chroma_pid)
         entry = {"chunks": chunks, "setup": args.setup, "date": when, "machine": machine(), **figures}
         results[f"{args.setup}/{label}"] = entry
         results_file.write_text(json.dumps(results, indent=1))

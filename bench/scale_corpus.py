@@ -161,6 +161,12 @@ def write(components: Any, collection: str, batch: tuple[list[Any], ...]) -> Non
         bump(conn, manifest_stamps, "stamp", collection)
 
 
+def built_chunks(target_dir: Path) -> int:
+    """Chunks a finished or interrupted ``build_scaled`` wrote under ``target_dir`` (0: none)."""
+    progress_file = target_dir / "built.json"
+    return int(json.loads(progress_file.read_text()).get("chunks", 0)) if progress_file.exists() else 0
+
+
 def build_scaled(base: Base, target_dir: Path, size: int, collection: str = SCALE_COLLECTION) -> int:
     """Fill ``collection`` under ``target_dir`` to ``size`` chunks (resumable: finished copies are skipped)."""
     progress_file = target_dir / "built.json"

@@ -5,13 +5,21 @@ base left out in a thread, and asks distinct hybrid questions in a loop meanwhil
 for over a second, every thread's stack is sampled (every 0.3 s). Prints the slow queries and the most
 common sampled stacks: what the query thread waited on, and what the ingestion was doing then.
 
+With ``--py-spy PATH`` (a py-spy binary: a diagnostic tool, not a kb dependency) each slow query also gets
+one dump of every thread with native frames (what a Rust or C extension is doing while it holds the GIL
+or a lock), saved beside the data dir. Garbage-collector passes over 100 ms are printed as well.
+
 Usage: .venv/bin/python bench/scale_stalls.py [--data-dir /tmp/kb-scale/1m] [--docs 100] [--offset 600]
+       [--py-spy /path/to/py-spy]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import gc
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -32,6 +40,7 @@ def main() -> None:
     parser.add_argument("--base", type=Path, default=Path("/tmp/kb-scale/base"))
     parser.add_argument("--docs", type=int, default=100)
     parser.add_argument("--offset", type=int, default=600, help="which of the left-out documents (vary per run)")
+    parser.add_argument("--py-spy", help="a py-spy binary: a native dump of every thread during each slow query")
     args = parser.parse_args()
     docs, questions = source_documents()
     used = {p.name for p in (args.base / "corpus").iterdir()}
@@ -47,9 +56,30 @@ def main() -> None:
     main_thread = threading.get_ident()
     done = threading.Event()
 
+    opened = time.perf_counter()
+    gc_started: dict[int, float] = {}
+    slow_gc: list[tuple[float, int, float]] = []
+
+    def gc_timer(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_started[info["generation"]] = time.perf_counter()
+        elif (took := time.perf_counter() - gc_started.get(info["generation"], time.perf_counter())) > 0.1:
+            slow_gc.append((round(time.perf_counter() - opened, 1), info["generation"], round(took, 2)))
+
+    gc.callbacks.append(gc_timer)
+    dumps: list[Path] = []
+
     def watchdog() -> None:
+        dumped_for: float | None = None
         while not done.is_set():
             since = asking["since"]
+            if since is not None and time.perf_counter() - since > 1.0 and args.py_spy and dumped_for != since:
+                dumped_for = since
+                out = folder.parent / f"{folder.name}-dump{len(dumps)}.txt"
+                with out.open("w") as f:
+                    subprocess.run([args.py_spy, "dump", "--native", "--pid", str(os.getpid())], stdout=f,
+                                   stderr=subprocess.STDOUT, check=False)  # fmt: skip
+                dumps.append(out)
             if since is not None and time.perf_counter() - since > 1.0:
                 for tid, frame in sys._current_frames().items():
                     stack = traceback.extract_stack(frame)[-6:][::-1]
@@ -76,6 +106,9 @@ def main() -> None:
     print(f"{len(latencies)} queries; over 500 ms: {[(round(t, 1), round(ms)) for t, ms in latencies if ms > 500]}")
     for stack, count in samples.most_common(12):
         print(count, stack)
+    print(f"ingestion started {started - opened:.1f} s in; garbage-collector passes over 100 ms "
+          f"(seconds in, generation, seconds): {slow_gc}")  # fmt: skip
+    print("native dumps during slow queries:", *dumps)
 
 
 if __name__ == "__main__":
