@@ -255,12 +255,14 @@ class Manifest:
             cached = self._dead.get(collection)
             if cached is not None and cached[0] == stamp:
                 return cached[1]
-            live = select(d.doc_hash).where(d.collection == collection)
+            # the same bytes may be live under another name: its chunks must stay visible. NOT EXISTS, one
+            # index lookup per writer (documents_hash), not NOT IN (SELECT ...), which SQLite answers by copying
+            # every live version into a temporary B-tree first: seconds per search at a million chunks
+            live = select(d.doc_hash).where(d.collection == w.collection, d.doc_hash == w.doc_hash)
             rows = conn.execute(
                 select(w.doc_hash)
                 .distinct()
-                # the same bytes may be live under another name: its chunks must stay visible
-                .where(w.collection == collection, w.owner != "", w.doc_hash.not_in(live))
+                .where(w.collection == collection, w.owner != "", ~live.exists())
                 .order_by(w.doc_hash)
             )
             dead = tuple(r[0] for r in rows)
