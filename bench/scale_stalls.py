@@ -7,7 +7,8 @@ common sampled stacks: what the query thread waited on, and what the ingestion w
 
 With ``--py-spy PATH`` (a py-spy binary: a diagnostic tool, not a kb dependency) each slow query also gets
 one dump of every thread with native frames (what a Rust or C extension is doing while it holds the GIL
-or a lock), saved beside the data dir. Garbage-collector passes over 100 ms are printed as well.
+or a lock), saved beside the data dir; the dump pauses the process for a while, so the latencies of a
+run with dumps are not figures. Garbage-collector passes over 100 ms are printed as well.
 
 Usage: .venv/bin/python bench/scale_stalls.py [--data-dir /tmp/kb-scale/1m] [--docs 100] [--offset 600]
        [--py-spy /path/to/py-spy]
@@ -42,6 +43,9 @@ def main() -> None:
     parser.add_argument("--offset", type=int, default=600, help="which of the left-out documents (vary per run)")
     parser.add_argument("--py-spy", help="a py-spy binary: a native dump of every thread during each slow query")
     args = parser.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(relativeCreated)8.0f ms %(levelname)s %(name)s: %(message)s")
     docs, questions = source_documents()
     used = {p.name for p in (args.base / "corpus").iterdir()}
     new = [d for d in docs if d[0] not in used][args.offset : args.offset + args.docs]
@@ -103,7 +107,8 @@ def main() -> None:
         asking["since"] = None
     done.set()
     components.close()
-    print(f"{len(latencies)} queries; over 500 ms: {[(round(t, 1), round(ms)) for t, ms in latencies if ms > 500]}")
+    print(f"{len(latencies)} queries; over 500 ms (seconds after the ingestion started, ms): "
+          f"{[(round(t, 1), round(ms)) for t, ms in latencies if ms > 500]}")  # fmt: skip
     for stack, count in samples.most_common(12):
         print(count, stack)
     print(f"ingestion started {started - opened:.1f} s in; garbage-collector passes over 100 ms "
