@@ -78,18 +78,18 @@ class Server:
         assert self.proc is not None
         return rss_of(self.proc.pid)
 
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=60)
+            self.proc = None
+
 
 def rss_of(pid: int) -> tuple[float, float]:
     """(VmRSS, VmHWM) of a process in MB."""
     lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     fields = dict(line.split(":", 1) for line in lines if ":" in line)
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=60)
-            self.proc = None
 
 
 def pct(values: list[float], q: float) -> float:

@@ -141,6 +141,26 @@ def test_a_write_never_makes_a_query_wait_for_a_large_rebuild(tmp_path: Path) ->
     _wait_for(lambda: [h.id for h in again.search("faq", "long-haired yak", 5)][:1] == ["yak"])
 
 
+def test_a_chunk_written_since_the_snapshot_gets_its_bm25_evidence(tmp_path: Path) -> None:
+    """Hybrid retrieval asks score_ids for the dense side's hits. While a large collection's rebuild runs, a new
+    document's chunk is found by the dense side only: scored 0, it fused below older near-duplicates."""
+    texts = _real_texts()
+    index = LexicalIndex(tmp_path / "kb.sqlite3", cache_dir=tmp_path / "cache", inline_below=1, rebuild_pause_s=0)
+    index.upsert(
+        "faq", [f"c{i}" for i in range(len(texts))], texts, [{"document_id": "d", "doc_hash": "h"}] * len(texts)
+    )
+    assert index.search("faq", "current version of R", 1)  # the snapshot is built
+    index.upsert("faq", ["zebra"], ["Zebra crossings are painted white."], [{"document_id": "z", "doc_hash": "z"}])
+    # no search since the write: nothing has asked for a rebuild, the snapshot lacks "zebra"
+    scores = index.score_ids("faq", "zebra crossing", ["zebra", "c1", "gone"])
+    assert scores["zebra"][0] > 0 and scores["zebra"][1] == pytest.approx(1.0)
+    assert scores["c1"] == (0.0, 0.0) and scores["gone"] == (0.0, 0.0)  # in the snapshot without the words; absent
+    partly = index.score_ids("faq", "zebra version", ["zebra"])["zebra"]
+    assert 0 < partly[0] < scores["zebra"][0] and 0 < partly[1] < 1  # "version" is a known word the chunk lacks
+    release = index.score_ids("faq", "current version of R", ["zebra", "c1"])
+    assert release["zebra"] == (0.0, 0.0) and release["c1"][0] > 0
+
+
 def test_small_collections_still_see_every_write_at_once(tmp_path: Path) -> None:
     index = LexicalIndex(tmp_path / "kb.sqlite3", cache_dir=tmp_path / "cache")  # default: inline below 50k
     index.upsert("c", ["a"], ["Passwords are rotated yearly."], [{"document_id": "a", "doc_hash": "a"}])

@@ -18,6 +18,7 @@ filter to lexical hits exactly as to dense ones.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import threading
@@ -33,7 +34,7 @@ from bm25s.stopwords import STOPWORDS_EN_PLUS
 from sqlalchemy import ColumnElement, Engine, func, select
 
 from vectorstore.filters import SearchFilters
-from vectorstore.lexical_build import Snapshot, current_version
+from vectorstore.lexical_build import BM25_K1, Snapshot, current_version
 from vectorstore.lexical_rebuild import Rebuilds
 from vectorstore.tables import BATCH, LEXICAL_TABLES, bump, chunks, open_engine, upsert, versions, write_tx
 
@@ -269,19 +270,50 @@ class LexicalIndex:
 
     def score_ids(self, collection: str, query: str, ids: Iterable[str]) -> dict[str, tuple[float, float]]:
         """(BM25 score, coverage) of given chunks, 0 when absent: lexical evidence for dense-only hits. Asked right
-        after ``search`` for the same query: its snapshot and scores are used, without asking for the version."""
+        after ``search`` for the same query: its snapshot and scores are used, without asking for the version;
+        chunks written since that snapshot are scored from their stored tokens (``_score_fresh``)."""
         built = self._current(collection)
         scored = self._scores(built, query)
         wanted = list(ids)
         result = dict.fromkeys(wanted, (0.0, 0.0))
-        if scored is None or not wanted:
+        if not wanted:
             return result
-        rows, scores, coverage = scored
         positions = built.positions(wanted)
-        at = np.minimum(np.searchsorted(rows, positions), max(len(rows) - 1, 0))
-        for cid, pos, i in zip(wanted, positions, at, strict=True):
-            if pos >= 0 and len(rows) and rows[i] == pos:
-                result[cid] = (float(scores[i]), float(coverage[i]))
+        if scored is not None:
+            rows, scores, coverage = scored
+            at = np.minimum(np.searchsorted(rows, positions), max(len(rows) - 1, 0))
+            for cid, pos, i in zip(wanted, positions, at, strict=True):
+                if pos >= 0 and len(rows) and rows[i] == pos:
+                    result[cid] = (float(scores[i]), float(coverage[i]))
+        fresh = [cid for cid, pos in zip(wanted, positions, strict=True) if pos < 0]
+        result.update(self._score_fresh(collection, built, query, fresh))
+        return result
+
+    def _score_fresh(
+        self, collection: str, built: Snapshot, query: str, ids: list[str]
+    ) -> dict[str, tuple[float, float]]:
+        """BM25 of chunks written since ``built`` (found by the dense side while a large collection's rebuild
+        runs in the background), from their stored tokens, with the snapshot's IDF and an average length.
+
+        Scored 0 instead, a new document's chunk fused below the older near-duplicates both lists knew, and
+        did not reach the top 5 for its own sentence until the rebuild was in (a minute at a million chunks)."""
+        found = self._select_ids(collection, ids, chunks.c.tokens) if ids else {}
+        if not found:
+            return {}
+        vocab = built.retriever.vocab_dict if built.retriever is not None else {}
+        indptr = built.retriever.scores["indptr"] if built.retriever is not None else None
+        n = len(built)
+        idf: dict[str, float] = {}
+        for term in set(self.tokenize([query])[0]):
+            df = int(indptr[vocab[term] + 1] - indptr[vocab[term]]) if indptr is not None and term in vocab else 0
+            idf[term] = float(np.log(1 + (n - df + 0.5) / (df + 0.5)))
+        total_idf = sum(idf.values()) or 1.0
+        result: dict[str, tuple[float, float]] = {}
+        for cid, (tokens,) in found.items():
+            counts = collections.Counter(str(tokens).split())
+            present = [t for t in idf if counts[t]]
+            score = sum(idf[t] * counts[t] / (BM25_K1 + counts[t]) for t in present)  # length taken as average
+            result[cid] = (score, sum(idf[t] for t in present) / total_idf)
         return result
 
     def _scores(self, built: Snapshot, query: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:

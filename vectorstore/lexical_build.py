@@ -33,7 +33,7 @@ from vectorstore.tables import chunks, versions
 
 NO_PAGE = np.iinfo(np.int32).min
 _ROWS = 20_000  # rows per database batch
-_K1, _B = 1.5, 0.75  # bm25s's defaults (the Lucene variant kb has always used)
+BM25_K1, BM25_B = 1.5, 0.75  # bm25s's defaults (the Lucene variant kb has always used)
 
 
 @dataclass
@@ -192,13 +192,13 @@ def _retriever(docs_parts: list[np.ndarray], terms_parts: list[np.ndarray], tf_p
     df = np.bincount(terms, minlength=len(vocab))
     idf = np.log(1 + (n - df + 0.5) / (df + 0.5)).astype(np.float32)  # bm25s's _score_idf_lucene
     avg = lengths.mean()
-    tfc = tf / (_K1 * ((1 - _B) + _B * lengths[docs] / avg) + tf)  # bm25s's _score_tfc_lucene
+    tfc = tf / (BM25_K1 * ((1 - BM25_B) + BM25_B * lengths[docs] / avg) + tf)  # bm25s's _score_tfc_lucene
     weights = (idf[terms].astype(np.float64) * tfc).astype(np.float32)
     del tf, tfc
     order = np.argsort(terms, kind="stable")  # by term; chunks stay in order within a term
     indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
     np.cumsum(df, out=indptr[1:])
-    retriever = bm25s.BM25(k1=_K1, b=_B, method="lucene")
+    retriever = bm25s.BM25(k1=BM25_K1, b=BM25_B, method="lucene")
     retriever.scores = {"data": weights[order], "indices": docs[order], "indptr": indptr, "num_docs": n}
     retriever.vocab_dict = vocab
     retriever.nonoccurrence_array = None  # the Lucene variant has none
