@@ -245,7 +245,6 @@ class Components:
             batch_chunks=self.settings.embedding.batch_size * 8,
             lexical=self.lexical,
             claim_ttl_s=self.settings.queue.claim_ttl_s,
-            parse_pdfs_in_child=self.settings.chunking.parse_pdfs_in_child,
             exclusive=(lambda: one_writing_process(self.settings.chroma_dir / ".kb-ingest.lock"))
             if self.settings.vectorstore.mode == "embedded"
             else None,

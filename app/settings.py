@@ -102,11 +102,6 @@ class ChunkingSettings(BaseModel):
     chunk_tokens: int = Field(200, ge=20, le=2000, description="Target chunk size in tokens.")
     overlap_tokens: int = Field(30, ge=0, description="Tokens shared by neighbouring chunks.")
     encoding: str = Field("cl100k_base", description="tiktoken encoding used to count tokens.")
-    parse_pdfs_in_child: bool = Field(
-        True,
-        description="Parse PDFs in a child process (the embedding threads never wait for the parser; a PDF that "
-        "crashes the parser fails alone). false: in a thread of the ingesting process.",
-    )
 
 
 class RetrievalSettings(BaseModel):

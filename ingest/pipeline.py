@@ -29,8 +29,7 @@ from app.errors import IngestError, InvalidCollectionNameError
 from ingest.chunking import Chunk, Chunker, section_vectors
 from ingest.files import document_id, iter_files
 from ingest.limits import FileLimits, check_chunks
-from ingest.loaders import LOADERS
-from ingest.parse_process import parse
+from ingest.loaders import LOADERS, load
 from ingest.repair import missing_chunks, sweep_abandoned, sweep_document, sweep_orphans
 from ingest.types import EmbedsDocuments, IngestReport, Outcome, Pending, Progress, prefetch
 from vectorstore.lexical import LexicalIndex
@@ -55,7 +54,6 @@ class IngestPipeline:
         batch_chunks: int = 256,
         lexical: LexicalIndex | None = None,
         claim_ttl_s: float = 60.0,
-        parse_pdfs_in_child: bool = True,
         limits: FileLimits | None = None,
         exclusive: Callable[[], AbstractContextManager[None]] | None = None,
     ):
@@ -68,7 +66,6 @@ class IngestPipeline:
         self.lexical = lexical  # BM25 side of hybrid search: written and swept with the vector store
         self.claim_ttl_s = claim_ttl_s  # a crashed writer's claims free up after this (renewed while alive)
         self.limits = limits or FileLimits()
-        self.parse_pdfs_in_child = parse_pdfs_in_child  # ingest/parse_process.py
         self.exclusive = exclusive or nullcontext  # embedded stores: one writing process at a time
         self._owner = ""
         self._deferred: list[Pending] = []
@@ -112,7 +109,7 @@ class IngestPipeline:
         self, files: list[tuple[Path, str]], collection: str, report: IngestReport, progress: Progress | None
     ) -> None:
         queue: list[Pending] = []
-        # Parse the next files in a worker thread while this one embeds (PDFs in a child process: parse_process).
+        # Parse the next files in a worker thread while this one embeds (torch releases the GIL).
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-parse") as pool:
             try:
                 examined = prefetch(pool, files, lambda f: self._examine(f[0], f[1], collection), ahead=16)
@@ -169,7 +166,7 @@ class IngestPipeline:
             if previous is not None and previous.doc_hash == doc_hash and not repair:
                 return Outcome(source, "unchanged", previous=previous, path=path)
             doc_id = document_id(collection, source)
-            loaded = parse(path, data, self.limits, in_child=self.parse_pdfs_in_child)
+            loaded = load(path, data, self.limits)
             chunks = self.chunker.chunk(doc_id, loaded.sections, doc_hash, loaded.title)
             check_chunks(len(chunks), source, self.limits)
             if not chunks:
