@@ -34,7 +34,7 @@ from bm25s.stopwords import STOPWORDS_EN_PLUS
 from sqlalchemy import ColumnElement, Engine, func, select
 
 from vectorstore.filters import SearchFilters
-from vectorstore.lexical_build import BM25_K1, Snapshot, current_version
+from vectorstore.lexical_build import BM25_K1, Snapshot, current_version, lucene_idf
 from vectorstore.lexical_rebuild import Rebuilds
 from vectorstore.tables import BATCH, LEXICAL_TABLES, bump, chunks, open_engine, upsert, versions, write_tx
 
@@ -306,7 +306,7 @@ class LexicalIndex:
         idf: dict[str, float] = {}
         for term in set(self.tokenize([query])[0]):
             df = int(indptr[vocab[term] + 1] - indptr[vocab[term]]) if indptr is not None and term in vocab else 0
-            idf[term] = float(np.log(1 + (n - df + 0.5) / (df + 0.5)))
+            idf[term] = float(lucene_idf(n, df))
         total_idf = sum(idf.values()) or 1.0
         result: dict[str, tuple[float, float]] = {}
         for cid, (tokens,) in found.items():
@@ -350,7 +350,7 @@ class LexicalIndex:
         for term in terms:
             # a word no chunk has ("France" in an HR handbook) still counts against coverage: df 0
             start, end = (int(indptr[vocab[term]]), int(indptr[vocab[term] + 1])) if term in vocab else (0, 0)
-            idf = float(np.log(1 + (n - (end - start) + 0.5) / ((end - start) + 0.5)))
+            idf = float(lucene_idf(n, end - start))
             total_idf += idf
             if end > start:
                 postings.append(np.asarray(indices[start:end]))

@@ -36,6 +36,12 @@ _ROWS = 20_000  # rows per database batch
 BM25_K1, BM25_B = 1.5, 0.75  # bm25s's defaults (the Lucene variant kb has always used)
 
 
+def lucene_idf(n: int | np.ndarray, df: int | np.ndarray) -> np.ndarray:
+    """BM25's IDF as bm25s's Lucene variant computes it (``_score_idf_lucene``): one formula for the build,
+    the per-query coverage and the scoring of chunks newer than a snapshot."""
+    return np.log(1 + (n - np.asarray(df) + 0.5) / (np.asarray(df) + 0.5))
+
+
 @dataclass
 class Snapshot:
     """Everything a query needs about a collection's chunks, as of one version of the chunks table."""
@@ -190,7 +196,7 @@ def _retriever(docs_parts: list[np.ndarray], terms_parts: list[np.ndarray], tf_p
     terms = np.concatenate(terms_parts)
     tf = np.concatenate(tf_parts).astype(np.float64)
     df = np.bincount(terms, minlength=len(vocab))
-    idf = np.log(1 + (n - df + 0.5) / (df + 0.5)).astype(np.float32)  # bm25s's _score_idf_lucene
+    idf = lucene_idf(n, df).astype(np.float32)
     avg = lengths.mean()
     tfc = tf / (BM25_K1 * ((1 - BM25_B) + BM25_B * lengths[docs] / avg) + tf)  # bm25s's _score_tfc_lucene
     weights = (idf[terms].astype(np.float64) * tfc).astype(np.float32)
