@@ -18,7 +18,6 @@ filter to lexical hits exactly as to dense ones.
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import threading
@@ -34,7 +33,8 @@ from bm25s.stopwords import STOPWORDS_EN_PLUS
 from sqlalchemy import ColumnElement, Engine, func, select
 
 from vectorstore.filters import SearchFilters
-from vectorstore.lexical_build import BM25_K1, Snapshot, current_version, lucene_idf
+from vectorstore.lexical_build import Snapshot, current_version, lucene_idf
+from vectorstore.lexical_delta import Delta, Segment
 from vectorstore.lexical_rebuild import Rebuilds
 from vectorstore.tables import BATCH, LEXICAL_TABLES, bump, chunks, open_engine, upsert, versions, write_tx
 
@@ -76,6 +76,7 @@ class LexicalIndex:
         # The larger English list: question words ("how", "what", "does") otherwise dominate short queries.
         self._stopwords = list(STOPWORDS_EN_PLUS) if language == "english" else None
         self._built: dict[str, Snapshot] = {}
+        self._deltas: dict[str, Delta] = {}  # collection → the chunks written since its snapshot
         # search() then score_ids() for the same query (hybrid retrieval) computes the scores once.
         self._last: tuple[tuple[str, int, str], tuple[np.ndarray, np.ndarray, np.ndarray] | None] | None = None
 
@@ -119,10 +120,11 @@ class LexicalIndex:
             }
             for cid, tok, text, meta in zip(ids, tokens, texts, metadatas, strict=True)
         ]
-        # one transaction: the chunks and the version bump that tells readers to rebuild
+        # one transaction: the version bump that tells readers to rebuild, and the chunks labelled with it (the
+        # rows a reader's snapshot lacks are those written after its version: vectorstore/lexical_delta.py)
         with write_tx(self._engine) as conn:
-            upsert(conn, chunks, rows)
-            bump(conn, versions, "version", collection)
+            version = bump(conn, versions, "version", collection)
+            upsert(conn, chunks, [{**row, "written": version} for row in rows])
 
     def _delete_where(self, collection: str, condition: ColumnElement[bool]) -> int:
         with write_tx(self._engine) as conn:
@@ -172,6 +174,7 @@ class LexicalIndex:
             bump(conn, versions, "version", collection)
         with self._lock:
             self._built.pop(collection, None)
+            self._deltas.pop(collection, None)
             self._last = None
 
     def count(self, collection: str) -> int:
@@ -188,26 +191,46 @@ class LexicalIndex:
         return current_version(self._engine, collection)
 
     def _index(self, collection: str) -> Snapshot:
-        """The snapshot to answer from: the current version's, or, while a large collection's rebuild runs in
-        the background after a write, the one before it (no query waits for a rebuild; see module doc)."""
+        return self._resolve(collection)[0]
+
+    def _resolve(self, collection: str) -> tuple[Snapshot, int]:
+        """The snapshot to answer from, and the collection's version: the snapshot is the current version's, or,
+        while a large collection's rebuild runs in the background after a write, the one before it (no query
+        waits for a rebuild; see module doc): the rows written since are searched beside it (``_delta``)."""
         version = self._version(collection)
         with self._lock:
             current = self._built.get(collection)
             if current is not None and (current.version == version or self._rebuilds.stale_ok(current)):
                 if current.version != version:
                     self._rebuilds.request(collection, version)
-                return current
+                return current, version
             gate = self._gates.setdefault(collection, threading.Lock())
         with gate:  # one cold build per collection; the other queries wait for it rather than build again
             with self._lock:
                 current = self._built.get(collection)
             if current is not None and current.version == version:
-                return current
+                return current, version
             snapshot = self._rebuilds.cold(collection, version)
             with self._lock:
                 self._built[collection] = snapshot
                 self._last = None
-            return snapshot
+            return snapshot, version
+
+    def _delta(self, collection: str, built: Snapshot, version: int) -> Delta | None:
+        """The chunks written after ``built`` up to ``version`` (None when the snapshot is current): read once
+        per write, only the new rows each time."""
+        if built.version >= version:
+            return None
+        with self._lock:
+            held = self._deltas.get(collection)
+        if held is None or held.base != built.version:
+            held = Delta(collection, built.version, built.version)
+        delta = held.extended(self._engine, built, version)
+        with self._lock:
+            current = self._deltas.get(collection)
+            if current is None or current.base != delta.base or current.through < delta.through:
+                self._deltas[collection] = delta
+        return delta
 
     def _current(self, collection: str) -> Snapshot:
         """The snapshot last used for the collection, without asking the database for the version (one read,
@@ -248,9 +271,28 @@ class LexicalIndex:
 
         ``with_text=False`` leaves the texts empty (a caller keeping a few of the hits reads theirs
         with ``texts``). Metadata comes from the chunks table (current, whatever the snapshot's age)."""
-        built = self._index(collection)
+        built, version = self._resolve(collection)
+        if k <= 0:
+            return []
+        found = self._top(built, query, k, filters)
+        delta = self._delta(collection, built, version)
+        if delta is not None and delta.size:
+            idf, total_idf = self._idf(built, query)
+            fresh = delta.search(idf, built.avg_length, filters)
+            found += [(score, cid, weight / total_idf, meta) for cid, (score, weight, meta) in fresh.items()]
+            found = sorted(found, key=lambda hit: (-hit[0], hit[1]))[:k]
+        texts = self.texts(collection, [cid for _, cid, _, _ in found]) if with_text else {}
+        return [
+            LexicalHit(cid, texts.get(cid, ""), meta, float(score), float(coverage))
+            for score, cid, coverage, meta in found
+        ]  # a chunk deleted since the snapshot belongs to no live version: the caller's live filter drops it
+
+    def _top(
+        self, built: Snapshot, query: str, k: int, filters: SearchFilters | None
+    ) -> list[tuple[float, str, float, Metadata]]:
+        """The snapshot's top ``k`` as (score, chunk id, coverage, metadata), by score then chunk id."""
         scored = self._scores(built, query)
-        if scored is None or k <= 0:
+        if scored is None:
             return []
         rows, scores, coverage = scored
         if filters is not None and not filters.empty():
@@ -261,12 +303,10 @@ class LexicalIndex:
             return []
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.lexsort((rows[top], -scores[top]))]  # by score, ties in chunk id order
-        ids = [built.chunk_id(int(rows[i])) for i in top]
-        texts = self.texts(collection, ids) if with_text else {}
         return [
-            LexicalHit(cid, texts.get(cid, ""), built.metadata(int(rows[i])), float(scores[i]), float(coverage[i]))
-            for cid, i in zip(ids, top, strict=True)
-        ]  # a chunk deleted since the snapshot belongs to no live version: the caller's live filter drops it
+            (float(scores[i]), built.chunk_id(int(rows[i])), float(coverage[i]), built.metadata(int(rows[i])))
+            for i in top
+        ]
 
     def score_ids(self, collection: str, query: str, ids: Iterable[str]) -> dict[str, tuple[float, float]]:
         """(BM25 score, coverage) of given chunks, 0 when absent: lexical evidence for dense-only hits. Asked right
@@ -292,29 +332,46 @@ class LexicalIndex:
     def _score_fresh(
         self, collection: str, built: Snapshot, query: str, ids: list[str]
     ) -> dict[str, tuple[float, float]]:
-        """BM25 of chunks written since ``built`` (found by the dense side while a large collection's rebuild
-        runs in the background), from their stored tokens, with the snapshot's IDF and an average length.
-
-        Scored 0 instead, a new document's chunk fused below the older near-duplicates both lists knew, and
-        did not reach the top 5 for its own sentence until the rebuild was in (a minute at a million chunks)."""
-        found = self._select_ids(collection, ids, chunks.c.tokens) if ids else {}
-        if not found:
+        """(BM25, coverage) of chunks written since ``built`` (found by the dense side while a large collection's
+        rebuild runs in the background), with the snapshot's IDF: from the delta the search just read, else
+        from their stored tokens. Scored 0 instead, a new document's chunk fused below the older
+        near-duplicates both lists knew."""
+        if not ids:
             return {}
+        with self._lock:
+            delta = self._deltas.get(collection)
+        located = {cid: delta.find(cid) for cid in ids} if delta is not None and delta.base == built.version else {}
+        unread = [cid for cid in ids if located.get(cid) is None]
+        if unread:
+            stored = self._select_ids(collection, unread, chunks.c.tokens)
+            segment = Segment.of((cid, str(tokens), {}) for cid, (tokens,) in stored.items())
+            located.update((cid, (segment, row)) for cid, row in segment.rows.items())
+        idf, total_idf = self._idf(built, query)
+        result: dict[str, tuple[float, float]] = {}
+        scored: dict[int, tuple[dict[int, float], dict[int, float]]] = {}  # per segment: row → score, weight
+        for cid in ids:
+            place = located.get(cid)
+            if place is None:
+                continue
+            segment, row = place
+            if id(segment) not in scored:
+                rows, scores, covered = segment.scores(idf, built.avg_length)
+                scored[id(segment)] = (dict(zip(rows.tolist(), scores.tolist(), strict=True)),
+                                       dict(zip(rows.tolist(), covered.tolist(), strict=True)))  # fmt: skip
+            scores_of, covered_of = scored[id(segment)]
+            result[cid] = (scores_of.get(row, 0.0), covered_of.get(row, 0.0) / total_idf)
+        return result
+
+    def _idf(self, built: Snapshot, query: str) -> tuple[dict[str, float], float]:
+        """The query's terms' IDF in the snapshot (a term it lacks: document frequency 0), and their sum: what
+        the snapshot's own scores and coverage use, so a newer chunk's compare with them."""
         vocab = built.retriever.vocab_dict if built.retriever is not None else {}
         indptr = built.retriever.scores["indptr"] if built.retriever is not None else None
-        n = len(built)
         idf: dict[str, float] = {}
-        for term in set(self.tokenize([query])[0]):
+        for term in sorted(set(self.tokenize([query])[0])):
             df = int(indptr[vocab[term] + 1] - indptr[vocab[term]]) if indptr is not None and term in vocab else 0
-            idf[term] = float(lucene_idf(n, df))
-        total_idf = sum(idf.values()) or 1.0
-        result: dict[str, tuple[float, float]] = {}
-        for cid, (tokens,) in found.items():
-            counts = collections.Counter(str(tokens).split())
-            present = [t for t in idf if counts[t]]
-            score = sum(idf[t] * counts[t] / (BM25_K1 + counts[t]) for t in present)  # length taken as average
-            result[cid] = (score, sum(idf[t] for t in present) / total_idf)
-        return result
+            idf[term] = float(lucene_idf(len(built), df))
+        return idf, sum(idf.values()) or 1.0
 
     def _scores(self, built: Snapshot, query: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """The chunks with any query term (rows of the snapshot, ascending), their BM25 scores and IDF-weighted

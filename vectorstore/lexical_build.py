@@ -61,6 +61,7 @@ class Snapshot:
     section_matrix: np.ndarray  # float16, one row per section vector
     meta_offsets: np.ndarray  # int64, one more than chunks: chunk i's metadata JSON is meta_blob[o[i]:o[i+1]]
     meta_blob: np.ndarray  # uint8: the chunks' metadata JSON, concatenated (a chunk id's metadata never changes)
+    avg_length: float = 0.0  # tokens per chunk (BM25's length norm for chunks newer than the snapshot; 0: unknown)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -157,7 +158,7 @@ def build(engine: Engine, collection: str) -> Snapshot:
         collection, version, held, retriever, hash_codes, hashes, source_codes, sources,
         np.asarray(columns["page"], dtype=np.int32), heading_codes, headings, section_rows, section_matrix,
         np.concatenate([[0], np.cumsum([len(b) for b in blobs], dtype=np.int64)]).astype(np.int64),
-        np.frombuffer(b"".join(blobs), dtype=np.uint8),
+        np.frombuffer(b"".join(blobs), dtype=np.uint8), avg_length=float(np.mean(lengths)) if lengths else 0.0,
     )  # fmt: skip
 
 
@@ -240,7 +241,11 @@ def save(snapshot: Snapshot, directory: Path) -> Path:
     try:
         for name in _ARRAYS:
             np.save(tmp / f"{name}.npy", getattr(snapshot, name))
-        (tmp / "labels.json").write_text(json.dumps({"collection": snapshot.collection, "version": snapshot.version}))
+        (tmp / "labels.json").write_text(
+            json.dumps(
+                {"collection": snapshot.collection, "version": snapshot.version, "avg_length": snapshot.avg_length}
+            )
+        )
         if snapshot.retriever is not None:
             snapshot.retriever.save(tmp / "bm25", show_progress=False)
         os.rename(tmp, final)
@@ -307,7 +312,10 @@ def load(path: Path) -> Snapshot:
         retriever.scores["indptr"] = np.array(retriever.scores["indptr"])
         for key in ("data", "indices"):
             retriever.scores[key] = FileArray(path / "bm25" / f"{key}.csc.index.npy")
-    return Snapshot(labels["collection"], int(labels["version"]), retriever=retriever, **arrays)
+    return Snapshot(
+        labels["collection"], int(labels["version"]), retriever=retriever, avg_length=labels.get("avg_length", 0.0),
+        **arrays,
+    )  # fmt: skip
 
 
 def latest(directory: Path) -> Path | None:

@@ -36,6 +36,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -98,7 +99,10 @@ chunks = Table(  # the BM25 side: stemmed tokens per chunk, with the text and me
     Column("text", Text, nullable=False),
     Column("metadata", Text, nullable=False),  # JSON object
     Column("section_vector", LargeBinary),  # on a section's first chunk: its chunks' mean vector (float16)
+    # the collection's version this row was written at: rows newer than a BM25 snapshot are searched beside it
+    Column("written", BigInteger, nullable=False, server_default="0"),
     Index("chunks_doc", "collection", "document_id"),
+    Index("chunks_written", "collection", "written"),
 )
 
 versions = Table(  # bumped with every write of a collection's chunks: readers rebuild their matrix
@@ -188,9 +192,10 @@ def lock_or_insert(conn: Connection, table: Table, row: Mapping[str, Any], colum
     conn.execute(insert(table).on_conflict_do_update(index_elements=keys, set_={column: table.c[column]}), row)
 
 
-def bump(conn: Connection, table: Table, counter: str, collection: str) -> None:
-    """Add one to ``table.counter`` of ``collection`` (creating the row at 1)."""
+def bump(conn: Connection, table: Table, counter: str, collection: str) -> int:
+    """Add one to ``table.counter`` of ``collection`` (creating the row at 1); the new value."""
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     stmt = insert(table).values(collection=collection, **{counter: 1})
     column = table.c[counter]
     conn.execute(stmt.on_conflict_do_update(index_elements=["collection"], set_={counter: column + 1}))
+    return int(conn.execute(select(column).where(table.c.collection == collection)).scalar_one())
