@@ -17,7 +17,7 @@ Results go to <data-dir>/results.json (one entry per size and store setup); ``--
 docs/img/scale.png from it. Nothing here is a test: figures, not assertions.
 
 Usage: .venv/bin/python bench/scale.py [--data-dir /tmp/kb-scale] [--sizes 10k,100k,1m]
-       [--requests 200] [--clients 20] [--plot]
+       [--requests 200] [--clients 20] [--warm-disk] [--plot]
 """
 
 from __future__ import annotations
@@ -276,6 +276,17 @@ def du_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
+def warm_disk(path: Path) -> int:
+    """Read every file under ``path`` once (into the kernel's page cache): bytes read."""
+    total = 0
+    for file in path.rglob("*"):
+        if file.is_file():
+            with file.open("rb") as f:
+                while chunk := f.read(1 << 22):
+                    total += len(chunk)
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/kb-scale"))
@@ -286,6 +297,12 @@ def main() -> None:
     parser.add_argument("--plot", action="store_true", help="draw docs/img/scale.png from results.json and stop")
     parser.add_argument("--chroma-pid", type=int, help="the Chroma server (KB_VECTORSTORE__MODE=http): its RSS too")
     parser.add_argument("--build-only", action="store_true", help="build the collections, measure nothing")
+    parser.add_argument(
+        "--warm-disk",
+        action="store_true",
+        help="read the data dir's files once before the server starts (the page cache of a server "
+        "that has run a while; this VM's disk reads ~95 MB/s, and its cache is dropped between runs)",
+    )
     args = parser.parse_args()
     results_file = args.data_dir / "results.json"
     if args.plot:
@@ -320,6 +337,8 @@ def main() -> None:
         print(f"{label}: {chunks:,} chunks (built in {time.perf_counter() - started:.0f} s)", flush=True)
         if args.build_only:
             continue
+        if args.warm_disk:
+            print(f"    read {warm_disk(size_dir / 'data') / 1e9:.1f} GB into the page cache", flush=True)
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         figures = measure(size_dir, questions, new_docs, args.requests, args.clients, args.chroma_pid)
         entry = {"chunks": chunks, "setup": args.setup, "date": when, "machine": machine(), **figures}

@@ -9,6 +9,7 @@ the saved snapshot instead of building.
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -104,6 +105,30 @@ def test_saved_snapshot_maps_back_identical(filled: tuple, tmp_path: Path) -> No
     np.testing.assert_array_equal(loaded.section_matrix[rows], snapshot.section_matrix[rows])
     np.testing.assert_array_equal(loaded.retriever.scores["data"][3:40], snapshot.retriever.scores["data"][3:40])
     np.testing.assert_array_equal(loaded.meta_blob[5:9], snapshot.meta_blob[5:9])
+
+
+def test_a_save_that_races_another_process_for_the_same_version_keeps_theirs(
+    filled: tuple,  # type: ignore[type-arg]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A restarted server's rebuild met its predecessor's, still running: the second rename failed (ENOTEMPTY)
+    and the rebuild with it, leaving the server on the older snapshot until another query asked again."""
+    index, *_ = filled
+    snapshot = build(index._engine, "faq")
+    theirs = save(snapshot, tmp_path / "other")
+    final = tmp_path / "cache" / theirs.name
+    write = np.save
+
+    def other_process_finishes_first(path, array, **options):  # type: ignore[no-untyped-def]
+        if not final.exists():
+            shutil.copytree(theirs, final)
+        write(path, array, **options)
+
+    monkeypatch.setattr(np, "save", other_process_finishes_first)
+    assert save(snapshot, tmp_path / "cache") == final
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [final.name]  # no temporary directory left
+    assert load(final).version == snapshot.version
 
 
 def _wait_for(predicate, seconds: float = 90.0) -> None:  # type: ignore[no-untyped-def]

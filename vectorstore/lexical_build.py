@@ -249,8 +249,12 @@ def save(snapshot: Snapshot, directory: Path) -> Path:
         if snapshot.retriever is not None:
             snapshot.retriever.save(tmp / "bm25", show_progress=False)
         os.rename(tmp, final)
-    except FileExistsError:  # another process saved the same version first
+    except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
+        # another process saved the same version first: renaming a directory onto one that exists fails with
+        # ENOTEMPTY on Linux, not EEXIST (a restarted server's rebuild met its predecessor's, still running)
+        if not (final / "labels.json").exists():
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
