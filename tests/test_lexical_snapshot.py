@@ -20,6 +20,7 @@ import pytest
 from vectorstore.filters import SearchFilters
 from vectorstore.lexical import LexicalIndex
 from vectorstore.lexical_build import FileArray, build, load, save
+from vectorstore.lexical_scores import query_idf, score_snapshot
 from vectorstore.tables import open_engine
 
 DATA = Path(__file__).parent / "data" / "gaps"
@@ -65,6 +66,31 @@ def test_streamed_build_scores_like_bm25s_own_index(filled: tuple) -> None:  # t
         ours = snapshot.retriever.get_scores([term])
         theirs = reference.get_scores([term])[order]
         np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7, err_msg=term)
+
+
+def test_top_k_and_coverage_are_those_of_every_chunk_scored_one_by_one(filled: tuple) -> None:  # type: ignore[type-arg]
+    """The shortcuts of lexical_scores (a bool mask for the rows, partition's k-th value, coverage from the posting
+    lists) against the plain definitions: each chunk's score, its share of the query's IDF, a full sort."""
+    index, ids, texts, _ = filled
+    snapshot = build(index._engine, "faq")
+    assert snapshot.retriever is not None
+    tokens = {cid: set(t) for cid, t in zip(ids, index.tokenize(texts), strict=True)}
+    for query in ["current version of R", "how do I install packages on Windows", "sqlite database locked", "packages"]:
+        terms = sorted(set(index.tokenize([query])[0]))
+        scored = score_snapshot(snapshot, terms)
+        assert scored is not None
+        idf, total = query_idf(snapshot, terms)
+        full = snapshot.retriever.get_scores(terms)
+        expected_rows = np.flatnonzero([bool(tokens[snapshot.chunk_id(i)] & set(terms)) for i in range(len(snapshot))])
+        np.testing.assert_array_equal(scored.rows, expected_rows)
+        np.testing.assert_allclose(scored.scores, full[expected_rows], rtol=1e-5)
+        coverage = [sum(idf[t] for t in terms if t in tokens[snapshot.chunk_id(int(r))]) / total for r in scored.rows]
+        np.testing.assert_allclose(scored.coverage(scored.rows), coverage, rtol=1e-5)
+        for k in (1, 3, 10, len(scored.rows) + 5):
+            by_hand = sorted(range(len(scored.rows)), key=lambda i: (-scored.scores[i], scored.rows[i]))[:k]
+            assert scored.top(k).tolist() == by_hand, (query, k)
+        keep = scored.rows % 2 == 0
+        assert scored.top(4, keep).tolist() == [i for i in by_hand if keep[i]][:4]
 
 
 def test_a_filter_mask_is_the_per_chunk_predicate(filled: tuple) -> None:  # type: ignore[type-arg]

@@ -33,9 +33,10 @@ from bm25s.stopwords import STOPWORDS_EN_PLUS
 from sqlalchemy import ColumnElement, Engine, func, select
 
 from vectorstore.filters import SearchFilters
-from vectorstore.lexical_build import Snapshot, current_version, lucene_idf
+from vectorstore.lexical_build import Snapshot, current_version
 from vectorstore.lexical_delta import Delta, Segment
 from vectorstore.lexical_rebuild import Rebuilds
+from vectorstore.lexical_scores import Scored, query_idf, score_snapshot
 from vectorstore.tables import BATCH, LEXICAL_TABLES, bump, chunks, open_engine, upsert, versions, write_tx
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class LexicalIndex:
         self._built: dict[str, Snapshot] = {}
         self._deltas: dict[str, Delta] = {}  # collection → the chunks written since its snapshot
         # search() then score_ids() for the same query (hybrid retrieval) computes the scores once.
-        self._last: tuple[tuple[str, int, str], tuple[np.ndarray, np.ndarray, np.ndarray] | None] | None = None
+        self._last: tuple[tuple[str, int, str], Scored | None] | None = None
 
     def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
         tokens = bm25s.tokenize(
@@ -294,18 +295,12 @@ class LexicalIndex:
         scored = self._scores(built, query)
         if scored is None:
             return []
-        rows, scores, coverage = scored
-        if filters is not None and not filters.empty():
-            keep = filters.mask(built, rows)
-            rows, scores, coverage = rows[keep], scores[keep], coverage[keep]
-        k = min(k, len(rows))
-        if k == 0:
-            return []
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.lexsort((rows[top], -scores[top]))]  # by score, ties in chunk id order
+        keep = filters.mask(built, scored.rows) if filters is not None and not filters.empty() else None
+        top = scored.top(k, keep)
+        rows = scored.rows[top]
         return [
-            (float(scores[i]), built.chunk_id(int(rows[i])), float(coverage[i]), built.metadata(int(rows[i])))
-            for i in top
+            (float(score), built.chunk_id(int(row)), float(coverage), built.metadata(int(row)))
+            for row, score, coverage in zip(rows, scored.scores[top], scored.coverage(rows), strict=True)
         ]
 
     def score_ids(self, collection: str, query: str, ids: Iterable[str]) -> dict[str, tuple[float, float]]:
@@ -319,12 +314,12 @@ class LexicalIndex:
         if not wanted:
             return result
         positions = built.positions(wanted)
-        if scored is not None:
-            rows, scores, coverage = scored
-            at = np.minimum(np.searchsorted(rows, positions), max(len(rows) - 1, 0))
-            for cid, pos, i in zip(wanted, positions, at, strict=True):
-                if pos >= 0 and len(rows) and rows[i] == pos:
-                    result[cid] = (float(scores[i]), float(coverage[i]))
+        if scored is not None and len(scored.rows):
+            at = np.minimum(np.searchsorted(scored.rows, positions), len(scored.rows) - 1)
+            held = (positions >= 0) & (scored.rows[at] == positions)
+            coverage = scored.coverage(positions[held])
+            for cid, i, cover in zip(np.asarray(wanted)[held].tolist(), at[held], coverage, strict=True):
+                result[cid] = (float(scored.scores[i]), float(cover))
         fresh = [cid for cid, pos in zip(wanted, positions, strict=True) if pos < 0]
         result.update(self._score_fresh(collection, built, query, fresh))
         return result
@@ -363,63 +358,20 @@ class LexicalIndex:
         return result
 
     def _idf(self, built: Snapshot, query: str) -> tuple[dict[str, float], float]:
-        """The query's terms' IDF in the snapshot (a term it lacks: document frequency 0), and their sum: what
-        the snapshot's own scores and coverage use, so a newer chunk's compare with them."""
-        vocab = built.retriever.vocab_dict if built.retriever is not None else {}
-        indptr = built.retriever.scores["indptr"] if built.retriever is not None else None
-        idf: dict[str, float] = {}
-        for term in sorted(set(self.tokenize([query])[0])):
-            df = int(indptr[vocab[term] + 1] - indptr[vocab[term]]) if indptr is not None and term in vocab else 0
-            idf[term] = float(lucene_idf(len(built), df))
-        return idf, sum(idf.values()) or 1.0
+        return query_idf(built, self.tokenize([query])[0])
 
-    def _scores(self, built: Snapshot, query: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """The chunks with any query term (rows of the snapshot, ascending), their BM25 scores and IDF-weighted
-        query-term coverage (None: no known query term).
-
-        Coverage is what makes lexical evidence comparable across queries (raw BM25 is not):
-        the relevance floor uses it. Computed from the terms' posting lists only (the CSC columns of the
-        BM25 matrix): the cost follows how many chunks hold the query's words, not the collection's size.
-        """
+    def _scores(self, built: Snapshot, query: str) -> Scored | None:
+        """The query's BM25 scores over the snapshot (vectorstore/lexical_scores.py; None: no known query term),
+        kept for the ``score_ids`` that follows a hybrid search's ``search``."""
         if built.retriever is None:
             return None
         key = (built.collection, built.version, query)
         last = self._last
         if last is not None and last[0] == key:
             return last[1]
-        result = self._compute_scores(built, query)
+        result = score_snapshot(built, self.tokenize([query])[0])
         self._last = (key, result)
         return result
-
-    def _compute_scores(self, built: Snapshot, query: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        assert built.retriever is not None
-        vocab = built.retriever.vocab_dict
-        matrix = built.retriever.scores
-        indptr, indices, data = matrix["indptr"], matrix["indices"], matrix["data"]
-        terms = sorted(set(self.tokenize([query])[0]))
-        if not any(t in vocab for t in terms):
-            return None
-        n = len(built)
-        postings: list[np.ndarray] = []
-        weights: list[np.ndarray] = []
-        idfs: list[np.ndarray] = []
-        total_idf = 0.0
-        for term in terms:
-            # a word no chunk has ("France" in an HR handbook) still counts against coverage: df 0
-            start, end = (int(indptr[vocab[term]]), int(indptr[vocab[term] + 1])) if term in vocab else (0, 0)
-            idf = float(lucene_idf(n, end - start))
-            total_idf += idf
-            if end > start:
-                postings.append(np.asarray(indices[start:end]))
-                weights.append(np.asarray(data[start:end]))
-                idfs.append(np.full(end - start, idf))
-        docs = np.concatenate(postings)
-        # summed per chunk by bincount: linear in the postings plus one pass over the collection (~1 ms per
-        # million chunks), where sorting the postings (np.unique) grew as P log P
-        scores = np.bincount(docs, weights=np.concatenate(weights), minlength=n)
-        rows = np.flatnonzero(scores)
-        covered = np.bincount(docs, weights=np.concatenate(idfs), minlength=n)[rows]
-        return rows, scores[rows].astype(np.float32), (covered / total_idf).astype(np.float32)
 
     def metadatas(self, collection: str, ids: Iterable[str]) -> dict[str, Metadata]:
         """Metadata of the given chunks, as ingestion gave the vector store (absent ids are left out).
