@@ -55,7 +55,7 @@ documents = Table(  # the live version of each document
     Column("title", Text),
     Column("updated_at", Double, nullable=False),
     Column("clean", Integer, nullable=False, server_default="0"),  # 0 until the previous version is swept
-    Index("documents_id", "collection", "document_id"),
+    Index("documents_id", "collection", "document_id", "doc_hash"),  # covering: the live-version lookup per search
     Index("documents_hash", "collection", "doc_hash"),  # is a writer's version live? (Manifest.dead_hashes)
 )
 
