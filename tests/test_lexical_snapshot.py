@@ -246,6 +246,26 @@ def test_chunks_written_since_the_snapshot_are_searched_beside_it_with_its_score
     assert index._built["faq"].version == built_at and delta.through == index._version("faq")
 
 
+def test_closing_the_index_stops_a_background_rebuild_in_flight(tmp_path: Path) -> None:
+    """A stopped server's child build went on (a minute at a million chunks) beside its successor's start."""
+    texts = _real_texts()
+    index = LexicalIndex(tmp_path / "kb.sqlite3", cache_dir=tmp_path / "cache", inline_below=1, rebuild_pause_s=0)
+    index.upsert(
+        "faq", [f"c{i}" for i in range(len(texts))], texts, [{"document_id": "d", "doc_hash": "h"}] * len(texts)
+    )
+    index.search("faq", "current version of R", 1)
+    index.upsert("faq", ["zebra"], ["Zebra crossings are painted white."], [{"document_id": "z", "doc_hash": "z"}])
+    index.search("faq", "zebra", 1)  # asks for the rebuild: a child process starts
+    deadline = time.monotonic() + 30
+    while not index._rebuilds._children:
+        assert time.monotonic() < deadline, "no child build started"
+        time.sleep(0.005)
+    child = next(iter(index._rebuilds._children))
+    index.close()
+    assert child.returncode is not None and child.returncode < 0  # killed, not finished
+    assert not index._rebuilds._children
+
+
 def test_small_collections_still_see_every_write_at_once(tmp_path: Path) -> None:
     index = LexicalIndex(tmp_path / "kb.sqlite3", cache_dir=tmp_path / "cache")  # default: inline below 50k
     index.upsert("c", ["a"], ["Passwords are rotated yearly."], [{"document_id": "a", "doc_hash": "a"}])

@@ -431,6 +431,7 @@ class LexicalIndex:
         return found
 
     def close(self) -> None:
+        self._rebuilds.close()
         if self._owns_engine:
             self._engine.dispose()
 

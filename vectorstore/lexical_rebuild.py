@@ -62,6 +62,8 @@ class Rebuilds:
         self._wanted: dict[str, int] = {}  # collection → the newest version a query has seen
         self._finished_at: dict[str, float] = {}
         self.builds = 0  # snapshots built or requested from a child by this process (tests, logs)
+        self._children: set[subprocess.Popen[str]] = set()
+        self._closed = False
 
     def directory(self, collection: str) -> Path:
         assert self._cache_dir is not None
@@ -127,6 +129,8 @@ class Rebuilds:
                 self._swap(snapshot)
                 prune(path.parent, keep=path)
             except Exception:
+                if self._closed:  # stopped by close(): nothing failed
+                    return
                 log.exception("background rebuild of the BM25 index of %r failed; the previous one stays in use",
                               collection)  # fmt: skip
             self._finished_at[collection] = time.monotonic()
@@ -142,13 +146,34 @@ class Rebuilds:
                "directory": str(self.directory(collection))}  # fmt: skip
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")])}
         self.builds += 1
-        done = subprocess.run(
-            [sys.executable, "-m", "vectorstore.lexical_build"], input=json.dumps(job), capture_output=True,
-            text=True, env=env, cwd=_PACKAGE_ROOT, check=False,
+        child = subprocess.Popen(
+            [sys.executable, "-m", "vectorstore.lexical_build"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env=env, cwd=_PACKAGE_ROOT,
         )  # fmt: skip
-        if done.returncode != 0:
-            raise RuntimeError(f"the BM25 build of {collection!r} failed: {done.stderr.strip()[-2000:]}")
-        path = Path(done.stdout.strip().splitlines()[-1])
+        with self._lock:
+            if self._closed:
+                child.kill()
+            self._children.add(child)
+        try:
+            stdout, stderr = child.communicate(json.dumps(job))
+        finally:
+            with self._lock:
+                self._children.discard(child)
+        if child.returncode != 0:
+            raise RuntimeError(
+                f"the BM25 build of {collection!r} failed ({child.returncode}): {stderr.strip()[-2000:]}"
+            )
+        path = Path(stdout.strip().splitlines()[-1])
         log.info("built BM25 index of %r in a child process in %.1f s: %s",
                  collection, time.perf_counter() - started, path.name)  # fmt: skip
         return path
+
+    def close(self) -> None:
+        """Stop the builds in flight: a stopped server's child would otherwise go on for a minute at a million
+        chunks, on the cores and the disk its successor starts on (a restart took 46 s instead of 10)."""
+        with self._lock:
+            self._closed = True
+            children = list(self._children)
+        for child in children:
+            child.kill()
+            child.wait()
