@@ -124,7 +124,8 @@ class LexicalIndex:
         # one transaction: the version bump that tells readers to rebuild, and the chunks labelled with it (the
         # rows a reader's snapshot lacks are those written after its version: vectorstore/lexical_delta.py)
         with write_tx(self._engine) as conn:
-            version = bump(conn, versions, "version", collection)
+            bump(conn, versions, "version", collection)
+            version = conn.execute(select(versions.c.version).where(versions.c.collection == collection)).scalar_one()
             upsert(conn, chunks, [{**row, "written": version} for row in rows])
 
     def _delete_where(self, collection: str, condition: ColumnElement[bool]) -> int:

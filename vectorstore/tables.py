@@ -36,7 +36,6 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
-    select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -192,10 +191,9 @@ def lock_or_insert(conn: Connection, table: Table, row: Mapping[str, Any], colum
     conn.execute(insert(table).on_conflict_do_update(index_elements=keys, set_={column: table.c[column]}), row)
 
 
-def bump(conn: Connection, table: Table, counter: str, collection: str) -> int:
-    """Add one to ``table.counter`` of ``collection`` (creating the row at 1); the new value."""
+def bump(conn: Connection, table: Table, counter: str, collection: str) -> None:
+    """Add one to ``table.counter`` of ``collection`` (creating the row at 1)."""
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     stmt = insert(table).values(collection=collection, **{counter: 1})
     column = table.c[counter]
     conn.execute(stmt.on_conflict_do_update(index_elements=["collection"], set_={counter: column + 1}))
-    return int(conn.execute(select(column).where(table.c.collection == collection)).scalar_one())
