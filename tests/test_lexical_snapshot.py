@@ -8,6 +8,7 @@ the saved snapshot instead of building.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import time
@@ -288,3 +289,55 @@ def test_a_server_start_opens_every_collections_indexes(handbook_components) -> 
     assert "handbook" not in c.lexical._built
     c.warm()
     assert "handbook" in c.lexical._built and len(c.lexical._built["handbook"]) == c.store.count("handbook")
+
+
+def test_concurrent_hybrid_queries_score_once_each_and_at_most_a_few_at_a_time(
+    filled: tuple,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hybrid query scores the collection once (search, then score_ids of the dense side's hits): with one shared
+    slot, 20 concurrent queries evicted each other's and scored twice. Scoring allocates per-chunk arrays (~10 MB
+    at a million chunks), so only a few run at once: 20 at a time had taken the server 600 MB over its steady
+    RSS. score_snapshot is observed (counted, timed), not replaced."""
+    import threading
+
+    import vectorstore.lexical as lexical_module
+
+    index, ids, texts, _ = filled
+    calls: list[str] = []
+    running = [0, 0]  # now, most at once
+    guard = threading.Lock()
+    real = lexical_module.score_snapshot
+
+    def observed(built, terms):  # type: ignore[no-untyped-def]
+        with guard:
+            running[0] += 1
+            running[1] = max(running)
+            calls.append(" ".join(terms))
+        time.sleep(0.02)
+        try:
+            return real(built, terms)
+        finally:
+            with guard:
+                running[0] -= 1
+
+    monkeypatch.setattr(lexical_module, "score_snapshot", observed)
+    expected = {q: index.score_ids("faq", q, ids) for q in texts[:12]}
+    calls.clear()
+    barrier = threading.Barrier(12)
+    got: dict[str, dict[str, tuple[float, float]]] = {}
+
+    def hybrid(query: str) -> None:
+        index.search("faq", query, 5, keep_scores=True)
+        barrier.wait()  # every thread has searched before any asks score_ids: one shared slot would miss 11 times
+        got[query] = index.score_ids("faq", query, ids)
+
+    threads = [threading.Thread(target=hybrid, args=(q,)) for q in texts[:12]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 12  # once per query
+    assert got == expected
+    assert running[1] <= max(2, len(os.sched_getaffinity(0)))
+    assert not index._kept  # used and dropped: no thread keeps a snapshot's arrays alive

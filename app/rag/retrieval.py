@@ -298,7 +298,8 @@ class Retriever:
         if check and not self.store.exists(collection):  # in hybrid mode the dense query has checked
             raise CollectionMissing(collection)
         self._backfill(collection)
-        hits = self.lexical.search(collection, query, k, filters, with_text=not lean)
+        # hybrid (lean): _complete asks score_ids for the same query next
+        hits = self.lexical.search(collection, query, k, filters, with_text=not lean, keep_scores=lean)
         for rank, hit in enumerate(hits):
             found = pool.setdefault((collection, hit.id), SearchHit(hit.id, collection, hit.text, hit.metadata))
             found.lexical, found.coverage, found.lexical_rank = hit.score, hit.coverage, rank + 1
