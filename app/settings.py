@@ -430,6 +430,13 @@ class ApiSettings(BaseModel):
     docs: Literal["public", "off"] = Field(
         "public", description="/docs, /redoc and /openapi.json (the API's description, no data): 'off' removes them."
     )
+    malloc_arenas: int = Field(
+        2,
+        ge=0,
+        description="glibc malloc arenas of the kb serve process (0: glibc's default, 8 per core). Many arenas "
+        "keep the memory that concurrent queries freed: at 1M chunks, 20 clients took the server 500 MB higher "
+        "with the default than with 2, at the same latency. MALLOC_ARENA_MAX in the environment wins.",
+    )
 
 
 class AdminSettings(BaseModel):

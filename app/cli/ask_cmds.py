@@ -105,8 +105,10 @@ def serve(
     import uvicorn
 
     from app.api.main import create_app, server_options
+    from app.malloc_arenas import limit_malloc_arenas
 
     settings = setup()
+    limit_malloc_arenas(settings.api.malloc_arenas)  # before the request threads exist
     host = host or settings.api.host
     port = port or settings.api.port
     settings = settings.model_copy(update={"api": settings.api.model_copy(update={"host": host, "port": port})})
