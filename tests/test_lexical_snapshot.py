@@ -78,7 +78,7 @@ def test_top_k_and_coverage_are_those_of_every_chunk_scored_one_by_one(filled: t
     tokens = {cid: set(t) for cid, t in zip(ids, index.tokenize(texts), strict=True)}
     for query in ["current version of R", "how do I install packages on Windows", "sqlite database locked", "packages"]:
         terms = sorted(set(index.tokenize([query])[0]))
-        scored = score_snapshot(snapshot, terms)
+        scored = score_snapshot(snapshot, terms, prune=False)
         assert scored is not None
         idf, total = query_idf(snapshot, terms)
         full = snapshot.retriever.get_scores(terms)
@@ -92,6 +92,50 @@ def test_top_k_and_coverage_are_those_of_every_chunk_scored_one_by_one(filled: t
             assert scored.top(k).tolist() == by_hand, (query, k)
         keep = scored.rows % 2 == 0
         assert scored.top(4, keep).tolist() == [i for i in by_hand if keep[i]][:4]
+
+
+def test_leaving_common_words_out_never_changes_the_top_k_or_a_chunks_score(filled: tuple) -> None:  # type: ignore[type-arg]
+    """MaxScore (lexical_scores module doc): the chunks holding only a query's common words are left out when its
+    k-th best candidate outscores what they can reach; the top k, with filters, and score_ids of every chunk
+    are those of every chunk scored. Here a word in over 5 % of 50 chunks is common: most queries prune."""
+    index, ids, texts, _ = filled
+    snapshot = build(index._engine, "faq")
+    assert snapshot.retriever is not None
+    queries = [texts[3], texts[17], "how do I install packages on Windows", "sqlite database locked", "packages R",
+               "what is the current version of R and SQLite", "file", "use the sqlite3 command line shell"]  # fmt: skip
+    pruned_any = fell_back = 0
+    rng = random.Random(5)
+    for query in queries:
+        terms = index.tokenize([query])[0]
+        pruned, full = score_snapshot(snapshot, terms), score_snapshot(snapshot, terms, prune=False)
+        assert pruned is not None and full is not None
+        pruned_any += bool(pruned.common)
+        outside = np.setdiff1d(full.rows, pruned.rows)
+        assert set(pruned.rows.tolist()) <= set(full.rows.tolist())
+        expected_outside = full.scores[np.searchsorted(full.rows, outside)]
+        np.testing.assert_allclose(pruned.score_of(outside), expected_outside, rtol=1e-5)
+        assert float(pruned.score_of(outside).max(initial=0)) <= pruned.bound + 1e-6
+        for k in (1, 3, 5, 20):
+            for f in (None, SearchFilters(("s1.md", "s3.md")), SearchFilters(page_min=rng.randint(2, 8))):
+                expected = index._top(snapshot, query, k, f, keep_scores=False)
+                keep = f.mask(snapshot, full.rows) if f is not None else None
+                by_hand = [(float(full.scores[i]), snapshot.chunk_id(int(full.rows[i]))) for i in full.top(k, keep)]
+                assert [(round(s, 4), c) for s, c, _, _ in expected] == [(round(s, 4), c) for s, c in by_hand]
+                top = pruned.top(k, f.mask(snapshot, pruned.rows) if f is not None else None)
+                if not pruned.exact(top, k):  # the second pass, with the first's k-th score, is exact
+                    fell_back += 1
+                    again = pruned.narrowed(pruned.threshold(top, k))
+                    top = again.top(k, f.mask(snapshot, again.rows) if f is not None else None)
+                    assert again.exact(top, k)
+                    got = [(round(float(again.scores[i]), 4), snapshot.chunk_id(int(again.rows[i]))) for i in top]
+                    assert got == [(round(s, 4), c) for s, c in by_hand]
+        every = index.score_ids("faq", query, ids)
+        for cid in ids:
+            row = snapshot.positions([cid])[0]
+            at = np.searchsorted(full.rows, row)
+            want = float(full.scores[at]) if at < len(full.rows) and full.rows[at] == row else 0.0
+            assert every[cid][0] == pytest.approx(want, rel=1e-5, abs=1e-9), (query, cid)
+    assert pruned_any >= 4 and fell_back >= 1  # both paths ran
 
 
 def test_a_filter_mask_is_the_per_chunk_predicate(filled: tuple) -> None:  # type: ignore[type-arg]
@@ -309,20 +353,25 @@ def test_concurrent_hybrid_queries_score_once_each_and_at_most_a_few_at_a_time(
     guard = threading.Lock()
     real = lexical_module.score_snapshot
 
-    def observed(built, terms):  # type: ignore[no-untyped-def]
+    def observed(built, terms, **options):  # type: ignore[no-untyped-def]
         with guard:
             running[0] += 1
             running[1] = max(running)
             calls.append(" ".join(terms))
         time.sleep(0.02)
         try:
-            return real(built, terms)
+            return real(built, terms, **options)
         finally:
             with guard:
                 running[0] -= 1
 
     monkeypatch.setattr(lexical_module, "score_snapshot", observed)
     expected = {q: index.score_ids("faq", q, ids) for q in texts[:12]}
+    calls.clear()
+    for q in texts[:12]:  # one at a time: the scorings a query needs (twice when pruning cannot settle its top)
+        index.search("faq", q, 5, keep_scores=True)
+        index.score_ids("faq", q, ids)
+    needed = len(calls)
     calls.clear()
     barrier = threading.Barrier(12)
     got: dict[str, dict[str, tuple[float, float]]] = {}
@@ -337,7 +386,7 @@ def test_concurrent_hybrid_queries_score_once_each_and_at_most_a_few_at_a_time(
         t.start()
     for t in threads:
         t.join()
-    assert len(calls) == 12  # once per query
+    assert 12 <= len(calls) == needed  # score_ids used the search's scores on every thread
     assert got == expected
     assert running[1] <= max(2, len(os.sched_getaffinity(0)))
     assert not index._kept  # used and dropped: no thread keeps a snapshot's arrays alive

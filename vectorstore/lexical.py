@@ -302,13 +302,17 @@ class LexicalIndex:
     ) -> list[tuple[float, str, float, Metadata]]:
         """The snapshot's top ``k`` as (score, chunk id, coverage, metadata), by score then chunk id."""
         scored = self._scores(built, query)
-        if keep_scores:
-            with self._lock:
-                self._kept[threading.get_ident()] = ((built.collection, built.version, query), scored)
         if scored is None:
             return []
         keep = filters.mask(built, scored.rows) if filters is not None and not filters.empty() else None
         top = scored.top(k, keep)
+        if not scored.exact(top, k):  # a chunk holding only the query's common words could be in it
+            scored = scored.narrowed(scored.threshold(top, k))
+            keep = filters.mask(built, scored.rows) if filters is not None and not filters.empty() else None
+            top = scored.top(k, keep)
+        if keep_scores:
+            with self._lock:
+                self._kept[threading.get_ident()] = ((built.collection, built.version, query), scored)
         rows = scored.rows[top]
         return [
             (float(score), built.chunk_id(int(row)), float(coverage), built.metadata(int(row)))
@@ -335,6 +339,13 @@ class LexicalIndex:
             coverage = scored.coverage(positions[held])
             for cid, i, cover in zip(np.asarray(wanted)[held].tolist(), at[held], coverage, strict=True):
                 result[cid] = (float(scored.scores[i]), float(cover))
+            outside = (positions >= 0) & ~held  # not candidates: rows holding only the query's common words
+            if scored.common and outside.any():
+                rows = positions[outside]
+                pairs = zip(scored.score_of(rows).tolist(), scored.coverage(rows).tolist(), strict=True)
+                for cid, (score, cover) in zip(np.asarray(wanted)[outside].tolist(), pairs, strict=True):
+                    if score > 0:
+                        result[cid] = (score, cover)
         fresh = [cid for cid, pos in zip(wanted, positions, strict=True) if pos < 0]
         result.update(self._score_fresh(collection, built, query, fresh))
         return result

@@ -6,6 +6,15 @@ in-process, 2026-12-03), so each is the cheapest numpy has for it: chunks found 
 (a third of ``flatnonzero`` over the float scores), the top ``k`` through ``partition``'s k-th value (a
 third of ``argpartition``), and coverage computed only for the chunks a caller keeps, from the posting
 lists, not as a second full-length sum.
+
+A word in most chunks ("use", or "sqlite" in SQLite's documentation) made the slowest queries: two of them
+put 800,000 of a million chunks in play, and finding those rows and ranking them cost more than summing
+their scores. Such a word's IDF is small, so its weight in any chunk is too (MaxScore, Turtle & Flood 1995):
+every chunk's score is summed as before, but only the chunks holding a rarer query word are candidates,
+a chunk holding only common words scoring at most the sum of their largest weights (``bound``). When the
+k-th best candidate beats that, it is the exact top k (``Scored.exact``); otherwise ``narrowed`` with that
+k-th score keeps out only the words whose largest weights sum below it, which is exact (the first top k
+all hold another word); with fewer than k candidates (a strict filter) every chunk with a word is one.
 """
 
 from __future__ import annotations
@@ -17,15 +26,46 @@ import numpy as np
 
 from vectorstore.lexical_build import Snapshot, lucene_idf
 
+COMMON_SHARE = 0.05  # a word in more than this share of the chunks is no candidate's reason when it can be
+
 
 @dataclass(frozen=True)
 class Scored:
-    """The snapshot rows holding any query term (ascending) and their BM25 scores; coverage on demand."""
+    """The candidate rows (ascending: those holding any query term, or, pruned, any but the ``common`` ones)
+    and their BM25 scores; any chunk's score and coverage on demand."""
 
     rows: np.ndarray
     scores: np.ndarray  # float32, one per row
     postings: tuple[tuple[np.ndarray, float], ...]  # per query term the snapshot has: its rows (ascending), IDF
     total_idf: float  # of every query term, those no chunk has included (df 0)
+    sums: np.ndarray  # float32: every chunk's score
+    reach: tuple[float, ...]  # per posting list: its largest weight
+    common: frozenset[int] = frozenset()  # posting lists that make no row a candidate
+    bound: float = 0.0  # the highest score a row outside ``rows`` can have: the common lists' reach summed
+
+    def exact(self, top: np.ndarray, k: int) -> bool:
+        """Whether ``top`` (from ``top(k, ...)``) is the top ``k`` of every chunk: no row outside can reach it."""
+        return not self.common or k <= 0 or self.threshold(top, k) > self.bound
+
+    def threshold(self, top: np.ndarray, k: int) -> float:
+        """The k-th score of ``top`` (0 with fewer)."""
+        return float(self.scores[top[k - 1]]) if 0 < k <= len(top) else 0.0
+
+    def narrowed(self, threshold: float) -> Scored:
+        """The candidates again, leaving out only the lists whose reach sums below ``threshold`` (a top k's k-th
+        score: any row that beats it holds another list's term, so this top k is exact)."""
+        common: set[int] = set()
+        total = 0.0
+        for i in sorted(range(len(self.reach)), key=lambda i: self.reach[i]):
+            if total + self.reach[i] >= threshold:
+                break
+            common.add(i)
+            total += self.reach[i]
+        return _candidates(self.postings, self.total_idf, self.sums, self.reach, common)
+
+    def score_of(self, rows: np.ndarray) -> np.ndarray:
+        """Scores of any rows (0 for a row holding no query term)."""
+        return self.sums[rows]
 
     def coverage(self, rows: np.ndarray) -> np.ndarray:
         """Share of the query's IDF weight whose terms the given rows hold, in [0, 1] (what makes lexical
@@ -51,8 +91,9 @@ class Scored:
         return candidates[order]
 
 
-def score_snapshot(built: Snapshot, terms: Sequence[str]) -> Scored | None:
-    """The query's scores over the snapshot (None: the snapshot knows none of ``terms``)."""
+def score_snapshot(built: Snapshot, terms: Sequence[str], *, prune: bool = True) -> Scored | None:
+    """The query's scores over the snapshot (None: the snapshot knows none of ``terms``). ``prune``: terms in
+    over ``COMMON_SHARE`` of the chunks make no row a candidate, when the query has another (module doc)."""
     if built.retriever is None:
         return None
     vocab = built.retriever.vocab_dict
@@ -73,14 +114,31 @@ def score_snapshot(built: Snapshot, terms: Sequence[str]) -> Scored | None:
         if end > start:
             postings.append((np.asarray(indices[start:end]), idf))
             weights.append(np.asarray(data[start:end]))
-    docs = np.concatenate([p for p, _ in postings])
     # summed per chunk by bincount: linear in the postings plus one pass over the collection (~1 ms per
     # million chunks), where sorting the postings (np.unique) grew as P log P
-    sums = np.bincount(docs, weights=np.concatenate(weights), minlength=n)
-    touched = np.zeros(n, dtype=bool)
-    touched[docs] = True
+    sums = np.bincount(np.concatenate([p for p, _ in postings]), weights=np.concatenate(weights), minlength=n)
+    reach = tuple(float(w.max()) for w in weights)
+    common = {i for i, (docs, _) in enumerate(postings) if len(docs) > COMMON_SHARE * n} if prune else set()
+    return _candidates(tuple(postings), total_idf, sums.astype(np.float32), reach, common)
+
+
+def _candidates(
+    postings: tuple[tuple[np.ndarray, float], ...],
+    total_idf: float,
+    sums: np.ndarray,
+    reach: tuple[float, ...],
+    common: set[int],
+) -> Scored:
+    """The Scored whose candidates are the rows of every posting list but ``common`` (all of them if none)."""
+    if len(common) == len(postings):
+        common = set()
+    touched = np.zeros(len(sums), dtype=bool)
+    for i, (docs, _) in enumerate(postings):
+        if i not in common:
+            touched[docs] = True
     rows = np.flatnonzero(touched)
-    return Scored(rows, sums[rows].astype(np.float32), tuple(postings), total_idf)
+    bound = float(sum(reach[i] for i in common))
+    return Scored(rows, sums[rows], postings, total_idf, sums, reach, frozenset(common), bound)
 
 
 def query_idf(built: Snapshot, terms: Sequence[str]) -> tuple[dict[str, float], float]:
