@@ -259,6 +259,9 @@ def measure(size_dir: Path, questions: list[str], new_docs: list[tuple[str, str,
         print(f"    ingest: {result['ingest']}", flush=True)
         result["rss_after_ingest_mb"] = round(server.rss_mb()[0])
         server.stop()
+        # the restart reads back Chroma's HNSW files: rewritten during the ingestion (1.6 GB at 1M), they may
+        # still be flushing to the disk, or gone from this VM's page cache (docs/benchmarks.md)
+        result["before_restart"] = disk_state(size_dir / "data" / "chroma")
         result["restart_s"] = round(server.start(), 2)
         result["first_query_after_restart_ms"] = round(one_query(server.base, token, questions[1])[0], 1)
         result["rebuild_after_restart_s"] = round(server.settle(), 1)
@@ -271,6 +274,14 @@ def measure(size_dir: Path, questions: list[str], new_docs: list[tuple[str, str,
     finally:
         server.stop()
     return result
+
+
+def disk_state(chroma_dir: Path) -> dict[str, float]:
+    """Dirty and under-writeback page cache (MB), and the age (s) of the newest HNSW file under ``chroma_dir``."""
+    meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    newest = max((f.stat().st_mtime for f in chroma_dir.glob("*/data_level0.bin")), default=time.time())
+    mb = {key: round(int(meminfo[key].split()[0]) / 1024) for key in ("Dirty", "Writeback")}
+    return {"dirty_mb": mb["Dirty"], "writeback_mb": mb["Writeback"], "hnsw_age_s": round(time.time() - newest, 1)}
 
 
 def du_mb(path: Path) -> float:
