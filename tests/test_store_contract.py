@@ -179,6 +179,27 @@ def test_batches_larger_than_the_server_limit(server: ChromaServer) -> None:
     store.delete_collection("big")
 
 
+def test_reading_a_whole_collection_of_more_records_than_sqlite_has_variables(tmp_path: Path) -> None:
+    """Chroma reads a get's metadata and texts with one SQLite variable per record (32,766 at most): a single get
+    of 33,000 chunks failed whole, and with it `kb collections repair` and the BM25 backfill of any larger
+    collection. The store reads such a collection in pages. (Embedded only: 2-d vectors keep it to seconds.)"""
+    store = VectorStore.embedded(tmp_path / "chroma")
+    n = 33_000
+    ids = [f"c{i:05d}" for i in range(n)]
+    vectors = np.random.default_rng(1).normal(size=(n, 2)).astype(np.float32).tolist()
+    store.upsert(
+        "big", ids, vectors, [f"text {i}" for i in range(n)], [{"document_id": f"d{i % 10}"} for i in range(n)]
+    )
+    all_ids, texts, metas = store.get_all("big")
+    assert sorted(all_ids) == ids and len(set(all_ids)) == n
+    assert {cid: (t, m["document_id"]) for cid, t, m in zip(all_ids, texts, metas, strict=True)} == {
+        f"c{i:05d}": (f"text {i}", f"d{i % 10}") for i in range(n)
+    }
+    metadatas = store.get_metadatas("big", None)
+    assert len(metadatas) == n and metadatas["c32999"] == {"document_id": "d9"}
+    assert len(store.get_ids("big", {"document_id": {"$ne": "d0"}})) == n - n // 10
+
+
 def test_heartbeat(store: VectorStore) -> None:
     store.heartbeat()  # does not raise
 

@@ -269,7 +269,7 @@ class VectorStore:
             collection = self._get(name)
         except CollectionMissing:
             return []
-        return list(collection.get(where=where or None, include=[])["ids"])
+        return list(self._get_pages(collection, where, [])["ids"])
 
     def existing_ids(self, name: str, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` are in the collection (a by-id lookup; none when the collection is missing)."""
@@ -290,9 +290,27 @@ class VectorStore:
             collection = self._get(name)
         except CollectionMissing:
             return {}
-        got = collection.get(where=where or None, include=["metadatas"])
-        metadatas = got["metadatas"] or []
-        return {cid: dict(meta or {}) for cid, meta in zip(got["ids"], metadatas, strict=True)}
+        got = self._get_pages(collection, where, ["metadatas"])
+        return {cid: dict(meta or {}) for cid, meta in zip(got["ids"], got["metadatas"], strict=True)}
+
+    def _get_pages(self, collection: Collection, where: Metadata | None, include: list[Any]) -> dict[str, list[Any]]:
+        """``get`` of every record matching ``where``, a page of the client's max batch size at a time: Chroma
+        reads a page's metadata and texts with one SQL variable per record, and SQLite takes 32,766, so a
+        single ``get`` of a collection of 33,000 chunks or more failed whole ("too many SQL variables":
+        `kb collections repair` and the BM25 backfill of large collections). Pages follow Chroma's record
+        order: a record deleted meanwhile can shift one past a page boundary (the callers sweep or rebuild,
+        and the next run sees it)."""
+        step = self._client.get_max_batch_size()
+        pages: dict[str, list[Any]] = {"ids": [], **{key: [] for key in include}}
+        while True:
+            got: dict[str, Any] = dict(
+                collection.get(where=where or None, include=include, limit=step, offset=len(pages["ids"]))
+            )
+            pages["ids"] += got["ids"]
+            for key in include:
+                pages[key] += got[key] or [None] * len(got["ids"])
+            if len(got["ids"]) < step:
+                return pages
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
         if not ids:
@@ -366,12 +384,10 @@ class VectorStore:
     def get_all(self, name: str) -> tuple[list[str], list[str], list[Metadata]]:
         """Every chunk's id, text and metadata (rebuilding a derived index, e.g. BM25)."""
         try:
-            got = self._get(name).get(include=["documents", "metadatas"])
+            got = self._get_pages(self._get(name), None, ["documents", "metadatas"])
         except CollectionMissing:
             return [], [], []
-        docs = got["documents"] or []
-        metas = got["metadatas"] or []
-        return list(got["ids"]), [d or "" for d in docs], [dict(m or {}) for m in metas]
+        return list(got["ids"]), [d or "" for d in got["documents"]], [dict(m or {}) for m in got["metadatas"]]
 
     def query(
         self,
