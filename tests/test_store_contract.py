@@ -200,6 +200,23 @@ def test_reading_a_whole_collection_of_more_records_than_sqlite_has_variables(tm
     assert len(store.get_ids("big", {"document_id": {"$ne": "d0"}})) == n - n // 10
 
 
+def test_an_upsert_in_small_calls_writes_every_chunk(tmp_path: Path) -> None:
+    """The embedded store writes in calls of EMBEDDED_WRITE_SLICE chunks (Chroma's Rust code holds the GIL for a
+    whole call); sliced at an odd size, an upsert and its replacement still land whole."""
+    store = VectorStore(VectorStore.embedded(tmp_path / "chroma")._client, write_slice=7)
+    ids = [f"c{i:02d}" for i in range(50)]
+    vectors = np.random.default_rng(2).normal(size=(50, 3)).astype(np.float32).tolist()
+    store.upsert("sliced", ids, vectors, [f"t{i}" for i in range(50)], [{"document_id": str(i)} for i in range(50)])
+    store.upsert("sliced", ids[::2], vectors[::2], ["new"] * 25, [{"document_id": "new"}] * 25)
+    got_ids, texts, metas = store.get_all("sliced")
+    assert sorted(got_ids) == ids
+    by_id = dict(zip(got_ids, zip(texts, metas, strict=True), strict=True))
+    expected = {
+        i: ("new", {"document_id": "new"}) if i % 2 == 0 else (f"t{i}", {"document_id": str(i)}) for i in range(50)
+    }
+    assert all(by_id[f"c{i:02d}"] == expected[i] for i in range(50))
+
+
 def test_heartbeat(store: VectorStore) -> None:
     store.heartbeat()  # does not raise
 
