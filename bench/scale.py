@@ -225,7 +225,8 @@ def ingest_while_asking(server: Server, token: str, docs: list[tuple[str, str]])
 def measure(size_dir: Path, questions: list[str], new_docs: list[tuple[str, str, bool]], requests: int, clients: int,
             chroma_pid: int | None = None) -> dict[str, Any]:  # fmt: skip
     runs = remove_earlier_runs(size_dir)
-    fresh = new_docs[(runs * 100) % len(new_docs) :][:100] or new_docs[:100]
+    # 100 documents each run, wrapping around the kept ones (a slice from the end had given a run 25)
+    fresh = [new_docs[(runs * 100 + i) % len(new_docs)] for i in range(min(100, len(new_docs)))]
     # the document asked for during the ingestion: one whose question no other text has (the SQLite release
     # notes repeat their lines from section to section: 91 of 100 left-out sections' questions are in the base)
     unique = next((d for d in reversed(fresh) if d[2]), None) or next((d for d in new_docs if d[2]), fresh[-1])
