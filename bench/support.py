@@ -35,8 +35,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import bm25s
 from sklearn.metrics import roc_auc_score
 
-from app.llm.base import SourcePassage
-from app.llm.providers.extractive import REFUSAL, ExtractiveChatModel
+from app.llm.base import REFUSAL, SourcePassage
+from app.llm.providers.extractive import ExtractiveChatModel
 from app.rag import support as support_module
 from app.rag.claims import analyse, answer_sentences, is_claim
 from app.rag.support import SupportConfig, Verifier

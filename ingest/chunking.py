@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from app.llm.tokens import get_encoding
+from app.tokens import get_encoding
 from ingest.loaders import Section
 
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from app.llm.tokens import count_tokens
+from app.tokens import count_tokens
 from ingest.chunking import EXTRACTION, Chunker, section_vectors
 from ingest.loaders import Section
 

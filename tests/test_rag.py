@@ -2,7 +2,7 @@ import pytest
 
 from app.bootstrap import Components
 from app.errors import CollectionNotFoundError, InvalidRequestError, PromptNotFoundError
-from app.llm.providers.extractive import REFUSAL
+from app.llm.base import REFUSAL
 
 
 @pytest.mark.parametrize(

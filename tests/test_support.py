@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.bootstrap import Components
-from app.llm.providers.extractive import REFUSAL
+from app.llm.base import REFUSAL
 from app.rag.claims import analyse, answer_sentences, missing_numbers, normalize_markers, passage_sentences
 from app.rag.support import SupportConfig, Verifier
 from app.rag.support_policy import MarkerFilter, verify_answer

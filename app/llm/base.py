@@ -14,6 +14,11 @@ from typing import Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant"]
 
+# kb's "I don't know": what the offline provider says when no sentence covers the question, and what the
+# answer pipeline says when nothing was retrieved or the support check refuses an answer. One wording, so
+# that callers (and the eval suites) can tell a refusal from an answer.
+REFUSAL = "I don't know: the documents I can search don't cover this."
+
 
 @dataclass(frozen=True)
 class Message:

@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app import metrics
-from app.llm.base import ChatModel, ChatRequest, Completion
-from app.llm.providers.extractive import REFUSAL
+from app.llm.base import REFUSAL, ChatModel, ChatRequest, Completion
 from app.rag.citations import Citation, build_citations
 from app.rag.support import Policy, SentenceSupport, Verifier
 from app.rag.support_policy import Checked, RefinesSupport, verify_answer

@@ -15,10 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app.errors import CollectionNotFoundError, InvalidRequestError, PromptNotFoundError, ProviderError
-from app.llm.base import ChatModel, ChatRequest, Completion, GenerationParams, Message, SourcePassage
+from app.llm.base import REFUSAL, ChatModel, ChatRequest, Completion, GenerationParams, Message, SourcePassage
 from app.llm.costs import UsageLedger
-from app.llm.providers.extractive import REFUSAL
-from app.llm.tokens import count_tokens
 from app.rag.answer import Answer, Plan, finish
 from app.rag.answer_cache import AnswerCache, answer_key, revive
 from app.rag.citations import passage_label
@@ -29,6 +27,7 @@ from app.rag.support import POLICIES, EmbedsTexts, Policy, SupportConfig, Verifi
 from app.rag.support_judge import SupportJudge
 from app.rag.support_policy import MarkerFilter
 from app.text import escape_fence
+from app.tokens import count_tokens
 from prompts.registry import Prompt, PromptLookupError, PromptRegistry
 from prompts.selection import PromptSelector
 from vectorstore.manifest import Manifest

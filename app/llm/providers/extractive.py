@@ -14,11 +14,9 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 
-from app.llm.base import ChatRequest, Completion, SourcePassage, StreamEvent, Usage
-from app.llm.tokens import count_tokens
+from app.llm.base import REFUSAL, ChatRequest, Completion, SourcePassage, StreamEvent, Usage
 from app.text import split_sentences, terms
-
-REFUSAL = "I don't know: the documents I can search don't cover this."
+from app.tokens import count_tokens
 
 
 class ExtractiveChatModel:

@@ -17,7 +17,7 @@ import openai
 
 from app.errors import ProviderError, ProviderTimeoutError, ProviderUnavailableError
 from app.llm.base import ChatRequest, Completion, StreamEvent, Usage
-from app.llm.tokens import encoding_for_model
+from app.tokens import encoding_for_model
 
 log = logging.getLogger(__name__)
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # an error code or type such as "invalid_request_error"
