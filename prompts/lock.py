@@ -16,12 +16,27 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
-
-if TYPE_CHECKING:
-    from prompts.registry import Prompt
+from typing import Literal, Protocol
 
 log = logging.getLogger(__name__)
+
+
+class Prompt(Protocol):
+    """What the lock needs of a prompt version (``prompts.registry.Prompt`` has it): the lock works on
+    any such value, so it does not import the registry that reads and releases through it."""
+
+    @property
+    def id(self) -> str: ...  # name@vN
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def path(self) -> Path | None: ...
+
+    @property
+    def sha256(self) -> str: ...
+
 
 LOCK_FILENAME = "prompts.lock.json"
 
