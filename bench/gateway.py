@@ -2,7 +2,7 @@
 
 Run from the repository root: ``.venv/bin/python bench/gateway.py [--calls 1000]``.
 
-Both paths call the same local OpenAI-compatible server (tests/servers.FakeOpenAI on
+Both paths call the same local OpenAI-compatible server (bench/servers.FixedAnswerModel on
 127.0.0.1) through the same SDK; the wrapped path is the registry-built stack (hit
 logger → cache (bypassed per request) → fallback → retry → attempt ledger → adapter)
 writing to a real SQLite ledger. Calls are interleaved (bare, wrapped, bare, ...) so
@@ -23,13 +23,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import openai  # noqa: E402
+from servers import FixedAnswerModel  # noqa: E402
 
 from app.llm.base import ChatRequest, GenerationParams, Message  # noqa: E402
 from app.llm.cache import ResponseCache  # noqa: E402
 from app.llm.costs import UsageLedger  # noqa: E402
 from app.llm.registry import build_chat_model  # noqa: E402
 from app.settings import LlmSettings  # noqa: E402
-from tests.servers import FakeOpenAI  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -54,7 +54,7 @@ def main() -> None:
         request_id="bench",
         use_cache=False,
     )
-    with FakeOpenAI() as fake, tempfile.TemporaryDirectory() as tmp:
+    with FixedAnswerModel() as fake, tempfile.TemporaryDirectory() as tmp:
         bare = openai.OpenAI(base_url=fake.base_url, api_key="sk-bench", max_retries=0, timeout=10)
         ledger = UsageLedger(Path(tmp) / "usage.sqlite3")
         cache = ResponseCache(Path(tmp) / "cache.sqlite3", ttl_s=3600, max_entries=50_000)
@@ -84,9 +84,9 @@ def main() -> None:
             completion = wrapped.complete(cached_request)
             t_hit.append(time.perf_counter() - t0)
             assert completion.cached
-        served = len(fake.requests)
+        served = fake.served
 
-    print(f"{args.calls} calls each, interleaved, against FakeOpenAI on 127.0.0.1 ({served} requests served)")
+    print(f"{args.calls} calls each, interleaved, against a fixed-answer model on 127.0.0.1 ({served} requests served)")
     print(f"bare openai SDK        {ms(t_bare)}")
     print(f"gateway (cache bypass) {ms(t_wrapped)}")
     added50 = (pct(t_wrapped, 0.5) - pct(t_bare, 0.5)) * 1000

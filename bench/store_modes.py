@@ -23,7 +23,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.chroma_server import chroma_server  # noqa: E402
+from servers import chroma_server  # noqa: E402  (bench/servers.py)
+
 from vectorstore.store import VectorStore  # noqa: E402
 
 
