@@ -26,7 +26,6 @@ from app.llm.base import ChatModel, GenerationParams
 from app.llm.cache import CacheBackend, ResponseCache
 from app.llm.costs import UsageLedger
 from app.llm.registry import build_chat_model
-from app.llm.tokens import get_encoding
 from app.rag.answer_cache import AnswerCache
 from app.rag.condense import Condenser
 from app.rag.conversation import ConversationStore
@@ -37,11 +36,14 @@ from app.settings import Settings
 from app.sso.groups import GroupStore
 from app.sso.provider import OidcClient
 from app.sso.sessions import SessionStore
+from app.tokens import get_encoding
+from ingest.admin import CollectionAdmin
 from ingest.chunking import Chunker
 from ingest.limits import FileLimits
 from ingest.pipeline import IngestPipeline, Progress
+from ingest.repair import sweep_abandoned
 from prompts.registry import PromptRegistry
-from prompts.selection import PromptSelector
+from prompts.selection import PromptSelector, PromptSplitError
 from vectorstore.embedding_cache import CachedEmbedder, EmbeddingCache
 from vectorstore.embeddings import Embedder, load_embedder
 from vectorstore.lexical import LexicalIndex
@@ -154,7 +156,10 @@ class Components:
     @cached_property
     def prompt_selector(self) -> PromptSelector:
         """Validates the A/B split against the prompt files (at start-up, not mid-request)."""
-        return PromptSelector(self.settings.prompts.split, self.prompts)
+        try:
+            return PromptSelector(self.settings.prompts.split, self.prompts)
+        except PromptSplitError as exc:
+            raise ConfigurationError(f"KB_PROMPTS__SPLIT: {exc}") from None
 
     @cached_property
     def audit(self) -> AuditLog | None:
@@ -257,6 +262,18 @@ class Components:
             ),
         )
 
+    @cached_property
+    def admin(self) -> CollectionAdmin:
+        return CollectionAdmin(self.store, self.manifest, self.lexical)
+
+    def sweep_abandoned(self) -> None:
+        """Sweep the chunks of ingestions killed with the last server, which never went live (ingest/repair.py).
+        Never a reason not to start: the next ingestion or `kb collections repair` sweeps them too."""
+        try:
+            sweep_abandoned(self.store, self.manifest, self.lexical)
+        except Exception:
+            log.warning("could not sweep abandoned ingestion leftovers at start", exc_info=True)
+
     def ingest_folder(self, folder: Path, collection: str, progress: Progress | None = None) -> dict[str, Any]:
         """Ingest one folder (an admin upload) and return the JSON summary."""
         return self.ingest_pipeline.ingest([folder], collection, progress=progress).as_dict()
@@ -286,7 +303,7 @@ class Components:
             obj = self.__dict__.pop(name, None)  # reopened lazily if used again
             if obj is not None:
                 obj.close()
-        held = ("retriever", "chat_model", "rag", "ingest_pipeline", "groups", "sessions", "feedback")
+        held = ("retriever", "chat_model", "rag", "ingest_pipeline", "admin", "groups", "sessions", "feedback")
         for name in held:  # they hold the closed stores
             self.__dict__.pop(name, None)
         engine = self.__dict__.pop("db", None)

@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The ingestion job queue a server or worker runs: in-process threads (embedded default) or the shared
+# task queue on PostgreSQL (several hosts). Both take the same calls from the admin API.
+Jobs = JobQueue | SharedJobs
+
 
 def conninfo(database_url: str) -> str:
     """The libpq URL of the shared database (procrastinate speaks psycopg directly)."""
@@ -75,7 +79,7 @@ def shared_jobs(components: Components, app: Any | None = None) -> SharedJobs:
     )
 
 
-def open_jobs(components: Components, *, serve: bool) -> JobQueue | SharedJobs:
+def open_jobs(components: Components, *, serve: bool) -> Jobs:
     """The ingestion jobs of this deployment: the shared queue, or the API process's own (``serve``: run them)."""
     settings = components.settings
     if settings.queue.backend == "postgres":

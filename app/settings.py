@@ -15,8 +15,6 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from prompts.selection import PromptSplitError, normalize_split
-
 
 class ModelPrice(BaseModel):
     """USD per million tokens."""
@@ -154,16 +152,9 @@ class PromptSettings(BaseModel):
     split: dict[str, dict[str, float]] = Field(
         default_factory=dict,
         description='Weighted A/B split per prompt name, e.g. {"answer": {"answer@v2": 0.9, "answer@v3": 0.1}}; '
-        "chosen per request by hashing its request id. A request naming a version bypasses it.",
+        "chosen per request by hashing its request id. A request naming a version bypasses it. Checked against "
+        "the prompt files when the service starts (prompts/selection.py).",
     )
-
-    @field_validator("split")
-    @classmethod
-    def _check_split(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-        try:
-            return {name: normalize_split(name, weights) for name, weights in value.items()}
-        except PromptSplitError as exc:
-            raise ValueError(str(exc)) from None
 
 
 class SupportSettings(BaseModel):

@@ -157,14 +157,11 @@ def remove_earlier_runs(size_dir: Path) -> int:
     """Delete the documents earlier runs' ingestion phases (and bench/scale_stalls.py's probes) added: the
     collection is back to its size, and this run's documents are not copies of documents already there (a
     probe's copy of the asked document outranked it once). Returns how many runs there were."""
-    from ingest.admin import delete_document
-
     components = components_for(size_dir)
     try:
         for record in components.manifest.documents(SCALE_COLLECTION):
             if record.source.startswith(("new-", "stall-")):  # and bench/scale_stalls.py's probes
-                delete_document(components.store, components.manifest, SCALE_COLLECTION, record.source,
-                                components.lexical)  # fmt: skip
+                components.admin.delete_document(SCALE_COLLECTION, record.source)
     finally:
         components.close()
     return len(list(size_dir.glob("new-*")))

@@ -212,18 +212,17 @@ def test_identical_chunks_are_embedded_once(handbook_components: Components, tmp
 
 
 def test_documents_can_be_listed_and_deleted(handbook_components: Components) -> None:
-    from app.errors import CollectionNotFoundError
-    from ingest.admin import DocumentNotFoundError, delete_collection, delete_document, list_documents
+    from app.errors import CollectionNotFoundError, DocumentNotFoundError
 
-    store, manifest = handbook_components.store, handbook_components.manifest
-    docs = {d["source"]: d for d in list_documents(store, manifest, "handbook")}
+    store, manifest, admin = handbook_components.store, handbook_components.manifest, handbook_components.admin
+    docs = {d["source"]: d for d in admin.documents("handbook")}
     assert set(docs) == {"handbook.pdf", "oncall.md", "expenses.html", "office-faq.txt"}
     assert docs["handbook.pdf"]["chunks"] == len(store.get_ids("handbook", {"source": "handbook.pdf"}))
-    delete_document(store, manifest, "handbook", "oncall.md")
+    admin.delete_document("handbook", "oncall.md")
     assert store.get_ids("handbook", {"source": "oncall.md"}) == []
     with pytest.raises(DocumentNotFoundError):
-        delete_document(store, manifest, "handbook", "oncall.md")
-    delete_collection(store, manifest, "handbook")
+        admin.delete_document("handbook", "oncall.md")
+    admin.delete_collection("handbook")
     with pytest.raises(CollectionNotFoundError):
-        list_documents(store, manifest, "handbook")
+        admin.documents("handbook")
     assert manifest.documents("handbook") == []

@@ -4,7 +4,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from app.settings import Settings
 from prompts.registry import PromptRegistry
@@ -72,14 +71,24 @@ def test_refs_must_exist_when_a_registry_is_given() -> None:
 
 
 def test_split_setting_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The setting is read as given and checked against the prompt files when the service is built
+    (before a server says ready): a bad split stops the start with an error naming the setting."""
+    from app.bootstrap import Components
+    from app.errors import ConfigurationError
+
     monkeypatch.setenv("KB_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("KB_PROMPTS__SPLIT", '{"answer": {"v2": 0.9, "answer@v1": 0.1}}')
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    assert settings.prompts.split == {"answer": {"answer@v2": 0.9, "answer@v1": 0.1}}
+    assert Components(settings).prompt_selector.shares("answer") == pytest.approx(
+        {"answer@v1": 0.1, "answer@v2": 0.9}
+    )
 
     monkeypatch.setenv("KB_PROMPTS__SPLIT", '{"answer": {"answer@v2": 0}}')
-    with pytest.raises(ValidationError, match="must be a number > 0"):
-        Settings(_env_file=None)  # type: ignore[call-arg]
+    with pytest.raises(ConfigurationError, match="KB_PROMPTS__SPLIT: .*must be a number > 0"):
+        _ = Components(Settings(_env_file=None)).prompt_selector  # type: ignore[call-arg]
+    monkeypatch.setenv("KB_PROMPTS__SPLIT", '{"answer": {"answer@v2": 0.5, "answer@v9": 0.5}}')
+    with pytest.raises(ConfigurationError, match="KB_PROMPTS__SPLIT: .*no prompt answer@v9"):
+        _ = Components(Settings(_env_file=None)).prompt_selector  # type: ignore[call-arg]
     monkeypatch.delenv("KB_PROMPTS__SPLIT")
     assert Settings(_env_file=None).prompts.split == {}  # type: ignore[call-arg]
 

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 from app.bootstrap import Components
-from app.llm.providers.extractive import REFUSAL
+from app.llm.base import REFUSAL
 from app.rag.retrieval import RetrievalConfig, SearchFilters
 from app.settings import RetrievalSettings
-from ingest.admin import delete_document
 from ingest.files import document_id
 from tests.conftest import EXAMPLES
 from vectorstore.lexical import LexicalIndex
@@ -110,7 +109,7 @@ def test_updates_and_deletes_reach_the_lexical_index(handbook_components: Compon
     c.lexical.upsert("handbook", ["leftover"], ["the swordfish protocol"], [{"document_id": doc, "doc_hash": "old"}])
     assert lexical_sources("swordfish protocol") == []
 
-    delete_document(c.store, c.manifest, "handbook", "office-faq.txt", c.lexical)
+    c.admin.delete_document("handbook", "office-faq.txt")
     assert "office-faq.txt" not in lexical_sources("Fernhill-Visitors network password")
     assert c.lexical.count("handbook") == c.store.count("handbook")
 

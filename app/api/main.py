@@ -29,7 +29,6 @@ from app.bootstrap import Components
 from app.errors import ConfigurationError
 from app.queue import open_jobs
 from app.settings import Settings, get_settings, is_loopback, private_files
-from ingest.repair import sweep_abandoned
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +65,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
             ensure_first_admin_key(components.keys, settings.admin_key_file)
         elif not settings.auth.enabled:
             log.warning("authentication is OFF (KB_AUTH__ENABLED=false): every caller is an admin; local use only")
-        try:  # chunks that ingestions killed with the last server never made live (ingest/repair.py)
-            sweep_abandoned(components.store, components.manifest, components.lexical)
-        except Exception:  # never a reason not to start: the next ingestion or `kb collections repair` sweeps
-            log.warning("could not sweep abandoned ingestion leftovers at start", exc_info=True)
+        components.sweep_abandoned()  # chunks that ingestions killed with the last server never made live
         jobs = None
         if admin_enabled:
             jobs = open_jobs(components, serve=True)

@@ -14,7 +14,6 @@ from app.bootstrap import Components
 from app.cli.common import cli, console, fail, out, setup
 from app.cli.progress import LogProgress, RichProgress
 from app.errors import KbError
-from ingest.admin import delete_collection, delete_document, list_collections, list_documents
 from ingest.repair import repair
 
 collections_cli = typer.Typer(help="List, check and delete collections.", no_args_is_help=True)
@@ -98,7 +97,7 @@ def _print_rows(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -
 def collections_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List collections with their document and chunk counts."""
     components = Components(setup())
-    _print_rows(list_collections(components.store, components.manifest), ["name", "documents", "chunks"], as_json)
+    _print_rows(components.admin.collections(), ["name", "documents", "chunks"], as_json)
 
 
 @collections_cli.command("repair")
@@ -115,7 +114,7 @@ def collections_repair(
     """
     components = Components(setup())
     try:
-        known = [c["name"] for c in list_collections(components.store, components.manifest)]
+        known = [c["name"] for c in components.admin.collections()]
         unknown = [n for n in names or [] if n not in known]
         if unknown:
             console.print(f"[red]error[/red]: no collection {', '.join(map(repr, unknown))} (see: kb collections list)")
@@ -145,7 +144,7 @@ def collections_delete(name: Annotated[str, typer.Argument(help="Collection to d
     """Delete a collection with all its documents and chunks."""
     components = Components(setup())
     try:
-        delete_collection(components.store, components.manifest, name, components.lexical)
+        components.admin.delete_collection(name)
     except KbError as exc:
         raise fail(exc) from exc
     out.print(f"deleted collection {name!r}")
@@ -159,7 +158,7 @@ def documents_list(
     """List a collection's documents: source, chunks, size and when they were last ingested."""
     components = Components(setup())
     try:
-        rows = list_documents(components.store, components.manifest, collection)
+        rows = components.admin.documents(collection)
     except KbError as exc:
         raise fail(exc) from exc
     _print_rows(rows, ["source", "chunks", "size_bytes", "updated_at"], as_json)
@@ -173,7 +172,7 @@ def documents_delete(
     """Delete one document and its chunks from a collection."""
     components = Components(setup())
     try:
-        delete_document(components.store, components.manifest, collection, source, components.lexical)
+        components.admin.delete_document(collection, source)
     except KbError as exc:
         raise fail(exc) from exc
     out.print(f"deleted {source!r} from {collection!r}")

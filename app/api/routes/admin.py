@@ -17,10 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.schemas import error_responses
 from app.errors import InvalidRequestError, JobNotFoundError, KbError, UploadTooLargeError
-from ingest.admin import delete_collection, delete_document, list_collections, list_documents
-from ingest.jobs import JobQueue
-from ingest.shared_jobs import SharedJobs
-from vectorstore.store import validate_collection_name
+from app.queue import Jobs
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -54,12 +51,9 @@ async def upload_documents(
     collection: str, request: Request, files: Annotated[list[UploadFile], File(description="Documents to ingest.")]
 ) -> JSONResponse:
     """Store the uploaded files and queue an ingestion job; poll GET /admin/jobs/{job_id}."""
-    try:
-        collection = validate_collection_name(collection)
-    except ValueError as exc:
-        raise InvalidRequestError(str(exc), code="invalid_collection_name") from exc
     components = request.app.state.components
-    jobs: JobQueue | SharedJobs = request.app.state.jobs
+    collection = components.admin.checked_name(collection)
+    jobs: Jobs = request.app.state.jobs
     limit = int(components.settings.limits.max_file_mb * 1024 * 1024)
     job_id, folder = jobs.new_job_dir()
     names: list[str] = []
@@ -124,21 +118,21 @@ def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
 def admin_collections(request: Request) -> list[dict[str, Any]]:
     """Collections with document and chunk counts."""
     components = request.app.state.components
-    return list_collections(components.store, components.manifest)
+    return components.admin.collections()
 
 
 @router.get("/collections/{collection}/documents", responses=_ERRORS)
 def admin_documents(collection: str, request: Request) -> list[dict[str, Any]]:
     """A collection's documents: source, chunks, size, content hash, last ingested."""
     components = request.app.state.components
-    return list_documents(components.store, components.manifest, collection)
+    return components.admin.documents(collection)
 
 
 @router.delete("/collections/{collection}/documents/{source:path}", responses=_ERRORS)
 def admin_delete_document(collection: str, source: str, request: Request) -> dict[str, Any]:
     """Delete one document and its chunks."""
     components = request.app.state.components
-    deleted = delete_document(components.store, components.manifest, collection, source, components.lexical)
+    deleted = components.admin.delete_document(collection, source)
     return {"collection": collection, "source": source, "chunks_deleted": deleted}
 
 
@@ -146,5 +140,5 @@ def admin_delete_document(collection: str, source: str, request: Request) -> dic
 def admin_delete_collection(collection: str, request: Request) -> dict[str, Any]:
     """Delete a collection with all its documents and chunks."""
     components = request.app.state.components
-    delete_collection(components.store, components.manifest, collection, components.lexical)
+    components.admin.delete_collection(collection)
     return {"collection": collection, "deleted": True}
