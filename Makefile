@@ -72,6 +72,7 @@ run: ingest-sample serve
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The suite runs without network: in a fresh network namespace (loopback only) where the
 # OS allows unprivileged namespaces, and behind an in-process socket guard everywhere.
