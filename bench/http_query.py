@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.rag.options import AskOptions
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -337,15 +339,15 @@ def profile(data_dir: Path, questions: list[str], token: str) -> None:
     if audit_log is not None:
         print(f"  audit row:                          {per_call_ms(lambda: audit_log.record(record)):.2f} ms")
     for q in questions[:10]:
-        rag.answer(q, [COLLECTION], use_cache=False)
+        rag.answer(q, [COLLECTION], AskOptions(use_cache=False))
     answers = distinct(questions, 200, 7)
     it = iter(answers)
-    pipeline_ms = per_call_ms(lambda: rag.answer(next(it), [COLLECTION], use_cache=False), 100)
+    pipeline_ms = per_call_ms(lambda: rag.answer(next(it), [COLLECTION], AskOptions(use_cache=False)), 100)
     print(f"  for comparison, the answer pipeline: {pipeline_ms:.1f} ms (rag.answer, cache bypassed)")
     profiler = cProfile.Profile()
     profiler.enable()
     for q in answers[100:]:
-        rag.answer(q, [COLLECTION], use_cache=False)
+        rag.answer(q, [COLLECTION], AskOptions(use_cache=False))
     profiler.disable()
     for q in questions:  # the same questions again, cache on: the second round is all hits
         rag.answer(q, [COLLECTION])

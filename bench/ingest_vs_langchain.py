@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.rag.options import SearchOptions
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -70,7 +72,7 @@ def page_hits(cases: list[dict[str, Any]], kb_data: Path, lc_store: Path) -> dic
     for mode in ("hybrid", "dense"):
         found = 0
         for case in cases:
-            top = components.rag.search(case["question"], ["manuals"], top_k=5, mode=mode)  # type: ignore[arg-type]
+            top = components.rag.search(case["question"], ["manuals"], SearchOptions(top_k=5, mode=mode))  # type: ignore[arg-type]
             found += any(
                 h.metadata.get("source") == "R-FAQ.pdf" and h.metadata.get("page") in case["pages"] for h in top
             )

@@ -35,6 +35,7 @@ from pypdf import PdfReader
 
 import ingest.loaders as loaders
 from app.bootstrap import Components
+from app.rag.options import SearchOptions
 from app.settings import Settings
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "r-manuals"
@@ -101,7 +102,9 @@ def run(loader: str, pdf_dir: Path, work: Path, cases: list[dict[str, Any]]) -> 
             components.retriever.config = replace(default, section_weight=0.0) if " " in mode else default
             hits_at = dict.fromkeys(K, 0)
             for case in cases:
-                hits = components.rag.search(case["question"], ["rpdf"], top_k=max(K), mode=mode.split()[0])  # type: ignore[arg-type]
+                hits = components.rag.search(
+                    case["question"], ["rpdf"], SearchOptions(top_k=max(K), mode=mode.split()[0])
+                )  # type: ignore[arg-type]
                 ranks = [i for i, h in enumerate(hits, 1) if _on_answer_page(h.metadata, case["pages"])]
                 for k in K:
                     hits_at[k] += bool(ranks and ranks[0] <= k)

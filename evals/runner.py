@@ -22,6 +22,7 @@ from typing import Any
 from app.bootstrap import Components
 from app.errors import EvalError, KbError
 from app.rag.conversation import Turn
+from app.rag.options import AskOptions
 from app.rag.service import Answer
 from evals import metrics as m
 from evals.judge import Judge, is_generative
@@ -104,10 +105,8 @@ class CaseRunner:
         self.run_id = run_id
 
     def _ask(self, question: str, spec: VariantSpec, rid: str, history: list[Turn]) -> Answer:
-        return self.c.rag.answer(
-            question, self.suite.collection, prompt=spec.prompt, request_id=rid, use_cache=self.use_cache,
-            history=tuple(history),
-        )  # fmt: skip
+        options = AskOptions(prompt=spec.prompt, request_id=rid, use_cache=self.use_cache, history=tuple(history))
+        return self.c.rag.answer(question, self.suite.collection, options)
 
     def run(self, case: Case, spec: VariantSpec, index: int) -> dict[str, Any]:
         rid = f"eval-{self.run_id}-{index}-{case.id}"
@@ -234,7 +233,7 @@ def run_variant(
             if is_generative(components.chat_model):
                 rag.search(warm, [suite.collection])
             else:
-                rag.answer(warm, suite.collection, request_id=f"eval-{run_id}-warmup", use_cache=False)
+                rag.answer(warm, suite.collection, AskOptions(request_id=f"eval-{run_id}-warmup", use_cache=False))
         since = time.time() - 1
         cases = []
         for i, case in enumerate(suite.cases):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from app import metrics
 from app.bootstrap import Components
+from app.rag.options import AskOptions
 
 QUESTION = "What is the guest Wi-Fi network called?"
 
@@ -16,15 +17,15 @@ def hits() -> float:
 
 def test_repeated_question_is_served_before_retrieval_and_logged(handbook_components: Components) -> None:
     rag = handbook_components.rag
-    first = rag.answer(QUESTION, "handbook", request_id="a1", principal="alice")
+    first = rag.answer(QUESTION, "handbook", AskOptions(request_id="a1", principal="alice"))
     before = hits()
-    second = rag.answer(QUESTION, "handbook", request_id="a2", principal="alice")
+    second = rag.answer(QUESTION, "handbook", AskOptions(request_id="a2", principal="alice"))
     assert hits() == before + 1
     assert second.cached and not first.cached and second.answer == first.answer
     assert second.request_id == "a2" and second.citations == first.citations and second.usage["cost_usd"] == 0.0
     rows = {r["request_id"]: r for r in handbook_components.ledger.rows()}
     assert rows["a2"]["cached"] == 1 and rows["a2"]["cost_usd"] == 0.0 and rows["a2"]["key"] == "alice"
-    bypass = rag.answer(QUESTION, "handbook", use_cache=False)
+    bypass = rag.answer(QUESTION, "handbook", AskOptions(use_cache=False))
     assert hits() == before + 1 and bypass.cached is False
     streamed = list(rag.stream_answer(QUESTION, "handbook"))
     assert streamed[0] == ("token", first.answer) and streamed[-1][1].cached and hits() == before + 2

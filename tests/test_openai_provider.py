@@ -7,6 +7,7 @@ import pytest
 from app.bootstrap import Components
 from app.errors import ProviderError, ProviderTimeoutError
 from app.llm.base import ChatRequest, GenerationParams, Message
+from app.rag.options import AskOptions
 from app.settings import LlmSettings, ModelPrice, Settings
 from tests.servers import FakeOpenAI
 
@@ -32,7 +33,7 @@ def openai_components(fake: FakeOpenAI, handbook_components: Components, embedde
 
 def test_rag_answer_via_openai_is_costed_cached_and_logged(openai_components: Components, fake: FakeOpenAI) -> None:
     rag = openai_components.rag
-    first = rag.answer("How many days of annual leave do I get?", "handbook", request_id="r1")
+    first = rag.answer("How many days of annual leave do I get?", "handbook", AskOptions(request_id="r1"))
     assert first.provider == "openai" and first.model == "house-model"
     assert first.answer == fake.reply
     assert first.citations[0].n == 1 and first.citations[0].source == "handbook.pdf"
@@ -48,7 +49,7 @@ def test_rag_answer_via_openai_is_costed_cached_and_logged(openai_components: Co
     user_message = sent["body"]["messages"][1]["content"]
     assert "27 days of paid annual leave" in user_message and "(handbook.pdf, page 2" in user_message
 
-    second = rag.answer("How many days of annual leave do I get?", "handbook", request_id="r2")
+    second = rag.answer("How many days of annual leave do I get?", "handbook", AskOptions(request_id="r2"))
     assert len(fake.requests) == 1, "the identical second call must be served from the cache"
     assert second.cached is True and second.usage["cost_usd"] == 0.0 and second.answer == first.answer
 

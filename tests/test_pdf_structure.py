@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.bootstrap import Components
+from app.rag.options import SearchOptions
 from ingest.loaders import load
 from ingest.pdf_structure import (
     clean_page,
@@ -152,7 +153,7 @@ def test_a_word_hyphenated_at_a_line_end_is_found_whole(
     components = Components(settings_factory(), embedder=embedder)
     try:
         assert components.ingest_pipeline.ingest([folder], "asn1").failed == []
-        hits = components.rag.search("management", ["asn1"], mode="lexical", top_k=5)
+        hits = components.rag.search("management", ["asn1"], SearchOptions(mode="lexical", top_k=5))
         assert hits and hits[0].metadata["page"] == 4 and "management" in hits[0].text
         assert hits[0].metadata["heading"] == "1 Introduction"
     finally:

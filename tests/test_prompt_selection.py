@@ -79,15 +79,13 @@ def test_split_setting_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.setenv("KB_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("KB_PROMPTS__SPLIT", '{"answer": {"v2": 0.9, "answer@v1": 0.1}}')
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    assert Components(settings).prompt_selector.shares("answer") == pytest.approx(
-        {"answer@v1": 0.1, "answer@v2": 0.9}
-    )
+    assert Components(settings).prompt_selector.shares("answer") == pytest.approx({"answer@v1": 0.1, "answer@v2": 0.9})
 
     monkeypatch.setenv("KB_PROMPTS__SPLIT", '{"answer": {"answer@v2": 0}}')
-    with pytest.raises(ConfigurationError, match="KB_PROMPTS__SPLIT: .*must be a number > 0"):
+    with pytest.raises(ConfigurationError, match=r"KB_PROMPTS__SPLIT: .*must be a number > 0"):
         _ = Components(Settings(_env_file=None)).prompt_selector  # type: ignore[call-arg]
     monkeypatch.setenv("KB_PROMPTS__SPLIT", '{"answer": {"answer@v2": 0.5, "answer@v9": 0.5}}')
-    with pytest.raises(ConfigurationError, match="KB_PROMPTS__SPLIT: .*no prompt answer@v9"):
+    with pytest.raises(ConfigurationError, match=r"KB_PROMPTS__SPLIT: .*no prompt answer@v9"):
         _ = Components(Settings(_env_file=None)).prompt_selector  # type: ignore[call-arg]
     monkeypatch.delenv("KB_PROMPTS__SPLIT")
     assert Settings(_env_file=None).prompts.split == {}  # type: ignore[call-arg]

@@ -3,6 +3,7 @@ import pytest
 from app.bootstrap import Components
 from app.errors import CollectionNotFoundError, InvalidRequestError, PromptNotFoundError
 from app.llm.base import REFUSAL
+from app.rag.options import AskOptions
 
 
 @pytest.mark.parametrize(
@@ -48,15 +49,15 @@ def test_unanswerable_question_is_refused_honestly(handbook_components: Componen
 
 def test_answers_are_logged_and_cached(handbook_components: Components) -> None:
     rag = handbook_components.rag
-    first = rag.answer("What is the daily meal allowance?", "handbook", request_id="req-1")
-    second = rag.answer("What is the daily meal allowance?", "handbook", request_id="req-2")
+    first = rag.answer("What is the daily meal allowance?", "handbook", AskOptions(request_id="req-1"))
+    second = rag.answer("What is the daily meal allowance?", "handbook", AskOptions(request_id="req-2"))
     assert (first.cached, second.cached) == (False, True)
     assert second.answer == first.answer and second.usage["cost_usd"] == 0.0
     rows = {r["request_id"]: r for r in handbook_components.ledger.rows()}
     assert rows["req-1"]["cached"] == 0 and rows["req-2"]["cached"] == 1
     assert rows["req-1"]["prompt"] == "answer@v2"
     assert rows["req-1"]["prompt_tokens"] == first.usage["prompt_tokens"] > 50
-    bypass = rag.answer("What is the daily meal allowance?", "handbook", use_cache=False)
+    bypass = rag.answer("What is the daily meal allowance?", "handbook", AskOptions(use_cache=False))
     assert bypass.cached is False
 
 
@@ -78,7 +79,8 @@ def test_bad_requests_get_specific_errors(
     handbook_components: Components, kwargs: dict, error: type, code: str
 ) -> None:
     with pytest.raises(error) as info:
-        handbook_components.rag.answer(**kwargs)
+        question, collections = kwargs.pop("question"), kwargs.pop("collections")
+        handbook_components.rag.answer(question, collections, AskOptions(**kwargs))
     assert info.value.code == code
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from app.bootstrap import Components
 from app.llm.base import REFUSAL
+from app.rag.options import AskOptions
 from app.rag.retrieval import RetrievalConfig, SearchFilters
 from app.settings import RetrievalSettings
 from ingest.files import document_id
@@ -136,7 +137,9 @@ def test_weak_evidence_is_refused_without_calling_the_model(handbook_components:
         c.settings.model_copy(update={"retrieval": RetrievalSettings(min_evidence=0.99)}), embedder=c.embedder
     )
     try:
-        answer = strict.rag.answer("How many days of annual leave do I get?", "handbook", request_id="floor-1")
+        answer = strict.rag.answer(
+            "How many days of annual leave do I get?", "handbook", AskOptions(request_id="floor-1")
+        )
         assert answer.answer == REFUSAL and answer.grounded is False and answer.citations == []
         assert "floor-1" not in {r["request_id"] for r in strict.ledger.rows()}
     finally:

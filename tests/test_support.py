@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from app.bootstrap import Components
 from app.llm.base import REFUSAL
 from app.rag.claims import analyse, answer_sentences, missing_numbers, normalize_markers, passage_sentences
+from app.rag.options import AskOptions
 from app.rag.support import SupportConfig, Verifier
 from app.rag.support_policy import MarkerFilter, verify_answer
 from app.settings import LlmSettings, Settings
@@ -256,18 +257,20 @@ def test_the_optional_judge_decides_undecided_sentences_and_its_call_is_ledgered
         components = Components(settings, embedder=embedder)
         try:
             fake.replies = [reworded, "1: no"]
-            answer = components.rag.answer(QUESTION, "handbook", use_cache=False, request_id="judged-no")
+            answer = components.rag.answer(QUESTION, "handbook", AskOptions(use_cache=False, request_id="judged-no"))
             (sentence,) = answer.sentences
             assert sentence.judge == "no" and not sentence.supported and answer.support["judged"] == 1
             verify_call = fake.requests[-1]["body"]
             assert "twenty-seven paid holidays" in verify_call["messages"][1]["content"]
 
             fake.replies = [reworded, "1: yes"]
-            answer = components.rag.answer(QUESTION, "handbook", use_cache=False, request_id="judged-yes")
+            answer = components.rag.answer(QUESTION, "handbook", AskOptions(use_cache=False, request_id="judged-yes"))
             assert answer.sentences[0].judge == "yes" and answer.sentences[0].supported
 
             fake.replies = [reworded, "I am not sure."]  # an unreadable verdict changes nothing
-            answer = components.rag.answer(QUESTION, "handbook", use_cache=False, request_id="judged-unsure")
+            answer = components.rag.answer(
+                QUESTION, "handbook", AskOptions(use_cache=False, request_id="judged-unsure")
+            )
             assert answer.sentences[0].judge is None and answer.support["judged"] == 0
 
             rows = {r["request_id"]: r for r in components.ledger.rows(0)}

@@ -12,6 +12,7 @@ from app.bootstrap import Components
 from app.cli.common import cli, console, fail, out, setup
 from app.errors import KbError
 from app.rag.answer import Answer
+from app.rag.options import AskOptions
 
 
 @cli.command()
@@ -36,10 +37,11 @@ def ask(
     settings = setup()
     components = Components(settings)
     try:
-        answer = components.rag.answer(
-            question, collection, top_k=top_k, prompt=prompt, use_cache=not no_cache,
+        options = AskOptions(
+            top_k=top_k, prompt=prompt, use_cache=not no_cache,
             support_policy=support_policy,  # type: ignore[arg-type]  # checked by the service (policy_invalid)
         )  # fmt: skip
+        answer = components.rag.answer(question, collection, options)
     except KbError as exc:
         raise fail(exc) from exc
     finally:

@@ -10,6 +10,7 @@ import typer
 from app.bootstrap import Components
 from app.cli.common import cli, console, fail, out, setup
 from app.errors import KbError
+from app.rag.options import SearchOptions
 from app.rag.retrieval import SearchFilters
 
 
@@ -32,7 +33,7 @@ def search(
     components = Components(settings)
     filters = SearchFilters(tuple(source or ()), page_min, page_max, heading)
     try:
-        hits = components.rag.search(query, collection, top_k=top_k, mode=mode, filters=filters)  # type: ignore[arg-type]
+        hits = components.rag.search(query, collection, SearchOptions(top_k, mode, filters))  # type: ignore[arg-type]
     except KbError as exc:
         raise fail(exc) from exc
     finally:

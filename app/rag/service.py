@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from app.errors import CollectionNotFoundError, InvalidRequestError, PromptNotFoundError, ProviderError
 from app.llm.base import REFUSAL, ChatModel, ChatRequest, Completion, GenerationParams, Message, SourcePassage
@@ -21,9 +21,9 @@ from app.rag.answer import Answer, Plan, finish
 from app.rag.answer_cache import AnswerCache, answer_key, revive
 from app.rag.citations import passage_label
 from app.rag.condense import Condenser
-from app.rag.conversation import Turn
-from app.rag.retrieval import MODES, Mode, RetrievalConfig, Retriever, SearchFilters, SearchHit
-from app.rag.support import POLICIES, EmbedsTexts, Policy, SupportConfig, Verifier
+from app.rag.options import AnswerEvent, AskOptions, SearchOptions
+from app.rag.retrieval import MODES, RetrievalConfig, Retriever, SearchHit
+from app.rag.support import POLICIES, EmbedsTexts, SupportConfig, Verifier
 from app.rag.support_judge import SupportJudge
 from app.rag.support_policy import MarkerFilter
 from app.text import escape_fence
@@ -147,21 +147,15 @@ class RagService:
             raise PromptNotFoundError(str(exc)) from exc
 
     def search(
-        self,
-        query: str,
-        collections: Sequence[str],
-        *,
-        top_k: int | None = None,
-        mode: Mode | None = None,
-        filters: SearchFilters | None = None,
+        self, query: str, collections: Sequence[str], options: SearchOptions = SearchOptions()
     ) -> list[SearchHit]:
         """Ranked chunks with each retriever's score: POST /search and ``kb search``."""
-        if mode is not None and mode not in MODES:
+        if options.mode is not None and options.mode not in MODES:
             raise InvalidRequestError(f"mode must be one of {', '.join(MODES)}", code="mode_invalid")
         names = self._collections(collections)
         assert names is not None
-        query, k = self._validate(query, top_k)
-        return self.retriever.search(query, names, k, mode=mode, filters=filters)
+        query, k = self._validate(query, options.top_k)
+        return self.retriever.search(query, names, k, mode=options.mode, filters=options.filters)
 
     def _pack(self, hits: list[Hit]) -> list[Hit]:
         """Keep passages in rank order while they fit the prompt's token budget."""
@@ -175,51 +169,43 @@ class RagService:
             used += cost
         return packed
 
-    def plan(self, question: str, collections: str | Sequence[str], **options: Any) -> Plan:
-        """Validate, condense a follow-up, retrieve and render: all that precedes the model call.
-        Options: ``top_k``, ``prompt``, ``request_id``, ``use_cache``, ``history``, ``principal``,
-        ``support_policy``."""
-        plan = self._plan(question, collections, **options)
+    def plan(self, question: str, collections: str | Sequence[str], options: AskOptions = AskOptions()) -> Plan:
+        """Validate, condense a follow-up, retrieve and render: all that precedes the model call."""
+        plan = self._plan(question, collections, options)
         assert plan is not None
         return plan
 
-    def cached_answer(self, question: str, collections: str | Sequence[str], **options: Any) -> Answer | None:
+    def cached_answer(
+        self, question: str, collections: str | Sequence[str], options: AskOptions = AskOptions()
+    ) -> Answer | None:
         """The answer cache's answer to a new question (no ``history``), or None: then call ``answer``.
 
         Touches only memory and the local manifest, never the vector store, the model or the
         database (the cache hit's ledger row is deferred), so the API may call it on its event loop.
         """
-        if options.get("history") or self.answer_cache is None:
+        if options.history or self.answer_cache is None:
             return None
-        plan = self._plan(question, collections, **options, cached_only=True)
+        plan = self._plan(question, collections, options, cached_only=True)
         return None if plan is None else self._from_cache(plan)
 
     def _plan(
-        self,
-        question: str,
-        collections: str | Sequence[str],
-        *,
-        top_k: int | None = None,
-        prompt: str | None = None,
-        request_id: str | None = None,
-        use_cache: bool = True,
-        history: Sequence[Turn] = (),
-        principal: str | None = None,
-        support_policy: Policy | None = None,
-        cached_only: bool = False,
+        self, question: str, collections: str | Sequence[str], options: AskOptions, *, cached_only: bool = False
     ) -> Plan | None:
         """``plan``; with ``cached_only``, None unless the answer cache has the answer."""
         started = time.perf_counter()
-        request_id = request_id or uuid.uuid4().hex
-        question, k = self._validate(question, top_k)
+        request_id = options.request_id or uuid.uuid4().hex
+        use_cache, principal, support_policy = options.use_cache, options.principal, options.support_policy
+        question, k = self._validate(question, options.top_k)
         if support_policy is not None and support_policy not in POLICIES:
             raise InvalidRequestError(f"support_policy must be one of {', '.join(POLICIES)}", code="policy_invalid")
         names = self._collections(collections, local_only=cached_only)
         if names is None:
             return None
-        prompt_file = self._prompt(self._choose(prompt, request_id))
+        prompt_file = self._prompt(self._choose(options.prompt, request_id))
         scope = tuple(sorted(names))
-        condensed = self.condenser.condense(question, history, request_id=request_id, scope=scope, key=principal)
+        condensed = self.condenser.condense(
+            question, options.history, request_id=request_id, scope=scope, key=principal
+        )
         if condensed.question != question:
             log.info("request %s: follow-up condensed by %s", request_id, condensed.method)
         policy = support_policy or self.config.support.policy
@@ -276,10 +262,10 @@ class RagService:
         assert plan.cached is not None
         return revive(plan.cached, plan.request_id, plan.started, self.hit_ledger, plan.collections, plan.principal)
 
-    def answer(self, question: str, collections: str | Sequence[str], **options: Any) -> Answer:
-        """Answer from the named collections (one name or several); options as for ``plan`` (``history``
-        makes the question a follow-up)."""
-        plan = self.plan(question, collections, **options)
+    def answer(self, question: str, collections: str | Sequence[str], options: AskOptions = AskOptions()) -> Answer:
+        """Answer from the named collections (one name or several); ``options.history`` makes the question
+        a follow-up."""
+        plan = self.plan(question, collections, options)
         if plan.cached is not None:
             return self._from_cache(plan)
         completion = self.chat_model.complete(plan.request) if plan.request is not None else None
@@ -288,16 +274,16 @@ class RagService:
         return answer
 
     def stream_answer(
-        self, question: str, collections: str | Sequence[str], **options: Any
-    ) -> Iterator[tuple[str, Any]]:
-        """``("token", text)`` events, then ``("done", Answer)``; options as for ``plan``.
+        self, question: str, collections: str | Sequence[str], options: AskOptions = AskOptions()
+    ) -> Iterator[AnswerEvent]:
+        """``("token", text)`` events, then ``("done", Answer)``.
 
         Validation, retrieval and access errors are raised here, before the first event,
         so an HTTP caller can still answer them with a plain status code.
         """
-        return self._stream(self.plan(question, collections, **options))
+        return self._stream(self.plan(question, collections, options))
 
-    def _stream(self, plan: Plan) -> Iterator[tuple[str, Any]]:
+    def _stream(self, plan: Plan) -> Iterator[AnswerEvent]:
         if plan.cached is not None:
             answer = self._from_cache(plan)
             yield "token", answer.answer

@@ -25,6 +25,7 @@ from app.auth import Principal
 from app.errors import KbError
 from app.rag.answer import Answer
 from app.rag.conversation import Turn
+from app.rag.options import AnswerEvent, AskOptions
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["chat"])
@@ -73,23 +74,23 @@ async def chat(body: ChatBody, request: Request, who: CurrentPrincipal) -> Any:
         # A repeated question is answered right here on the event loop (memory and the local manifest
         # only; its rows go to the deferred writer): no thread-pool round trip, which is a third of a hit.
         names = resolve_collections(who, body.requested(), parts)
-        answer = parts.rag.cached_answer(body.question, names, **_options(body, request, who, []))
+        answer = parts.rag.cached_answer(body.question, names, _options(body, request, who, []))
         if answer is not None:
             _remember(request, who, None, body.question, answer)
             return model_response(ChatResponse.model_validate(answer.as_dict()))
     return await run_in_threadpool(_chat, body, request, who)
 
 
-def _options(body: ChatBody, request: Request, who: Principal, history: list[Turn]) -> dict[str, Any]:
-    return {
-        "top_k": body.top_k,
-        "prompt": body.prompt,
-        "request_id": request.state.request_id,
-        "use_cache": body.cache,
-        "history": history,
-        "principal": who.name,
-        "support_policy": body.support_policy,
-    }
+def _options(body: ChatBody, request: Request, who: Principal, history: list[Turn]) -> AskOptions:
+    return AskOptions(
+        top_k=body.top_k,
+        prompt=body.prompt,
+        request_id=request.state.request_id,
+        use_cache=body.cache,
+        history=history,
+        principal=who.name,
+        support_policy=body.support_policy,
+    )
 
 
 def _chat(body: ChatBody, request: Request, who: Principal) -> Any:
@@ -103,24 +104,24 @@ def _chat(body: ChatBody, request: Request, who: Principal) -> Any:
         )
     options = _options(body, request, who, history)
     if body.stream:
-        events = parts.rag.stream_answer(body.question, names, **options)  # raises before streaming starts
+        events = parts.rag.stream_answer(body.question, names, options)  # raises before streaming starts
         conversation_id = body.conversation_id or parts.conversations.start(who.key_id)
         return StreamingResponse(
             _stream(request, who, conversation_id, body.question, events),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    answer = parts.rag.answer(body.question, names, **options)
+    answer = parts.rag.answer(body.question, names, options)
     _remember(request, who, body.conversation_id, body.question, answer)
     return model_response(ChatResponse.model_validate(answer.as_dict()))  # validated here: no second thread hop
 
 
 def _stream(
-    request: Request, who: Principal, conversation_id: str, question: str, events: Iterator[tuple[str, Any]]
+    request: Request, who: Principal, conversation_id: str, question: str, events: Iterator[AnswerEvent]
 ) -> Iterator[str]:
     try:
-        for kind, value in events:
-            if kind == "token":
+        for _, value in events:
+            if isinstance(value, str):  # ("token", text)
                 yield sse("token", {"delta": value})
             else:
                 _remember(request, who, conversation_id, question, value)

@@ -33,6 +33,7 @@ from app.auth import Principal
 from app.errors import InvalidRequestError, KbError
 from app.rag.answer import Answer
 from app.rag.conversation import Turn
+from app.rag.options import AnswerEvent, AskOptions
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
@@ -124,13 +125,13 @@ def chat_completions(body: ChatCompletionBody, request: Request, who: CurrentPri
     question, history = _question_and_history(body)
     rag = components(request).rag
     rid = request.state.request_id
-    options: dict[str, Any] = {"request_id": rid, "history": history, "principal": who.name}
+    options = AskOptions(request_id=rid, history=history, principal=who.name)
     created = int(time.time())
     if body.stream:
-        events = rag.stream_answer(question, names, **options)
+        events = rag.stream_answer(question, names, options)
         stream = _stream(request, who, question, body.model, created, events)
         return StreamingResponse(stream, media_type="text/event-stream")
-    answer = rag.answer(question, names, **options)
+    answer = rag.answer(question, names, options)
     audit(request, who, question, answer)
     completion = {
         "id": f"chatcmpl-{rid}", "object": "chat.completion", "created": created, "model": body.model,
@@ -150,13 +151,13 @@ def _chunk(rid: str, model: str, created: int, delta: dict[str, Any], finish: st
 
 
 def _stream(
-    request: Request, who: Principal, question: str, model: str, created: int, events: Iterator[tuple[str, Any]]
+    request: Request, who: Principal, question: str, model: str, created: int, events: Iterator[AnswerEvent]
 ) -> Iterator[str]:
     rid = request.state.request_id
     yield _chunk(rid, model, created, {"role": "assistant", "content": ""})
     try:
-        for kind, value in events:
-            if kind == "token":
+        for _, value in events:
+            if isinstance(value, str):  # ("token", text)
                 yield _chunk(rid, model, created, {"content": value})
                 continue
             audit(request, who, question, value)

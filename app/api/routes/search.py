@@ -14,6 +14,7 @@ from app.api.deps import CurrentPrincipal, components, resolve_collections
 from app.api.responses import model_response
 from app.api.schemas import SearchBody, SearchResponse, error_responses
 from app.errors import InvalidRequestError
+from app.rag.options import SearchOptions
 from app.rag.retrieval import SearchFilters
 from app.rag.service import RagService
 
@@ -33,5 +34,5 @@ def search(body: SearchBody, request: Request, who: CurrentPrincipal) -> Respons
         raise InvalidRequestError("page_min must not be greater than page_max", code="page_range_invalid")
     filters = SearchFilters(tuple(body.sources or ()), body.page_min, body.page_max, body.heading)
     mode = body.mode or rag.retriever.config.mode
-    hits = rag.search(body.query, collections, top_k=body.top_k, mode=mode, filters=filters)
+    hits = rag.search(body.query, collections, SearchOptions(body.top_k, mode, filters))
     return model_response(SearchResponse.model_validate({"mode": mode, "results": [h.as_dict() for h in hits]}))
