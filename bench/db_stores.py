@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from app.auth import KeyStore  # noqa: E402
 from app.db import migrate  # noqa: E402
 from app.db.engine import make_engine, safe_url, sqlite_url  # noqa: E402
-from app.llm.costs import UsageLedger  # noqa: E402
+from app.llm.costs import UsageLedger, UsageRow  # noqa: E402
 
 ROW = dict(
     request_id="bench", provider="openai", model="gpt-4o-mini", prompt="answer@v2", prompt_tokens=812,
@@ -56,7 +56,7 @@ def bench_url(label: str, url: str, calls: int) -> None:
     migrate.upgrade(engine)
     ledger, keys = UsageLedger(engine), KeyStore(engine)
     token = keys.create("bench", "employee", ["handbook"]).token
-    insert = micros(lambda: ledger.record(ts=time.time(), **ROW), calls)
+    insert = micros(lambda: ledger.record(UsageRow(ts=time.time(), **ROW)), calls)
     lookup = micros(lambda: keys.authenticate(token), calls)
     print(f"{label:<28} ledger insert p50 {insert[0]:7.1f} µs  p95 {insert[1]:7.1f} µs   "
           f"key lookup p50 {lookup[0]:7.1f} µs  p95 {lookup[1]:7.1f} µs")  # fmt: skip

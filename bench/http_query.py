@@ -303,6 +303,7 @@ def profile(data_dir: Path, questions: list[str], token: str) -> None:
 
     from app.audit import AuditRecord
     from app.bootstrap import Components
+    from app.llm.costs import UsageRow
     from app.rag.conversation import Turn
     from app.settings import LlmSettings, Settings
 
@@ -322,11 +323,11 @@ def profile(data_dir: Path, questions: list[str], token: str) -> None:
         components.conversations.append(cid, "bench", Turn("q", "a", "q"), "r")
 
     def ledger_row() -> None:  # as an answer cache hit writes it (app/rag/answer_cache.revive)
-        components.ledger.record(
+        components.ledger.record(UsageRow(
             ts=time.time(), request_id="bench", provider="extractive", model="extractive-1", prompt="answer@v2",
             prompt_tokens=900, completion_tokens=60, cost_usd=0.0, latency_ms=0.2, cached=1, streamed=0,
             status="ok", error=None, collection=COLLECTION, key="bench",
-        )  # fmt: skip
+        ))  # fmt: skip
 
     record = AuditRecord(request_id="bench", question="q", prompt="answer@v2", provider="extractive",
                          model="extractive-1", answer="a [1]", key_name="bench", collections=[COLLECTION],

@@ -23,7 +23,7 @@ from app.db import migrate, open_database
 from app.db.engine import make_engine, sqlite_url
 from app.db.migrate import SchemaOutdatedError
 from app.db.schema import metadata
-from app.llm.costs import UsageLedger
+from app.llm.costs import UsageLedger, UsageRow
 from app.llm.usage_report import summarize
 from app.rag.conversation import ConversationNotFoundError, ConversationStore, Turn
 from app.settings import Settings, get_settings
@@ -49,24 +49,24 @@ def engine(db_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-def _usage_row(**changes: Any) -> dict[str, Any]:
-    row: dict[str, Any] = dict(
+def _usage_row(**changes: Any) -> UsageRow:
+    row = UsageRow(
         ts=time.time(), request_id="r1", provider="openai", model="gpt-4o-mini", prompt="answer@v2",
         prompt_tokens=100, completion_tokens=20, cost_usd=0.000027, latency_ms=812.5, cached=0, streamed=0,
         status="ok", error=None, collection="handbook", key="alice",
     )  # fmt: skip
-    row.update(changes)
+    row.update(changes)  # type: ignore[typeddict-item]
     return row
 
 
 def test_ledger_rows_and_totals(engine: Engine) -> None:
     ledger = UsageLedger(engine)
     now = time.time()
-    ledger.record(**_usage_row(ts=now - 3 * 86400, request_id="old"))
-    ledger.record(**_usage_row(ts=now - 60, request_id="a"))
-    ledger.record(**_usage_row(ts=now - 30, request_id="a", cost_usd=0.0, cached=1, key="bob"))
-    ledger.record(**_usage_row(ts=now, request_id="b", status="error", error="provider_timeout", cost_usd=None,
-                               prompt_tokens=0, completion_tokens=0, streamed=1))  # fmt: skip
+    ledger.record(_usage_row(ts=now - 3 * 86400, request_id="old"))
+    ledger.record(_usage_row(ts=now - 60, request_id="a"))
+    ledger.record(_usage_row(ts=now - 30, request_id="a", cost_usd=0.0, cached=1, key="bob"))
+    ledger.record(_usage_row(ts=now, request_id="b", status="error", error="provider_timeout", cost_usd=None,
+                             prompt_tokens=0, completion_tokens=0, streamed=1))  # fmt: skip
     rows = ledger.rows()
     assert [r["request_id"] for r in rows] == ["old", "a", "a", "b"]  # insertion order
     assert rows[0]["id"] < rows[1]["id"] < rows[2]["id"] < rows[3]["id"]
@@ -156,7 +156,7 @@ def test_the_request_path_survives_the_database_dropping_its_connections(
         assert principal is not None and principal.name == "alice"
         assert "key lookup: the database connection was lost" in caplog.text
         drop_connections()
-        ledger.record(**_usage_row(request_id="after-restart"))
+        ledger.record(_usage_row(request_id="after-restart"))
         assert [r["request_id"] for r in ledger.rows()] == ["after-restart"]
     finally:
         engine.dispose()

@@ -22,7 +22,7 @@ from app.audit import AuditLog
 from app.auth import KeyStore
 from app.db import open_database
 from app.db.engine import sqlite_url
-from app.llm.costs import UsageLedger
+from app.llm.costs import UsageLedger, UsageRow
 from app.rag.conversation import ConversationStore, Turn
 from app.settings import Settings
 from tests.conftest import EXAMPLES
@@ -244,7 +244,7 @@ def test_the_old_files_are_imported_once_and_set_aside(
         assert keys.authenticate("kb_" + "G" * 43) is None and len(keys.all(include_revoked=True)) == 3
         # The spending history, in its order, and new rows numbered after it.
         ledger = UsageLedger(engine)
-        ledger.record(**{**_usage(9), "request_id": "new", "streamed": 0, "error": None})
+        ledger.record({**_usage(9), "request_id": "new", "streamed": 0, "error": None})  # type: ignore[typeddict-item]
         rows = ledger.rows()
         assert [r["request_id"] for r in rows] == ["old-0", "old-1", "old-2", "new"]
         assert sum(r["cost_usd"] for r in rows) == pytest.approx(1.0) and rows[1]["cached"] == 1
@@ -308,11 +308,11 @@ def test_a_first_release_ledger_without_the_later_columns_imports(tmp_path: Path
         (row,) = ledger.rows()
         assert (row["request_id"], row["collection"], row["key"], row["streamed"]) == ("first", None, None, 0)
         # New rows carry the columns later releases added, next to the imported one.
-        ledger.record(
+        ledger.record(UsageRow(
             ts=2.0, request_id="new", provider="openai", model="m", prompt="answer@v1", prompt_tokens=1,
             completion_tokens=1, cost_usd=0.1, latency_ms=5.0, cached=0, streamed=0, status="ok", error=None,
             collection="hr", key="key-1",
-        )  # fmt: skip
+        ))  # fmt: skip
         rows = [(r["request_id"], r["collection"], r["key"]) for r in ledger.rows()]
         assert rows == [("first", None, None), ("new", "hr", "key-1")]
         assert not (data_dir / "usage.sqlite3").exists() and (data_dir / "usage.sqlite3.imported").exists()
@@ -324,7 +324,7 @@ def test_moving_from_the_default_sqlite_database_to_postgresql(tmp_path: Path, p
     data_dir = tmp_path / "data"
     sqlite = open_database(Settings(_env_file=None, data_dir=data_dir))  # type: ignore[call-arg]
     issued = KeyStore(sqlite).create("ops", "admin")
-    UsageLedger(sqlite).record(**{**_usage(0), "streamed": 0, "error": None})
+    UsageLedger(sqlite).record({**_usage(0), "streamed": 0, "error": None})  # type: ignore[typeddict-item]
     conversation = ConversationStore(sqlite).start(issued.key.id)
     ConversationStore(sqlite).append(conversation, issued.key.id, Turn("q", "a"), "r")
     sqlite.dispose()

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import Engine, select
 
@@ -30,6 +30,31 @@ from app.errors import KbError
 from app.llm.base import ChatModel, ChatRequest, Completion, StreamEvent, Usage
 
 log = logging.getLogger(__name__)
+
+
+class UsageRow(TypedDict):
+    """One row of the ledger (the ``usage`` table), as the cost wrapper and the answer cache write it:
+    typed so that both builders name the same 15 columns (a missing or misspelt one fails in mypy)."""
+
+    ts: float
+    request_id: str
+    provider: str
+    model: str
+    prompt: str  # name@vN
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None  # None: no price known for the model
+    latency_ms: float
+    cached: int  # 1: a cache hit (cost 0)
+    streamed: int
+    status: str  # ok | error
+    error: str | None  # the error code
+    collection: str | None
+    key: str | None  # the principal (key or user name)
+
+
+class StoredUsageRow(UsageRow):
+    id: int
 
 
 @dataclass(frozen=True)
@@ -62,22 +87,23 @@ class UsageLedger:
         self._insert = usage.insert()
         self.writer = writer  # for ``defer=True`` rows (cache hits); None: every row is written at once
 
-    def record(self, *, defer: bool = False, **row: Any) -> None:
+    def record(self, row: UsageRow, *, defer: bool = False) -> None:
         """One row; ``defer``: a cache hit's (cost 0), written by the deferred writer after the response."""
+        values: dict[str, Any] = dict(row)
         if defer and self.writer is not None:
-            self.writer.submit([(self._insert, row)])
+            self.writer.submit([(self._insert, values)])
             return
-        retry_on_disconnect(lambda: self._write(row), "usage ledger")
+        retry_on_disconnect(lambda: self._write(values), "usage ledger")
 
-    def _write(self, row: dict[str, Any]) -> None:
+    def _write(self, values: dict[str, Any]) -> None:
         with self._engine.begin() as conn:
-            conn.execute(self._insert, row)
+            conn.execute(self._insert, values)
 
-    def rows(self, since_ts: float = 0.0) -> list[dict[str, Any]]:
+    def rows(self, since_ts: float = 0.0) -> list[StoredUsageRow]:
         query = select(usage).where(usage.c.ts >= since_ts).order_by(usage.c.ts, usage.c.id)  # deferred rows land late
         flush_pending(self._engine)
         with self._engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return [StoredUsageRow(**r) for r in conn.execute(query).mappings()]  # type: ignore[typeddict-item]
 
     def close(self) -> None:
         if self._owned:
@@ -132,7 +158,7 @@ class CostLoggedChatModel:
         model = completion.model if completion else self.model
         latency_s = time.perf_counter() - started
         code = None if error is None else (error.code if isinstance(error, KbError) else type(error).__name__)
-        self.ledger.record(
+        row = UsageRow(
             ts=time.time(),
             request_id=request.request_id,
             provider=provider,
@@ -148,8 +174,8 @@ class CostLoggedChatModel:
             error=code,
             collection=request.collection,
             key=request.key,
-            defer=bool(completion and completion.cached),  # a cache hit costs nothing: written after the response
         )
+        self.ledger.record(row, defer=bool(completion and completion.cached))  # a hit costs nothing: written later
         if not self.only_cached:
             self._observe(provider, model, latency_s, completion, code)
 

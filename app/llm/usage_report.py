@@ -13,12 +13,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from app.errors import InvalidRequestError
+from app.llm.costs import UsageRow
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 
 # by → (the fields naming a group, how to compute them from a row)
-GROUPINGS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], tuple[Any, ...]]]] = {
+GROUPINGS: dict[str, tuple[tuple[str, ...], Callable[[UsageRow], tuple[Any, ...]]]] = {
     "model": (("provider", "model"), lambda r: (r["provider"], r["model"])),
     "provider": (("provider",), lambda r: (r["provider"],)),
     "day": (("day",), lambda r: (time.strftime("%Y-%m-%d", time.gmtime(r["ts"])),)),
@@ -43,7 +44,7 @@ def _empty() -> dict[str, Any]:
     return {"calls": 0, "cached": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
 
 
-def _add(acc: dict[str, Any], row: dict[str, Any]) -> None:
+def _add(acc: dict[str, Any], row: UsageRow) -> None:
     acc["calls"] += 1
     acc["cached"] += int(row["cached"])
     acc["errors"] += row["status"] != "ok"
@@ -52,7 +53,7 @@ def _add(acc: dict[str, Any], row: dict[str, Any]) -> None:
     acc["cost_usd"] += row["cost_usd"] or 0.0
 
 
-def summarize(rows: Iterable[dict[str, Any]], by: str = "model") -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def summarize(rows: Iterable[UsageRow], by: str = "model") -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Groups sorted by their key, and the totals over all rows."""
     if by not in GROUPINGS:
         raise InvalidRequestError(f"cannot group by {by!r}; use one of {', '.join(GROUPINGS)}", code="invalid_by")

@@ -27,7 +27,7 @@ from collections import OrderedDict
 from typing import Any
 
 from app import metrics
-from app.llm.costs import UsageLedger
+from app.llm.costs import UsageLedger, UsageRow
 from app.rag.answer import Answer
 
 log = logging.getLogger(__name__)
@@ -96,11 +96,12 @@ def revive(
     answer.latency_ms = round((time.perf_counter() - started) * 1000, 1)
     metrics.ANSWER_CACHE_HITS.inc()
     if ledger is not None and answer.usage["prompt_tokens"]:  # refusals never called a model
-        ledger.record(
+        row = UsageRow(
             ts=time.time(), request_id=request_id, provider=answer.provider, model=answer.model, prompt=answer.prompt,
             prompt_tokens=answer.usage["prompt_tokens"], completion_tokens=answer.usage["completion_tokens"],
             cost_usd=0.0, latency_ms=answer.latency_ms, cached=1, streamed=0, status="ok", error=None,
-            collection=",".join(collections), key=principal, defer=True,
+            collection=",".join(collections), key=principal,
         )  # fmt: skip
+        ledger.record(row, defer=True)
     log.info("answered request %s from the answer cache in %.1f ms", request_id, answer.latency_ms)
     return answer
