@@ -84,7 +84,7 @@ class JobProgress:
     def __init__(self, queue: JobQueue, job_id: str):
         self._queue, self._job_id = queue, job_id
         self.files_total = self.files_done = self.chunks_written = 0
-        self._last = 0.0
+        self._last = float("-inf")  # the first report goes out at once, however long the machine has been up
 
     def start(self, total_files: int) -> None:
         self.files_total = total_files

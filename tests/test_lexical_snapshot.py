@@ -262,9 +262,17 @@ def test_a_chunk_written_since_the_snapshot_gets_its_bm25_evidence(tmp_path: Pat
     assert release["zebra"] == (0.0, 0.0) and release["c1"][0] > 0
 
 
-def test_chunks_written_since_the_snapshot_are_searched_beside_it_with_its_scores(tmp_path: Path) -> None:
+def test_chunks_written_since_the_snapshot_are_searched_beside_it_with_its_scores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Until a large collection's background rebuild is in (a minute at a million chunks), its new chunks are
-    searched from the rows written since the snapshot, scored with the snapshot's IDF and average length."""
+    searched from the rows written since the snapshot, scored with the snapshot's IDF and average length.
+
+    On a clock that started a minute ago, as time.monotonic() does on a machine booted a minute ago: the
+    first background rebuild once waited for rebuild_pause_s counted from 0.0, i.e. from the boot."""
+    booted = time.monotonic() - 60.0
+    real_monotonic = time.monotonic
+    monkeypatch.setattr(time, "monotonic", lambda: real_monotonic() - booted)
     texts = _real_texts()
     index = LexicalIndex(tmp_path / "kb.sqlite3", cache_dir=tmp_path / "cache", inline_below=1, rebuild_pause_s=3600)
     meta = {"document_id": "d", "doc_hash": "h", "source": "faq.md"}

@@ -119,7 +119,8 @@ class Rebuilds:
     def _loop(self, collection: str) -> None:
         built = -1
         while True:
-            wait = self._finished_at.get(collection, 0.0) + self.pause_s - time.monotonic()
+            finished = self._finished_at.get(collection)  # None: no rebuild ran yet, none to pause after
+            wait = 0.0 if finished is None else finished + self.pause_s - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
             try:

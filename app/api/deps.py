@@ -47,7 +47,7 @@ class RateLimiter:
         self.failures = RateLimitItemPerMinute(failed_auth_per_minute) if failed_auth_per_minute > 0 else None
         self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
         self.in_memory = storage_uri.startswith("memory://")  # else Redis: a network call per hit
-        self._warned_at = 0.0
+        self._warned_at = float("-inf")  # time.monotonic() counts from boot: 0.0 would be "just now" on a new machine
 
     def _counted(self, count: Callable[[], bool]) -> bool:
         """Run a limiter call; with its storage (Redis) unreachable, let the request through.

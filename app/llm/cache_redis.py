@@ -32,7 +32,7 @@ class RedisResponseCache:
         self.max_entries = max_entries
         self.prefix = prefix
         self._index = f"{prefix}index"
-        self._warned_at = 0.0
+        self._warned_at = float("-inf")  # time.monotonic() counts from boot: 0.0 would be "just now" on a new machine
 
     def _warn(self, action: str, exc: Exception) -> None:
         now = time.monotonic()
