@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -225,6 +226,22 @@ def test_unreachable_server_is_reported_clearly() -> None:
     port = free_port()  # nothing listens here
     with pytest.raises(StoreUnavailable, match=f"127.0.0.1:{port}"):
         VectorStore.http("127.0.0.1", port)
+
+
+def test_a_read_that_loses_the_server_after_the_collection_lookup_is_unavailable(server: ChromaServer) -> None:
+    """CI once saw a paused server answer the collection lookup and then time out the search itself: the
+    httpx.ReadTimeout escaped as a 500. Any read that loses the server is StoreUnavailable (a 503)."""
+    store = VectorStore.http(server.host, server.port, timeout_s=0.5)
+    _fill(store, "lost")
+    gone = f"http://127.0.0.1:{free_port()}"  # nothing listens: the read's own request fails, as on a lost server
+
+    def read_elsewhere(collection: object) -> object:
+        return httpx.get(gone, timeout=0.5)
+
+    store._handles.pop("lost", None)  # the lookup (_get) runs and succeeds; the read after it fails
+    with pytest.raises(StoreUnavailable):
+        store._read("lost", read_elsewhere)
+    store.delete_collection("lost")
 
 
 def test_a_hung_server_times_out_as_unavailable(server: ChromaServer) -> None:

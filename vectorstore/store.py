@@ -121,17 +121,20 @@ class VectorStore:
         self.write_error: str | None = None  # the last write's failure, until a write succeeds (readiness)
 
     def _read(self, name: str, fn: Callable[[Collection], T]) -> T:
-        """Run a read on a cached collection handle; refetch once if the collection was replaced."""
-        handle = self._handles.get(name)
-        if handle is not None:
-            try:
-                return fn(handle)
-            except Exception:  # deleted (and maybe recreated) by another process: look it up again
-                self._handles.pop(name, None)
-        handle = self._get(name)
-        result = fn(handle)
-        self._handles[name] = handle
-        return result
+        """Run a read on a cached collection handle; refetch once if the collection was replaced. A server
+        that stops answering is StoreUnavailable from either call (CI saw the refetch succeed and the read
+        after it time out, as a bare httpx.ReadTimeout)."""
+        with self._reachable():
+            handle = self._handles.get(name)
+            if handle is not None:
+                try:
+                    return fn(handle)
+                except Exception:  # deleted (and maybe recreated) by another process: look it up again
+                    self._handles.pop(name, None)
+            handle = self._get(name)
+            result = fn(handle)
+            self._handles[name] = handle
+            return result
 
     @classmethod
     def embedded(cls, path: str | Path) -> VectorStore:
