@@ -21,9 +21,9 @@ from typing import Any
 
 from app.bootstrap import Components
 from app.errors import EvalError, KbError
+from app.rag.answer import Answer
 from app.rag.conversation import Turn
 from app.rag.options import AskOptions
-from app.rag.service import Answer
 from evals import metrics as m
 from evals.judge import Judge, is_generative
 from evals.scoring import Grounding, aggregate, score_case, support_scores

@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
 
 from app.errors import IngestError, InvalidCollectionNameError
 from ingest.chunking import Chunk, Chunker, section_vectors
@@ -32,6 +31,7 @@ from ingest.limits import FileLimits, check_chunks
 from ingest.loaders import LOADERS, load
 from ingest.repair import missing_chunks, sweep_abandoned, sweep_document, sweep_orphans
 from ingest.types import EmbedsDocuments, IngestReport, Outcome, Pending, Progress, prefetch
+from vectorstore.chunk_meta import ChunkMetadata
 from vectorstore.lexical import LexicalIndex
 from vectorstore.manifest import DocumentRecord, Manifest
 from vectorstore.store import VectorStore, validate_collection_name
@@ -365,8 +365,8 @@ class IngestPipeline:
         sweep_orphans(self.store, self.manifest, self.lexical, collection)
 
     @staticmethod
-    def _metadata(chunk: Chunk, collection: str, pending: Pending) -> dict[str, Any]:
-        meta: dict[str, Any] = {
+    def _metadata(chunk: Chunk, collection: str, pending: Pending) -> ChunkMetadata:
+        meta: ChunkMetadata = {
             "collection": collection,
             "source": pending.source,
             "document_id": pending.doc_id,

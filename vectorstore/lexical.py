@@ -33,6 +33,7 @@ import Stemmer
 from bm25s.stopwords import STOPWORDS_EN_PLUS
 from sqlalchemy import ColumnElement, Engine, func, select
 
+from vectorstore.chunk_meta import ChunkMetadata, as_metadata
 from vectorstore.filters import SearchFilters
 from vectorstore.lexical_build import Snapshot, current_version
 from vectorstore.lexical_delta import Delta, Segment
@@ -42,14 +43,12 @@ from vectorstore.tables import BATCH, LEXICAL_TABLES, bump, chunks, open_engine,
 
 log = logging.getLogger(__name__)
 
-Metadata = dict[str, Any]
-
 
 @dataclass(frozen=True)
 class LexicalHit:
     id: str
     text: str
-    metadata: Metadata
+    metadata: ChunkMetadata
     score: float  # raw BM25 score (unbounded, comparable within one query only)
     coverage: float  # share of the query's IDF weight whose terms occur in the chunk, in [0, 1]
 
@@ -100,7 +99,7 @@ class LexicalIndex:
         collection: str,
         ids: Sequence[str],
         texts: Sequence[str],
-        metadatas: Sequence[Metadata],
+        metadatas: Sequence[ChunkMetadata],
         *,
         index_texts: Sequence[str] | None = None,
         section_vectors: Mapping[str, np.ndarray] | None = None,
@@ -299,7 +298,7 @@ class LexicalIndex:
 
     def _top(
         self, built: Snapshot, query: str, k: int, filters: SearchFilters | None, keep_scores: bool
-    ) -> list[tuple[float, str, float, Metadata]]:
+    ) -> list[tuple[float, str, float, ChunkMetadata]]:
         """The snapshot's top ``k`` as (score, chunk id, coverage, metadata), by score then chunk id."""
         scored = self._scores(built, query)
         if scored is None:
@@ -365,7 +364,7 @@ class LexicalIndex:
         unread = [cid for cid in ids if located.get(cid) is None]
         if unread:
             stored = self._select_ids(collection, unread, chunks.c.tokens)
-            segment = Segment.of((cid, str(tokens), {}) for cid, (tokens,) in stored.items())
+            segment = Segment.of((cid, str(tokens), as_metadata(None)) for cid, (tokens,) in stored.items())
             located.update((cid, (segment, row)) for cid, row in segment.rows.items())
         idf, total_idf = self._idf(built, query)
         result: dict[str, tuple[float, float]] = {}
@@ -394,7 +393,7 @@ class LexicalIndex:
         with self._scoring:
             return score_snapshot(built, terms)
 
-    def metadatas(self, collection: str, ids: Iterable[str]) -> dict[str, Metadata]:
+    def metadatas(self, collection: str, ids: Iterable[str]) -> dict[str, ChunkMetadata]:
         """Metadata of the given chunks, as ingestion gave the vector store (absent ids are left out).
 
         From the snapshot in memory (a chunk id's metadata never changes, so any snapshot holding it will do),
@@ -405,7 +404,7 @@ class LexicalIndex:
         result = {cid: built.metadata(int(pos)) for cid, pos in zip(wanted, positions, strict=True) if pos >= 0}
         missing = [cid for cid in wanted if cid not in result]  # written since the snapshot was built
         found = self._select_ids(collection, missing, chunks.c.metadata)
-        result.update((cid, json.loads(row[0])) for cid, row in found.items())
+        result.update((cid, as_metadata(json.loads(row[0]))) for cid, row in found.items())
         return result
 
     def section_cosines(self, collection: str, ids: Iterable[str], query: np.ndarray) -> dict[str, float]:

@@ -21,11 +21,11 @@ import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, select
 
+from vectorstore.chunk_meta import ChunkMetadata
 from vectorstore.filters import SearchFilters
 from vectorstore.lexical_build import BM25_B, BM25_K1, Snapshot
 from vectorstore.tables import chunks
@@ -34,24 +34,22 @@ log = logging.getLogger(__name__)
 
 LIMIT = 20_000  # chunks held per collection (a few tens of MB of postings)
 
-Metadata = dict[str, Any]
-
 
 @dataclass(frozen=True)
 class Segment:
     """Chunks with their term frequencies, as posting lists: scoring costs what the query's terms occur in."""
 
     ids: list[str]
-    metadatas: list[Metadata]
+    metadatas: list[ChunkMetadata]
     lengths: np.ndarray  # tokens per chunk
     postings: dict[str, tuple[np.ndarray, np.ndarray]]  # term → (rows, term frequencies)
     rows: dict[str, int] = field(default_factory=dict)  # chunk id → row
 
     @classmethod
-    def of(cls, found: Iterable[tuple[str, str, Metadata]]) -> Segment:
+    def of(cls, found: Iterable[tuple[str, str, ChunkMetadata]]) -> Segment:
         """From (chunk id, stored tokens, metadata) rows."""
         ids: list[str] = []
-        metadatas: list[Metadata] = []
+        metadatas: list[ChunkMetadata] = []
         lengths: list[int] = []
         postings: dict[str, tuple[list[int], list[int]]] = {}
         for row, (chunk_id, tokens, metadata) in enumerate(found):
@@ -129,10 +127,10 @@ class Delta:
 
     def search(
         self, idf: Mapping[str, float], avg_length: float, filters: SearchFilters | None
-    ) -> dict[str, tuple[float, float, Metadata]]:
+    ) -> dict[str, tuple[float, float, ChunkMetadata]]:
         """chunk id → (BM25 score, summed IDF of its query terms, metadata) of the chunks within ``filters``
         that hold a query term (a chunk written again: its newest row)."""
-        hits: dict[str, tuple[float, float, Metadata]] = {}
+        hits: dict[str, tuple[float, float, ChunkMetadata]] = {}
         for segment in self.segments:
             rows, scores, covered = segment.scores(idf, avg_length)
             for row, score, weight in zip(rows.tolist(), scores.tolist(), covered.tolist(), strict=True):

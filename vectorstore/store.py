@@ -27,14 +27,18 @@ from typing import Any, TypeVar
 import chromadb
 import httpx
 import numpy as np
+import numpy.typing as npt
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 from chromadb.config import Settings as ChromaSettings
 
+from vectorstore.chunk_meta import ChunkMetadata, Where, as_metadata
+
+Vector = npt.NDArray[np.float32]  # one chunk's embedding, as the store hands it back
+
 log = logging.getLogger(__name__)
 
 MAX_NAME_LENGTH = 100
-Metadata = dict[str, Any]
 T = TypeVar("T")
 EMBEDDED_WRITE_SLICE = 64  # chunks per embedded Chroma call: see VectorStore.__init__
 
@@ -63,9 +67,9 @@ _UNWRITABLE = re.compile(
 class Hit:
     id: str
     text: str
-    metadata: Metadata
+    metadata: ChunkMetadata
     score: float  # cosine similarity in [-1, 1]
-    embedding: Any = field(default=None, repr=False, compare=False)  # float32 vector, when asked for
+    embedding: Vector | None = field(default=None, repr=False, compare=False)  # when asked for
 
 
 @dataclass(frozen=True)
@@ -256,7 +260,7 @@ class VectorStore:
         ids: Sequence[str],
         embeddings: Sequence[Sequence[float]],
         texts: Sequence[str],
-        metadatas: Sequence[Metadata],
+        metadatas: Sequence[ChunkMetadata],
     ) -> None:
         if not ids:
             return
@@ -269,10 +273,10 @@ class VectorStore:
                     ids=list(ids[start:end]),
                     embeddings=[list(e) for e in embeddings[start:end]],  # type: ignore[arg-type]
                     documents=list(texts[start:end]),
-                    metadatas=list(metadatas[start:end]),
+                    metadatas=[dict(m) for m in metadatas[start:end]],  # type: ignore[arg-type,misc]
                 )
 
-    def get_ids(self, name: str, where: Metadata | None) -> list[str]:
+    def get_ids(self, name: str, where: Where | None) -> list[str]:
         """Chunk ids matching a metadata filter (empty when the collection is missing)."""
         try:
             collection = self._get(name)
@@ -294,15 +298,15 @@ class VectorStore:
             found.update(collection.get(ids=list(ids[start : start + step]), include=[])["ids"])
         return found
 
-    def get_metadatas(self, name: str, where: Metadata | None) -> dict[str, Metadata]:
+    def get_metadatas(self, name: str, where: Where | None) -> dict[str, ChunkMetadata]:
         try:
             collection = self._get(name)
         except CollectionMissing:
             return {}
         got = self._get_pages(collection, where, ["metadatas"])
-        return {cid: dict(meta or {}) for cid, meta in zip(got["ids"], got["metadatas"], strict=True)}
+        return {cid: as_metadata(meta) for cid, meta in zip(got["ids"], got["metadatas"], strict=True)}
 
-    def _get_pages(self, collection: Collection, where: Metadata | None, include: list[Any]) -> dict[str, list[Any]]:
+    def _get_pages(self, collection: Collection, where: Where | None, include: list[Any]) -> dict[str, list[Any]]:
         """``get`` of every record matching ``where``, a page of the client's max batch size at a time: Chroma
         reads a page's metadata and texts with one SQL variable per record, and SQLite takes 32,766, so a
         single ``get`` of a collection of 33,000 chunks or more failed whole ("too many SQL variables":
@@ -362,7 +366,7 @@ class VectorStore:
                  len(ids), name)  # fmt: skip
         return merged
 
-    def get_embeddings(self, name: str, ids: Sequence[str]) -> dict[str, Any]:
+    def get_embeddings(self, name: str, ids: Sequence[str]) -> dict[str, Vector]:
         """Stored float32 vectors of the given chunks (missing ids are left out)."""
         if not ids:
             return {}
@@ -370,14 +374,14 @@ class VectorStore:
         vectors = got["embeddings"] if got["embeddings"] is not None else []
         return {cid: np.asarray(vec, dtype=np.float32) for cid, vec in zip(got["ids"], vectors, strict=True)}
 
-    def get_records(self, name: str, ids: Sequence[str]) -> dict[str, tuple[str, Metadata]]:
+    def get_records(self, name: str, ids: Sequence[str]) -> dict[str, tuple[str, ChunkMetadata]]:
         """Text and metadata of the given chunks (missing ids are left out)."""
         if not ids:
             return {}
         got = self._get_ids(name, ids, ["documents", "metadatas"])
         docs: list[Any] = got["documents"] if got["documents"] else [None] * len(got["ids"])
         metas: list[Any] = got["metadatas"] if got["metadatas"] else [None] * len(got["ids"])
-        return {cid: (d or "", dict(m or {})) for cid, d, m in zip(got["ids"], docs, metas, strict=True)}
+        return {cid: (d or "", as_metadata(m)) for cid, d, m in zip(got["ids"], docs, metas, strict=True)}
 
     def _fill(self, name: str, res: Any, fields: list[Any]) -> Any:
         """A query's ids and distances completed with ``fields`` for the chunks readable now (see _get_ids)."""
@@ -390,20 +394,20 @@ class VectorStore:
             filled[part] = [[got[part][rows[cid]] for cid in kept]] if part in fields else None
         return filled
 
-    def get_all(self, name: str) -> tuple[list[str], list[str], list[Metadata]]:
+    def get_all(self, name: str) -> tuple[list[str], list[str], list[ChunkMetadata]]:
         """Every chunk's id, text and metadata (rebuilding a derived index, e.g. BM25)."""
         try:
             got = self._get_pages(self._get(name), None, ["documents", "metadatas"])
         except CollectionMissing:
             return [], [], []
-        return list(got["ids"]), [d or "" for d in got["documents"]], [dict(m or {}) for m in got["metadatas"]]
+        return list(got["ids"]), [d or "" for d in got["documents"]], [as_metadata(m) for m in got["metadatas"]]
 
     def query(
         self,
         name: str,
         embedding: Sequence[float],
         k: int,
-        where: Metadata | None = None,
+        where: Where | None = None,
         *,
         with_embeddings: bool = False,
         with_records: bool = True,
@@ -436,7 +440,7 @@ class VectorStore:
             Hit(
                 cid,
                 doc or "",
-                dict(meta or {}),
+                as_metadata(meta),
                 1.0 - float(dist),
                 np.asarray(vectors[i], dtype=np.float32) if with_embeddings else None,
             )

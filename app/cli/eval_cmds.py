@@ -140,7 +140,7 @@ def cases_cmd(
             sources: list[dict[str, Any]] = []
             for name in collections:
                 for _, meta in components.store.get_records(name, ids).values():
-                    entry = {"source": meta.get("source")}
+                    entry: dict[str, Any] = {"source": meta.get("source")}
                     if meta.get("page") is not None:
                         entry["page"] = int(meta["page"])
                     if entry["source"] and entry not in sources:

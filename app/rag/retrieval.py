@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from app.errors import CollectionNotFoundError
+from vectorstore.chunk_meta import ChunkMetadata
 from vectorstore.filters import SearchFilters
 from vectorstore.lexical import LexicalIndex
 from vectorstore.manifest import Manifest
@@ -65,7 +66,7 @@ class SearchHit:
     id: str
     collection: str
     text: str
-    metadata: dict[str, Any]
+    metadata: ChunkMetadata
     score: float = 0.0  # the fused score that orders the results
     dense: float | None = None  # cosine similarity to the query
     lexical: float | None = None  # BM25 score (comparable within one query)
