@@ -22,16 +22,15 @@ from app.db import open_database
 from app.db.writer import DeferredWriter
 from app.errors import ConfigurationError
 from app.feedback import FeedbackStore
-from app.llm.base import ChatModel, GenerationParams
+from app.llm.base import ChatModel
 from app.llm.cache import CacheBackend, ResponseCache
 from app.llm.costs import UsageLedger
 from app.llm.registry import build_chat_model
 from app.rag.answer_cache import AnswerCache
 from app.rag.condense import Condenser
 from app.rag.conversation import ConversationStore
-from app.rag.retrieval import RetrievalConfig, Retriever
+from app.rag.retrieval import Retriever
 from app.rag.service import RagConfig, RagService
-from app.rag.support import SupportConfig
 from app.settings import Settings
 from app.sso.groups import GroupStore
 from app.sso.provider import OidcClient
@@ -106,14 +105,7 @@ class Components:
 
     @cached_property
     def retriever(self) -> Retriever:
-        r = self.settings.retrieval
-        config = RetrievalConfig(
-            mode=r.mode, candidates=r.candidates, rrf_k=r.rrf_k, dense_weight=r.dense_weight,
-            lexical_weight=r.lexical_weight, mmr_lambda=r.mmr_lambda, min_score=r.min_score,
-            coverage_weight=r.coverage_weight, fusion=r.fusion, bm25_weight=r.bm25_weight,
-            section_weight=r.section_weight, section_length_penalty=r.section_length_penalty,
-        )  # fmt: skip
-        return Retriever(self.store, self.embedder, self.lexical, self.manifest, config)
+        return Retriever(self.store, self.embedder, self.lexical, self.manifest, self.settings.retrieval)
 
     @cached_property
     def embedding_cache(self) -> EmbeddingCache:
@@ -213,23 +205,13 @@ class Components:
     @cached_property
     def rag(self) -> RagService:
         s = self.settings
-        config = RagConfig(
-            default_prompt=s.prompts.answer,
-            top_k=s.retrieval.top_k,
-            max_top_k=s.retrieval.max_top_k,
-            min_score=s.retrieval.min_score,
-            min_evidence=s.retrieval.min_evidence,
-            context_token_budget=s.prompts.context_token_budget,
-            max_question_chars=s.limits.max_question_chars,
-            params=GenerationParams(temperature=s.llm.temperature, max_tokens=s.llm.max_tokens),
-            support=SupportConfig(**s.support.model_dump()),  # same field names: a new setting needs no edit here
-        )
+        config = RagConfig.from_settings(s)
         self.prompts.get(config.default_prompt)  # fail at start-up, not on the first request
         get_encoding()  # load the token counter now: on first use it writes a cache file, which a full disk refuses
         condenser = Condenser(self.chat_model, self.prompts, s.prompts.condense)
         return RagService(
-            self.store, self.embedder, self.chat_model, self.prompts, config, manifest=self.manifest,
-            retriever=self.retriever, condenser=condenser, selector=self.prompt_selector,
+            self.store, self.embedder, self.chat_model, self.prompts, config, retriever=self.retriever,
+            manifest=self.manifest, condenser=condenser, selector=self.prompt_selector,
             answer_cache=self.answer_cache, hit_ledger=self.ledger,
         )  # fmt: skip
 

@@ -132,6 +132,9 @@ class RetrievalSettings(BaseModel):
     section_length_penalty: float = Field(
         0.05, ge=0, description="Score fusion: - this x ln(chunks in the chunk's section); 0 turns it off."
     )
+    duplicate_cosine: float = Field(
+        0.95, ge=0, description="A chunk at least this similar (cosine) to a better-ranked one adds nothing: dropped."
+    )
     lexical_background_from: int = Field(
         50_000,
         ge=1,
@@ -175,6 +178,12 @@ class SupportSettings(BaseModel):
         "unsure of: one more call per such answer, ledgered as <request id>.verify.",
     )
     judge_prompt: str = Field("verify@v1", description="The judge's prompt, name@version.")
+    max_embedded: int = Field(
+        4,
+        ge=0,
+        description="Texts per answer the embedding model embeds (two per sentence, those closest to the "
+        "threshold first): bounds the latency the check adds.",
+    )
 
 
 class LimitSettings(BaseModel):

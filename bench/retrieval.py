@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +34,8 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from app.bootstrap import Components
-from app.rag.retrieval import RetrievalConfig, SearchHit
-from app.settings import EmbeddingSettings, Settings
+from app.rag.retrieval import SearchHit
+from app.settings import EmbeddingSettings, RetrievalSettings, Settings
 from vectorstore.manifest import DocumentRecord
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -128,7 +127,7 @@ class Dataset:
         n = len(self.queries)
         return {"ndcg@10": totals[0] / n, "recall@10": totals[1] / n, "mrr@10": totals[2] / n}
 
-    def evaluate(self, components: Components, mode: str, config: RetrievalConfig) -> dict[str, float]:
+    def evaluate(self, components: Components, mode: str, config: RetrievalSettings) -> dict[str, float]:
         totals = [0.0, 0.0, 0.0]
         for q in self.queries:
             hits = components.retriever.search(
@@ -215,7 +214,10 @@ def latency(components: Components, datasets: list[Dataset], target: int = 10_00
     queries = [(q["text"], ds.vectors[q["_id"]]) for ds in datasets for q in ds.queries]
     retriever.search(queries[0][0], [name], 5, query_vector=queries[0][1])  # builds the BM25 matrix once
     # side by side, alternating per query: ranking with sections (the default) and without (before #18)
-    variants = {"with sections": retriever.config, "without sections": replace(retriever.config, section_weight=0.0)}
+    variants = {
+        "with sections": retriever.config,
+        "without sections": retriever.config.model_copy(update={"section_weight": 0.0}),
+    }
     for label, with_embedding in (("search (query vector given)", False), ("embed query + search", True)):
         times: dict[str, list[float]] = {v: [] for v in variants}
         for _ in range(3):
@@ -264,10 +266,14 @@ def main() -> None:
             print(f"{ds.name:12s} {mode:8s} {m['ndcg@10']:.3f}    {m['recall@10']:.3f}  {m['mrr@10']:.3f}", flush=True)
     if args.tune:
         print("\ntuning grid, hybrid nDCG@10 per dataset")
-        grid = [replace(default, fusion="rrf", lexical_weight=lw, rrf_k=k) for lw in (0.5, 0.7) for k in (10, 60)]
-        grid += [replace(default, fusion="score", bm25_weight=w, mmr_lambda=lam)
+        grid = [
+            default.model_copy(update={"fusion": "rrf", "lexical_weight": lw, "rrf_k": k})
+            for lw in (0.5, 0.7)
+            for k in (10, 60)
+        ]
+        grid += [default.model_copy(update={"fusion": "score", "bm25_weight": w, "mmr_lambda": lam})
                  for w in (0.05, 0.1, 0.15, 0.2) for lam in (1.0, 0.9)]  # fmt: skip
-        grid += [replace(default, section_weight=sw, section_length_penalty=lp)
+        grid += [default.model_copy(update={"section_weight": sw, "section_length_penalty": lp})
                  for sw in (0.0, 0.5, 1.0, 2.0) for lp in (0.0, 0.03, 0.05, 0.08)]  # fmt: skip
         for cfg in grid:
             scores = [ds.evaluate(components, "hybrid", cfg)["ndcg@10"] for ds in datasets]

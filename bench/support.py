@@ -39,9 +39,9 @@ from app.llm.base import REFUSAL, SourcePassage
 from app.llm.providers.extractive import ExtractiveChatModel
 from app.rag import support as support_module
 from app.rag.claims import analyse, answer_sentences, is_claim
-from app.rag.support import SupportConfig, Verifier
+from app.rag.support import Verifier
 from app.rag.support_policy import verify_answer
-from app.settings import Settings
+from app.settings import Settings, SupportSettings
 from vectorstore.embeddings import load_embedder
 from vectorstore.store import Hit
 
@@ -199,13 +199,13 @@ def latency(verifier: Verifier, dataset: Path, force_embedding: bool) -> list[fl
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("datasets", nargs="*", type=Path, default=[SHARED / "r-manuals", SHARED / "sqlite-docs"])
-    parser.add_argument("--threshold", type=float, default=SupportConfig().threshold)
+    parser.add_argument("--threshold", type=float, default=SupportSettings().threshold)
     parser.add_argument("--latency-only", action="store_true")
     args = parser.parse_args(argv)
     settings = Settings()
     e = settings.embedding
     embedder = load_embedder(e.model, backend=e.backend, batch_size=e.batch_size, cache_dir=e.export_dir())
-    verifier = Verifier(embedder, SupportConfig(threshold=args.threshold))
+    verifier = Verifier(embedder, SupportSettings(threshold=args.threshold))
     embedder.embed_documents(["warm up the model"] * 4)
     print(f"embedding backend {e.backend}, threshold {args.threshold}")
     if not args.latency_only:

@@ -12,7 +12,6 @@ import json
 import logging
 import shutil
 import sqlite3
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -356,7 +355,7 @@ def test_a_data_dir_of_the_per_file_manifest_keeps_answering_after_the_upgrade(
     try:
         question = "What is the guest Wi-Fi network called?"
         # that era ranked without section vectors (revision 0005): its rows have none
-        then = replace(before.retriever.config, section_weight=0.0)
+        then = before.retriever.config.model_copy(update={"section_weight": 0.0})
         expected = {mode: [h.id for h in before.retriever.search(question, ["handbook"], 5, mode=mode, config=then)]
                     for mode in ("hybrid", "lexical")}  # fmt: skip
         with before.db.connect() as conn:  # the rows, as the per-file era kept them in two files

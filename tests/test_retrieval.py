@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 from app.bootstrap import Components
 from app.llm.base import REFUSAL
 from app.rag.options import AskOptions
-from app.rag.retrieval import RetrievalConfig, SearchFilters
+from app.rag.retrieval import SearchFilters
 from app.settings import RetrievalSettings
 from ingest.files import document_id
 from tests.conftest import EXAMPLES
@@ -125,7 +124,7 @@ def test_near_duplicate_chunks_are_not_returned_twice(handbook_components: Compo
     question = "How quickly do I have to acknowledge a page when on call?"
     hits = c.retriever.search(question, ["dup"], 4)
     assert len({h.text for h in hits}) == len(hits)  # one copy of each passage
-    off = c.retriever.search(question, ["dup"], 4, config=RetrievalConfig(mmr_lambda=1.0, duplicate_cosine=1.01))
+    off = c.retriever.search(question, ["dup"], 4, config=RetrievalSettings(mmr_lambda=1.0, duplicate_cosine=1.01))
     assert len({h.text for h in off}) < len(off)  # without suppression the copies crowd the top
 
 
@@ -172,7 +171,7 @@ def test_hybrid_ranks_a_chunk_with_its_sections_mean_vector(handbook_components:
             assert h.section is None
             expected += cfg.section_weight * (h.dense or 0)
         assert h.score == pytest.approx(expected, abs=1e-6)
-    unweighted = c.retriever.search(query, ["handbook"], 5, config=replace(cfg, section_weight=0.0))
+    unweighted = c.retriever.search(query, ["handbook"], 5, config=cfg.model_copy(update={"section_weight": 0.0}))
     assert all(h.section is None for h in unweighted)
 
 

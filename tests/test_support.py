@@ -24,9 +24,9 @@ from app.bootstrap import Components
 from app.llm.base import REFUSAL
 from app.rag.claims import analyse, answer_sentences, missing_numbers, normalize_markers, passage_sentences
 from app.rag.options import AskOptions
-from app.rag.support import SupportConfig, Verifier
+from app.rag.support import Verifier
 from app.rag.support_policy import MarkerFilter, verify_answer
-from app.settings import LlmSettings, Settings
+from app.settings import LlmSettings, Settings, SupportSettings
 from tests.servers import FakeOpenAI, api_client, metric
 from vectorstore.store import Hit
 
@@ -40,7 +40,7 @@ HITS = [Hit("c1", LEAVE, {"source": "handbook.pdf", "page": 2}, 0.8), Hit("c2", 
 
 
 def check(answer: str, policy: str = "flag", embedder: Any = None) -> Any:
-    return verify_answer(Verifier(embedder, SupportConfig()), answer, HITS, refusal=REFUSAL, policy=policy)  # type: ignore[arg-type]
+    return verify_answer(Verifier(embedder, SupportSettings()), answer, HITS, refusal=REFUSAL, policy=policy)  # type: ignore[arg-type]
 
 
 def test_a_marker_behind_a_different_number_is_flagged_and_drop_removes_it() -> None:

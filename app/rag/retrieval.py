@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from app.errors import CollectionNotFoundError
+from app.settings import RetrievalSettings
 from vectorstore.chunk_meta import ChunkMetadata
 from vectorstore.filters import SearchFilters
 from vectorstore.lexical import LexicalIndex
@@ -36,29 +37,11 @@ log = logging.getLogger(__name__)
 Mode = Literal["hybrid", "dense", "lexical"]
 MODES: tuple[str, ...] = ("hybrid", "dense", "lexical")
 _DEEPEST = 20_000  # candidates per retriever when dead chunks keep filling the lists (before a repair)
-__all__ = ["MODES", "Mode", "RetrievalConfig", "Retriever", "SearchFilters", "SearchHit"]
+__all__ = ["MODES", "Mode", "Retriever", "SearchFilters", "SearchHit"]
 
 
 class EmbedsQueries(Protocol):
     def embed_query(self, text: str) -> list[float]: ...
-
-
-@dataclass(frozen=True)
-class RetrievalConfig:
-    mode: Mode = "hybrid"
-    candidates: int = 40  # fetched from each retriever before fusion
-    fusion: Literal["score", "rrf"] = "score"  # score: cosine + bm25_weight × BM25 / best BM25 of the query
-    bm25_weight: float = 0.1
-    rrf_k: int = 10
-    dense_weight: float = 1.0
-    lexical_weight: float = 0.5
-    mmr_lambda: float = 0.9  # 1.0: pure relevance order; lower: more diversity
-    duplicate_cosine: float = 0.95  # a chunk this similar to a better one adds nothing: dropped
-    coverage_weight: float = 0.4  # evidence = cosine + this × query-term coverage (the relevance floor's input)
-    min_score: float = 0.2  # chunks below this cosine similarity are not evidence
-    section_weight: float = 1.0  # hybrid: + this × the cosine of the chunk's section (mean of its chunks)
-    section_length_penalty: float = 0.05  # hybrid: − this × ln(chunks in the section): a long section's best
-    # chunk is the best of many draws, so its cosine is biased upward (what BM25's length normalization does)
 
 
 @dataclass
@@ -101,13 +84,13 @@ class Retriever:
         embedder: EmbedsQueries,
         lexical: LexicalIndex | None = None,
         manifest: Manifest | None = None,
-        config: RetrievalConfig | None = None,
+        config: RetrievalSettings | None = None,
     ):
         self.store = store
         self.embedder = embedder
         self.lexical = lexical
         self.manifest = manifest
-        self.config = config or RetrievalConfig()
+        self.config = config or RetrievalSettings()  # the defaults are the settings'
         self._synced: set[str] = set()
 
     def search(
@@ -118,7 +101,7 @@ class Retriever:
         *,
         mode: Mode | None = None,
         filters: SearchFilters | None = None,
-        config: RetrievalConfig | None = None,
+        config: RetrievalSettings | None = None,
         query_vector: Sequence[float] | None = None,
     ) -> list[SearchHit]:
         """Ranked chunks of ``collections``; ``config`` overrides the defaults (benchmarks tune with it)."""
@@ -327,7 +310,7 @@ class Retriever:
         query: str,
         qvec: np.ndarray,
         pool: dict[tuple[str, str], SearchHit],
-        cfg: RetrievalConfig,
+        cfg: RetrievalSettings,
         top_k: int,
     ) -> None:
         """Give every candidate both scores: BM25 for dense-only hits, cosine for lexical-only ones.

@@ -11,7 +11,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from app.errors import CollectionNotFoundError, InvalidRequestError, PromptNotFoundError, ProviderError
@@ -22,10 +22,11 @@ from app.rag.answer_cache import AnswerCache, answer_key, revive
 from app.rag.citations import passage_label
 from app.rag.condense import Condenser
 from app.rag.options import AnswerEvent, AskOptions, SearchOptions
-from app.rag.retrieval import MODES, RetrievalConfig, Retriever, SearchHit
-from app.rag.support import POLICIES, EmbedsTexts, SupportConfig, Verifier
+from app.rag.retrieval import MODES, Retriever, SearchHit
+from app.rag.support import POLICIES, EmbedsTexts, Verifier
 from app.rag.support_judge import SupportJudge
 from app.rag.support_policy import MarkerFilter
+from app.settings import Settings, SupportSettings
 from app.text import escape_fence
 from app.tokens import count_tokens
 from prompts.registry import Prompt, PromptLookupError, PromptRegistry
@@ -45,15 +46,30 @@ class EmbedsQueries(Protocol):
 
 @dataclass(frozen=True)
 class RagConfig:
-    default_prompt: str = "answer@v2"
-    top_k: int = 5
-    max_top_k: int = 20
-    min_score: float = 0.2
-    min_evidence: float = 0.45  # relevance floor: below it the answer is a refusal (see retrieval.py)
-    context_token_budget: int = 2500
-    max_question_chars: int = 2000
-    params: GenerationParams = field(default_factory=GenerationParams)
-    support: SupportConfig = field(default_factory=SupportConfig)
+    """What the answer pipeline reads from five settings sections, gathered in one place (``from_settings``).
+    No defaults here: they are the settings' own, defined once in app/settings.py."""
+
+    default_prompt: str  # name@version of the answer prompt
+    top_k: int
+    max_top_k: int
+    min_evidence: float  # relevance floor: below it the answer is a refusal (see retrieval.py)
+    context_token_budget: int
+    max_question_chars: int
+    params: GenerationParams
+    support: SupportSettings
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> RagConfig:
+        return cls(
+            default_prompt=s.prompts.answer,
+            top_k=s.retrieval.top_k,
+            max_top_k=s.retrieval.max_top_k,
+            min_evidence=s.retrieval.min_evidence,
+            context_token_budget=s.prompts.context_token_budget,
+            max_question_chars=s.limits.max_question_chars,
+            params=GenerationParams(temperature=s.llm.temperature, max_tokens=s.llm.max_tokens),
+            support=s.support,
+        )
 
 
 class RagService:
@@ -63,10 +79,10 @@ class RagService:
         embedder: EmbedsQueries,
         chat_model: ChatModel,
         prompts: PromptRegistry,
-        config: RagConfig | None = None,
+        config: RagConfig,
         *,
+        retriever: Retriever,
         manifest: Manifest | None = None,
-        retriever: Retriever | None = None,
         condenser: Condenser | None = None,
         selector: PromptSelector | None = None,
         answer_cache: AnswerCache | None = None,
@@ -76,11 +92,9 @@ class RagService:
         self.embedder = embedder
         self.chat_model = chat_model
         self.prompts = prompts
-        self.config = config or RagConfig()
+        self.config = config
         self.manifest = manifest
-        self.retriever = retriever or Retriever(
-            store, embedder, None, manifest, RetrievalConfig(mode="dense", min_score=self.config.min_score)
-        )
+        self.retriever = retriever  # required: a default one once meant dense-only search, silently
         self.condenser = condenser or Condenser(chat_model, prompts)
         self.selector = selector or PromptSelector({}, prompts)
         self.answer_cache = answer_cache

@@ -38,6 +38,7 @@ from app.rag.claims import (
     passage_sentences,
     strip_markers,
 )
+from app.settings import SupportSettings
 from vectorstore.store import Hit
 
 Policy = Literal["flag", "drop", "refuse"]
@@ -55,16 +56,6 @@ EMBEDDED_CHARS = 200
 @runtime_checkable
 class EmbedsTexts(Protocol):
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]: ...
-
-
-@dataclass(frozen=True)
-class SupportConfig:
-    policy: Policy = "flag"
-    threshold: float = 0.5  # a sentence is supported when its best cited passage scores at least this
-    embedding: bool = True  # let the embedding model judge reworded sentences
-    max_embedded: int = 4  # texts per answer (the pairs closest to the threshold): bounds the added latency
-    judge: bool = False  # ask the answering model about undecided sentences (a generative provider only)
-    judge_prompt: str = "verify@v1"
 
 
 @dataclass(frozen=True)
@@ -178,9 +169,9 @@ def _cosine(a: list[float], b: list[float]) -> float:
 class Verifier:
     """Checks an answer's sentences against the passages they cite (``hits``, numbered from 1)."""
 
-    def __init__(self, embedder: EmbedsTexts | None = None, config: SupportConfig | None = None):
+    def __init__(self, embedder: EmbedsTexts | None = None, config: SupportSettings | None = None):
         self.embedder = embedder
-        self.config = config or SupportConfig()
+        self.config = config or SupportSettings()  # the defaults are the settings'
 
     def check(self, answer: str, hits: Sequence[Hit]) -> tuple[str, list[SentenceSupport]]:
         """The answer without markers that name no retrieved passage (``[1, 2]`` written ``[1][2]``), and the
