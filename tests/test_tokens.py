@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from app.llm import tokens
+from app import tokens
 
 
 def test_encodings_load_offline_from_bundled_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
