@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vectorstore.sqlite_db import SqliteDb
+
 log = logging.getLogger(__name__)
 
 _SCHEMA = """
@@ -115,26 +117,22 @@ class JobQueue:
         """``recover``: re-queue jobs a dead server left running (only the server does; ``kb jobs`` does not)."""
         self.uploads = data_dir / "uploads"
         self.uploads.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(data_dir / "jobs.sqlite3"), check_same_thread=False, timeout=30)
-        self._conn.row_factory = sqlite3.Row
-        self._lock = threading.Lock()
+        self._db = SqliteDb(data_dir / "jobs.sqlite3", _SCHEMA)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._ingest = ingest
-        with self._lock, self._conn:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.executescript(_SCHEMA)
-            have = {r[1] for r in self._conn.execute("PRAGMA table_info(jobs)")}
+        with self._db.tx() as conn:
+            have = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
             for column, decl in _ADDED_COLUMNS.items():
                 if column not in have:
-                    self._conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {decl}")
+                    conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {decl}")
         if recover:
             self._recover()
         self._thread = threading.Thread(target=self._run, name="kb-ingest-worker", daemon=True)
 
     def _recover(self) -> None:
-        with self._lock, self._conn:
-            given_up = self._conn.execute(
+        with self._db.tx() as conn:
+            given_up = conn.execute(
                 "UPDATE jobs SET status = 'failed', finished_at = ?, error = ? "
                 "WHERE status = 'running' AND attempts >= ?",
                 (
@@ -144,7 +142,7 @@ class JobQueue:
                     MAX_ATTEMPTS,
                 ),
             ).rowcount
-            requeued = self._conn.execute("UPDATE jobs SET status = 'queued' WHERE status = 'running'").rowcount
+            requeued = conn.execute("UPDATE jobs SET status = 'queued' WHERE status = 'running'").rowcount
         if requeued:
             log.warning("re-queued %d ingestion job(s) interrupted by a restart", requeued)
         if given_up:
@@ -160,8 +158,7 @@ class JobQueue:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
     def new_job_dir(self) -> tuple[str, Path]:
         job_id = uuid.uuid4().hex
@@ -171,8 +168,8 @@ class JobQueue:
 
     def submit(self, job_id: str, collection: str, files: list[str], folder: Path | None = None) -> Job:
         """Record the job (its files are already on disk) and wake the worker."""
-        with self._lock, self._conn:
-            self._conn.execute(
+        with self._db.tx() as conn:
+            conn.execute(
                 "INSERT INTO jobs (id, collection, files, status, created_at) VALUES (?, ?, ?, 'queued', ?)",
                 (job_id, collection, json.dumps(files), time.time()),
             )
@@ -185,8 +182,8 @@ class JobQueue:
         shutil.rmtree(self.uploads / job_id, ignore_errors=True)
 
     def get(self, job_id: str) -> Job | None:
-        with self._lock:
-            row = self._conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        with self._db.tx() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             return None
         return self._job(row)
@@ -201,19 +198,19 @@ class JobQueue:
         )  # fmt: skip
 
     def list(self, limit: int = 50) -> list[Job]:
-        with self._lock:
-            rows = self._conn.execute("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+        with self._db.tx() as conn:
+            rows = conn.execute("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
         return [self._job(r) for r in rows]
 
     def cancel(self, job_id: str) -> Job | None:
         """A queued job is cancelled at once; a running one stops at its next progress report (within seconds)."""
-        with self._lock, self._conn:
-            self._conn.execute(
+        with self._db.tx() as conn:
+            conn.execute(
                 "UPDATE jobs SET status = 'cancelled', finished_at = ?, error = 'cancelled before it started' "
                 "WHERE id = ? AND status = 'queued'",
                 (time.time(), job_id),
             )
-            self._conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'", (job_id,))
+            conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'", (job_id,))
         job = self.get(job_id)
         if job is not None and job.status == "cancelled":
             self.discard(job_id)
@@ -221,27 +218,27 @@ class JobQueue:
 
     def report_progress(self, job_id: str, progress: dict[str, Any]) -> bool:
         """Store the job's progress; True when it was asked to cancel."""
-        with self._lock, self._conn:
-            self._conn.execute("UPDATE jobs SET progress = ? WHERE id = ?", (json.dumps(progress), job_id))
-            row = self._conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        with self._db.tx() as conn:
+            conn.execute("UPDATE jobs SET progress = ? WHERE id = ?", (json.dumps(progress), job_id))
+            row = conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return bool(row and row[0])
 
     def _next(self) -> tuple[str, str] | None:
-        with self._lock, self._conn:
-            row = self._conn.execute(
+        with self._db.tx() as conn:
+            row = conn.execute(
                 "SELECT id, collection FROM jobs WHERE status = 'queued' ORDER BY created_at LIMIT 1"
             ).fetchone()
             if row is None:
                 return None
-            self._conn.execute(
+            conn.execute(
                 "UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1 WHERE id = ?",
                 (time.time(), row[0]),
             )
             return row[0], row[1]
 
     def _finish(self, job_id: str, status: str, summary: dict[str, Any] | None, error: str | None) -> None:
-        with self._lock, self._conn:
-            self._conn.execute(
+        with self._db.tx() as conn:
+            conn.execute(
                 "UPDATE jobs SET status = ?, summary = ?, error = ?, finished_at = ? WHERE id = ?",
                 (status, json.dumps(summary) if summary else None, error, time.time(), job_id),
             )

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from vectorstore.tables import use_wal
+from vectorstore.sqlite_db import SqliteDb
 
 log = logging.getLogger(__name__)
 
@@ -30,30 +28,26 @@ class EmbedsDocuments(Protocol):
     def embed_query(self, text: str) -> list[float]: ...
 
 
+_SCHEMA = """CREATE TABLE IF NOT EXISTS vectors (model TEXT NOT NULL, key TEXT NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (model, key))"""
+
+
 def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class EmbeddingCache:
     def __init__(self, path: str | Path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
-        self._lock = threading.Lock()
-        with self._lock, self._conn:
-            use_wal(self._conn)  # a second process opening a new cache at the same moment waits, not fails
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS vectors (model TEXT NOT NULL, key TEXT NOT NULL, vector BLOB NOT NULL,"
-                " PRIMARY KEY (model, key))"
-            )
+        self._db = SqliteDb(path, _SCHEMA)
 
     def get_many(self, model: str, keys: Sequence[str]) -> dict[str, list[float]]:
         found: dict[str, list[float]] = {}
         unique = sorted(set(keys))
-        with self._lock:
+        with self._db.tx() as conn:
             for start in range(0, len(unique), 500):
                 part = unique[start : start + 500]
                 marks = ",".join("?" for _ in part)
-                rows = self._conn.execute(
+                rows = conn.execute(
                     f"SELECT key, vector FROM vectors WHERE model = ? AND key IN ({marks})", (model, *part)
                 ).fetchall()
                 for key, blob in rows:
@@ -62,12 +56,11 @@ class EmbeddingCache:
 
     def put_many(self, model: str, items: dict[str, list[float]]) -> None:
         rows = [(model, key, np.asarray(vec, dtype=np.float32).tobytes()) for key, vec in items.items()]
-        with self._lock, self._conn:
-            self._conn.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)", rows)
+        with self._db.tx() as conn:
+            conn.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)", rows)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
 
 class CachedEmbedder:

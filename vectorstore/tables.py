@@ -15,8 +15,6 @@ transaction whose reads lock the rows they decide on (``FOR UPDATE``).
 
 from __future__ import annotations
 
-import sqlite3
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +36,8 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+
+from vectorstore.sqlite_db import sqlite_pragmas
 
 metadata = MetaData()
 _RowId = BigInteger().with_variant(Integer(), "sqlite")
@@ -114,34 +114,6 @@ versions = Table(  # bumped with every write of a collection's chunks: readers r
 MANIFEST_TABLES = (documents, writers, runs, manifest_stamps)
 LEXICAL_TABLES = (chunks, versions)
 BATCH = 900  # ids per IN (...) list: under SQLite's and PostgreSQL's parameter limits
-
-
-def use_wal(dbapi_conn: sqlite3.Connection, timeout_s: float = 30.0) -> None:
-    """Switch a SQLite connection's database to WAL, waiting for other connections as a write would.
-
-    Switching a new database's journal mode needs its exclusive lock and does not wait on the busy
-    timeout: a process opening the file while another creates its tables failed at once with
-    "database is locked" (two replicas starting on an empty data dir).
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            dbapi_conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
-def sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any = None, *, busy_timeout_s: float = 30.0) -> None:
-    """Every new SQLite connection: wait on other writers, WAL, and NORMAL sync (the shared database's too).
-
-    WAL + NORMAL survives a killed process (what crash-safety is about here); only an OS crash could
-    lose the last commits, which the next run then simply redoes."""
-    dbapi_conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-    use_wal(dbapi_conn, busy_timeout_s)
-    dbapi_conn.execute("PRAGMA synchronous=NORMAL")
 
 
 def open_engine(target: Engine | str | Path, tables: Sequence[Table]) -> tuple[Engine, bool]:

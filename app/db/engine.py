@@ -36,7 +36,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app.errors import ConfigurationError
-from vectorstore.tables import sqlite_pragmas
+from vectorstore.sqlite_db import sqlite_pragmas
 
 log = logging.getLogger(__name__)
 

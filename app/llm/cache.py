@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from app import metrics
 from app.llm.base import ChatModel, ChatRequest, Completion, StreamEvent, Usage
-from app.llm.sqlite_util import SqliteDb
+from vectorstore.sqlite_db import SqliteDb
 
 log = logging.getLogger(__name__)
 
