@@ -18,6 +18,8 @@ class KbError(Exception):
     headers: dict[str, str] | None = None  # extra HTTP headers (Retry-After, WWW-Authenticate)
 
     def __init__(self, message: str, *, code: str | None = None, http_status: int | None = None):
+        """``code``: one of the class's more specific codes, its UPPER_CASE members (``InvalidRequestError.
+        QUESTION_EMPTY``), never a string written at the raise: tests/test_errors.py checks."""
         super().__init__(message)
         self.message = message
         if code is not None:
@@ -29,11 +31,29 @@ class KbError(Exception):
 class InvalidRequestError(KbError):
     code = "invalid_request"
     http_status = 422
+    # its more specific codes:
+    COLLECTION_MISSING = "collection_missing"
+    DUPLICATE_FILENAME = "duplicate_filename"
+    INVALID_BY = "invalid_by"
+    INVALID_FILENAME = "invalid_filename"
+    INVALID_SINCE = "invalid_since"
+    MODE_INVALID = "mode_invalid"
+    MODEL_NOT_FOUND = "model_not_found"
+    NO_FILES = "no_files"
+    PAGE_RANGE_INVALID = "page_range_invalid"
+    POLICY_INVALID = "policy_invalid"
+    PROMPT_NOT_ANSWER = "prompt_not_answer"
+    QUESTION_EMPTY = "question_empty"
+    QUESTION_MISSING = "question_missing"
+    QUESTION_TOO_LONG = "question_too_long"
+    TOP_K_OUT_OF_RANGE = "top_k_out_of_range"
 
 
 class CollectionNotFoundError(KbError):
     code = "collection_not_found"
     http_status = 404
+    # its more specific codes:
+    NO_READABLE_COLLECTIONS = "no_readable_collections"
 
 
 class InvalidCollectionNameError(KbError):
@@ -51,6 +71,8 @@ class PromptError(KbError):
 
     code = "prompt_invalid"
     http_status = 500
+    # its more specific codes:
+    PROMPT_RELEASE_REFUSED = "prompt_release_refused"
 
 
 class IngestError(KbError):
@@ -58,6 +80,9 @@ class IngestError(KbError):
 
     code = "ingest_failed"
     http_status = 422
+    # its more specific codes:
+    FILE_OVER_LIMIT = "file_over_limit"
+    PATH_NOT_FOUND = "path_not_found"
 
 
 class ProviderError(KbError):
@@ -72,6 +97,10 @@ class ProviderError(KbError):
     http_status = 502
     retryable = False
     retry_after_s: float | None = None
+    # its more specific codes:
+    LOCAL_MODEL_FAILED = "local_model_failed"
+    PROVIDER_AUTH_FAILED = "provider_auth_failed"
+    PROVIDER_BAD_RESPONSE = "provider_bad_response"
 
 
 class ProviderTimeoutError(ProviderError):
@@ -82,6 +111,9 @@ class ProviderTimeoutError(ProviderError):
 class ProviderUnavailableError(ProviderError):
     code = "provider_unavailable"
     http_status = 503
+    # its more specific codes:
+    PROVIDER_RATE_LIMITED = "provider_rate_limited"
+    PROVIDERS_EXHAUSTED = "providers_exhausted"
 
 
 class ConfigurationError(KbError):
@@ -106,6 +138,10 @@ class AuthError(KbError):
     code = "unauthorized"
     http_status = 401
     headers = {"WWW-Authenticate": "Bearer"}  # noqa: RUF012  (read-only)
+    # its more specific codes:
+    INVALID_API_KEY = "invalid_api_key"
+    MISSING_API_KEY = "missing_api_key"
+    SESSION_EXPIRED = "session_expired"
 
 
 class ForbiddenError(KbError):
@@ -113,6 +149,12 @@ class ForbiddenError(KbError):
 
     code = "forbidden"
     http_status = 403
+    # its more specific codes:
+    ADMIN_REQUIRED = "admin_required"
+    COLLECTION_FORBIDDEN = "collection_forbidden"
+    CROSS_SITE_REQUEST = "cross_site_request"
+    FEEDBACK_FORBIDDEN = "feedback_forbidden"
+    NO_GROUP_ACCESS = "no_group_access"
 
 
 class KeyManagementError(KbError):
@@ -166,6 +208,17 @@ class EvalError(KbError):
 
     code = "eval_invalid"
     http_status = 422
+    # its more specific codes:
+    EVAL_COLLECTION_MISSING = "eval_collection_missing"
+    EVAL_DOCUMENTS_MISSING = "eval_documents_missing"
+    EVAL_GATE_INVALID = "eval_gate_invalid"
+    EVAL_GATE_NOT_FOUND = "eval_gate_not_found"
+    EVAL_NO_CASES = "eval_no_cases"
+    EVAL_RESULTS_INVALID = "eval_results_invalid"
+    EVAL_RESULTS_NOT_FOUND = "eval_results_not_found"
+    EVAL_SUITE_NOT_FOUND = "eval_suite_not_found"
+    EVAL_USAGE = "eval_usage"
+    EVAL_VARIANT_FAILED = "eval_variant_failed"
 
 
 class DocumentBusyError(KbError):
@@ -187,6 +240,9 @@ class TokenError(AuthError):
 
     code = "invalid_token"
     headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}  # noqa: RUF012  (read-only)
+    # its more specific codes:
+    SIGN_IN_REFUSED = "sign_in_refused"
+    TOKEN_EXPIRED = "token_expired"
 
 
 class IdentityProviderError(KbError):
@@ -208,10 +264,32 @@ class PayloadTooLargeError(KbError):
 
     code = "payload_too_large"
     http_status = 413
+    # its more specific codes:
+    COMMENT_TOO_LONG = "comment_too_long"
+    CORRECTION_TOO_LONG = "correction_too_long"
 
 
 class AnswerNotFoundError(KbError):
     """Feedback names a request id kb has no answer for."""
 
     code = "answer_not_found"
+    http_status = 404
+
+
+class UploadNotStoredError(KbError):
+    """The server could not keep an uploaded file (a full or read-only data dir): nothing of the upload is kept."""
+
+    code = "upload_not_stored"
+    http_status = 500
+
+
+class CacheUnavailableError(KbError):
+    """The shared response cache (Redis) refused an operation that was asked for (clearing it)."""
+
+    code = "cache_unavailable"
+    http_status = 500
+
+
+class GroupNotFoundError(KbError):
+    code = "group_not_found"
     http_status = 404

@@ -59,16 +59,16 @@ class FeedbackStore:
         case made from it expects a refusal."""
         request_id = request_id.removeprefix("chatcmpl-")  # an OpenAI-compatible response's id names it too
         if out_of_scope and not who.is_admin:
-            raise ForbiddenError("only an admin may mark a question out of scope", code="admin_required")
+            raise ForbiddenError("only an admin may mark a question out of scope", code=ForbiddenError.ADMIN_REQUIRED)
         if verdict not in VERDICTS:
             raise InvalidRequestError(f"verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
         comment, correction = (comment or "").strip() or None, (correction or "").strip() or None
-        for what, text, limit in (("comment", comment, self.max_comment_chars),
-                                  ("correction", correction, self.max_correction_chars)):  # fmt: skip
+        for what, text, limit, code in (
+            ("comment", comment, self.max_comment_chars, PayloadTooLargeError.COMMENT_TOO_LONG),
+            ("correction", correction, self.max_correction_chars, PayloadTooLargeError.CORRECTION_TOO_LONG),
+        ):
             if text is not None and len(text) > limit:
-                raise PayloadTooLargeError(
-                    f"the {what} is {len(text)} characters; the limit is {limit}", code=f"{what}_too_long"
-                )
+                raise PayloadTooLargeError(f"the {what} is {len(text)} characters; the limit is {limit}", code=code)
         flush_pending(self._engine)  # a cache hit's audit row may still be in the deferred writer
         with self._engine.begin() as conn:
             answer = conn.execute(
@@ -84,7 +84,7 @@ class FeedbackStore:
             if not who.is_admin and answer.key_id != who.key_id:
                 raise ForbiddenError(
                     "only the credential that received this answer (or an admin) may give feedback on it",
-                    code="feedback_forbidden",
+                    code=ForbiddenError.FEEDBACK_FORBIDDEN,
                 )
             values: dict[str, Any] = {
                 "ts": time.time(), "key_id": who.key_id, "key_name": who.name, "verdict": verdict,

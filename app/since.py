@@ -27,7 +27,7 @@ def since_timestamp(text: str, *, now: float | None = None) -> float:
         raise InvalidRequestError(
             f"cannot read since={text!r}: use a window like 30m, 1h, 1d, 7d or an ISO date like 2026-11-20 "
             "or 2026-11-20T08:00 (UTC unless an offset is given)",
-            code="invalid_since",
+            code=InvalidRequestError.INVALID_SINCE,
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)

@@ -90,11 +90,11 @@ def load_results(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise EvalError(f"no results file {str(path)!r}", code="eval_results_not_found") from exc
+        raise EvalError(f"no results file {str(path)!r}", code=EvalError.EVAL_RESULTS_NOT_FOUND) from exc
     except ValueError as exc:
-        raise EvalError(f"{path}: not a JSON results file ({exc})", code="eval_results_invalid") from exc
+        raise EvalError(f"{path}: not a JSON results file ({exc})", code=EvalError.EVAL_RESULTS_INVALID) from exc
     if not isinstance(data, dict) or not isinstance(data.get("variants"), list) or "schema" not in data:
-        raise EvalError(f"{path}: not a kb eval results file (kb eval run --json)", code="eval_results_invalid")
+        raise EvalError(f"{path}: not a kb eval results file (kb eval run --json)", code=EvalError.EVAL_RESULTS_INVALID)
     return data
 
 
@@ -111,14 +111,14 @@ def compare_runs(
         pick_a = [v for v in va if v["name"] == variant]
         pick_b = [v for v in vb if v["name"] == variant]
         if not pick_a or not pick_b:
-            raise EvalError(f"variant {variant!r} is not in both files", code="eval_usage")
+            raise EvalError(f"variant {variant!r} is not in both files", code=EvalError.EVAL_USAGE)
         return [pair(pick_a[0], pick_b[0])]
     if len(va) == 1 and len(vb) == 1:
         return [pair(va[0], vb[0])]
     by_name = {v["name"]: v for v in va}
     pairs = [pair(by_name[v["name"]], v) for v in vb if v["name"] in by_name]
     if not pairs:
-        raise EvalError("the two files share no variant name; name one with --variant", code="eval_usage")
+        raise EvalError("the two files share no variant name; name one with --variant", code=EvalError.EVAL_USAGE)
     return pairs
 
 

@@ -87,14 +87,14 @@ def load_gate(path: str | Path) -> Gate:
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise EvalError(f"no gate file {str(path)!r}", code="eval_gate_not_found") from exc
+        raise EvalError(f"no gate file {str(path)!r}", code=EvalError.EVAL_GATE_NOT_FOUND) from exc
     except yaml.YAMLError as exc:
-        raise EvalError(f"{p}: invalid YAML ({exc})", code="eval_gate_invalid") from exc
+        raise EvalError(f"{p}: invalid YAML ({exc})", code=EvalError.EVAL_GATE_INVALID) from exc
     try:
         return Gate.model_validate(raw or {})
     except ValidationError as exc:
         msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
-        raise EvalError(f"{p}: {msg}", code="eval_gate_invalid") from exc
+        raise EvalError(f"{p}: {msg}", code=EvalError.EVAL_GATE_INVALID) from exc
 
 
 def check_gate(gate: Gate, results: dict[str, Any]) -> list[Failure]:

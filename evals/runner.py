@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.bootstrap import Components
-from app.errors import EvalError, KbError
+from app.errors import EvalError, KbError, PromptNotFoundError
 from app.rag.answer import Answer
 from app.rag.conversation import Turn
 from app.rag.options import AskOptions
@@ -60,14 +60,16 @@ def plan_variants(
             unknown = sorted(set(only) - {s.label() for s in specs})
             if unknown:
                 known = ", ".join(s.label() for s in specs)
-                raise EvalError(f"suite {suite.name!r} has no variant {unknown} (it has: {known})", code="eval_usage")
+                raise EvalError(
+                    f"suite {suite.name!r} has no variant {unknown} (it has: {known})", code=EvalError.EVAL_USAGE
+                )
             specs = [s for s in specs if s.label() in only]
     out = [
         VariantSpec(name=s.label(), prompt=s.prompt, provider=s.provider, set={**s.set, **(sets or {})}) for s in specs
     ]
     names = [s.name for s in out]
     if len(set(names)) != len(names):
-        raise EvalError(f"variants must differ: {names}", code="eval_usage")
+        raise EvalError(f"variants must differ: {names}", code=EvalError.EVAL_USAGE)
     return out
 
 
@@ -220,7 +222,7 @@ def run_variant(
             try:
                 components.prompts.get(spec.prompt)  # an unknown prompt fails before the first case
             except LookupError as exc:
-                raise EvalError(str(exc), code="prompt_not_found") from exc
+                raise PromptNotFoundError(str(exc)) from exc
         use_judge = is_generative(components.chat_model) if judge is None else judge
         grader = Judge(components.chat_model, components.prompts) if use_judge else None
         runner = CaseRunner(
@@ -242,7 +244,7 @@ def run_variant(
                 progress(str(spec.name), i + 1, len(suite.cases), cases[-1])
             if len(cases) == ABORT_AFTER and all(c["error"] for c in cases):  # misconfigured: say so once
                 raise EvalError(f"variant {spec.name}: the first {ABORT_AFTER} cases all failed; the first "
-                                f"with {cases[0]['error']}", code="eval_variant_failed")  # fmt: skip
+                                f"with {cases[0]['error']}", code=EvalError.EVAL_VARIANT_FAILED)  # fmt: skip
         judge_cost = _costs(components, cases, since)
         s = components.settings
         seen = Counter(c["prompt"] for c in cases if c.get("prompt"))  # an A/B split may mix versions

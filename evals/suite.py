@@ -148,13 +148,15 @@ class Suite(_Strict):
         wanted = path / "corpus.jsonl" if self.corpus else path
         if not wanted.exists():
             hint = f" {self.missing_hint}" if self.missing_hint else ""
-            raise EvalError(f"suite {self.name!r}: {wanted} does not exist.{hint}", code="eval_documents_missing")
+            raise EvalError(
+                f"suite {self.name!r}: {wanted} does not exist.{hint}", code=EvalError.EVAL_DOCUMENTS_MISSING
+            )
         return path
 
     def select(self, tags: list[str] | None = None, ids: list[str] | None = None, limit: int | None = None) -> Suite:
         cases = [c for c in self.cases if (not tags or set(tags) & set(c.tags)) and (not ids or c.id in ids)]
         if not cases:
-            raise EvalError(f"suite {self.name!r}: no case matches the selection", code="eval_no_cases")
+            raise EvalError(f"suite {self.name!r}: no case matches the selection", code=EvalError.EVAL_NO_CASES)
         return self.model_copy(update={"cases": cases[:limit] if limit else cases})
 
 
@@ -167,7 +169,7 @@ def find_suite(ref: str) -> Path:
     if shipped.exists():
         return shipped
     known = ", ".join(sorted(p.stem for p in SUITES_DIR.glob("*.yaml")))
-    raise EvalError(f"no suite file {ref!r} (shipped suites: {known})", code="eval_suite_not_found")
+    raise EvalError(f"no suite file {ref!r} (shipped suites: {known})", code=EvalError.EVAL_SUITE_NOT_FOUND)
 
 
 def load_suite(ref: str | Path) -> Suite:

@@ -36,7 +36,9 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise EvalError(f"--set {pair!r}: expected SECTION.NAME=VALUE, e.g. retrieval.top_k=3", code="eval_usage")
+            raise EvalError(
+                f"--set {pair!r}: expected SECTION.NAME=VALUE, e.g. retrieval.top_k=3", code=EvalError.EVAL_USAGE
+            )
         out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
     return out
 
@@ -51,16 +53,16 @@ def with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
         parts = path.split(".")
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
-                raise EvalError(f"unknown setting {path!r}", code="eval_usage")
+                raise EvalError(f"unknown setting {path!r}", code=EvalError.EVAL_USAGE)
             node = node[part]
         if parts[-1] not in node:
-            raise EvalError(f"unknown setting {path!r}", code="eval_usage")
+            raise EvalError(f"unknown setting {path!r}", code=EvalError.EVAL_USAGE)
         node[parts[-1]] = value
     try:
         return type(settings).model_validate(data)
     except ValidationError as exc:
         errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:4])
-        raise EvalError(f"invalid setting override: {errors}", code="eval_usage") from exc
+        raise EvalError(f"invalid setting override: {errors}", code=EvalError.EVAL_USAGE) from exc
 
 
 def open_workspace(
@@ -75,11 +77,11 @@ def open_workspace(
             raise EvalError(
                 f"suite {suite.name!r} uses collection {suite.collection!r}, which does not exist in "
                 f"{settings.data_dir}; ingest it first (kb ingest PATH -c {suite.collection})",
-                code="eval_collection_missing",
+                code=EvalError.EVAL_COLLECTION_MISSING,
             )
         return components, {"data_dir": str(settings.data_dir), "collection": suite.collection, "ingested": None}
     if data_dir is None:
-        raise EvalError("a suite with documents needs a private data dir", code="eval_usage")
+        raise EvalError("a suite with documents needs a private data dir", code=EvalError.EVAL_USAGE)
     settings = with_overrides(settings, {"data_dir": str(data_dir)})
     components = Components(settings, embedder=embedder)
     folder = source

@@ -10,7 +10,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-from app.errors import CollectionNotFoundError, DocumentBusyError, DocumentNotFoundError, InvalidRequestError
+from app.errors import CollectionNotFoundError, DocumentBusyError, DocumentNotFoundError, InvalidCollectionNameError
 from ingest.files import document_id
 from ingest.repair import sweep_document
 from vectorstore.lexical import LexicalIndex
@@ -42,7 +42,7 @@ class CollectionAdmin:
         try:
             return validate_collection_name(collection)
         except ValueError as exc:
-            raise InvalidRequestError(str(exc), code="invalid_collection_name") from exc
+            raise InvalidCollectionNameError(str(exc)) from exc
 
     def collections(self) -> list[dict[str, Any]]:
         counts = self.manifest.collections()

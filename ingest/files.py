@@ -29,4 +29,4 @@ def iter_files(paths: Iterable[Path]) -> Iterator[tuple[Path, str]]:
         elif root.is_file():
             yield root, root.name
         else:
-            raise IngestError(f"{root} does not exist", code="path_not_found", http_status=404)
+            raise IngestError(f"{root} does not exist", code=IngestError.PATH_NOT_FOUND, http_status=404)

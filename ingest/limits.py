@@ -27,7 +27,7 @@ class FileLimits:
 
 
 def too_much(name: str, what: str, setting: str) -> IngestError:
-    return IngestError(f"{name} {what}; raise KB_LIMITS__{setting} to ingest it", code="file_over_limit")
+    return IngestError(f"{name} {what}; raise KB_LIMITS__{setting} to ingest it", code=IngestError.FILE_OVER_LIMIT)
 
 
 def check_zip(data: bytes, name: str, limits: FileLimits) -> None:

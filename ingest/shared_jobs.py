@@ -78,7 +78,9 @@ class SharedJobs:
         assert folder is not None, "the shared queue reads the upload from its staging folder"
         if not names:
             self.discard(job_id, folder)
-            raise InvalidRequestError("no files to ingest (hidden files and folders are skipped)", code="no_files")
+            raise InvalidRequestError(
+                "no files to ingest (hidden files and folders are skipped)", code=InvalidRequestError.NO_FILES
+            )
         try:
             with transactional(self._engine).begin() as conn:
                 conn.execute(

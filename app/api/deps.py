@@ -175,7 +175,9 @@ async def principal(
     elif token:
         found = await authenticate(parts.keys, token)
         if found is None:
-            await _failures_counted(request, _raise(AuthError("invalid or revoked API key", code="invalid_api_key")))
+            await _failures_counted(
+                request, _raise(AuthError("invalid or revoked API key", code=AuthError.INVALID_API_KEY))
+            )
         who = found  # type: ignore[assignment]
     elif parts.oidc is not None and (cookie := session_cookie(request)):
         who = await _session_principal(request, parts, cookie)
@@ -183,7 +185,7 @@ async def principal(
         how = "sign in on the web page, or send 'Authorization: Bearer <API key or access token>'"
         if parts.oidc is None:
             how = "send 'Authorization: Bearer <key>' (an admin creates keys with 'kb keys create')"
-        raise AuthError(f"missing API key: {how}", code="missing_api_key")
+        raise AuthError(f"missing API key: {how}", code=AuthError.MISSING_API_KEY)
     request.state.principal = who
     limiter: RateLimiter = request.app.state.rate_limiter
     if limiter.in_memory:
@@ -240,10 +242,10 @@ async def _session_principal(request: Request, parts: Components, cookie: str) -
     The cookie is SameSite=Strict, so another site cannot make the browser send it; a state-changing
     request that says it comes from another origin is refused all the same (defence in depth)."""
     if request.method in UNSAFE_METHODS and cross_site(request):
-        raise ForbiddenError("a signed-in request from another site is refused", code="cross_site_request")
+        raise ForbiddenError("a signed-in request from another site is refused", code=ForbiddenError.CROSS_SITE_REQUEST)
     found = parts.sessions.remembered(cookie) or await run_in_threadpool(parts.sessions.find, cookie)
     if found is None:
-        raise AuthError("your sign-in has expired or ended: sign in again", code="session_expired")
+        raise AuthError("your sign-in has expired or ended: sign in again", code=AuthError.SESSION_EXPIRED)
     return await _mapped(parts, found)
 
 
@@ -257,7 +259,7 @@ async def _limiter_call(limiter: RateLimiter, fn: Any, arg: str) -> None:
 
 def admin(who: Annotated[Principal, Depends(principal)]) -> Principal:
     if not who.is_admin:
-        raise ForbiddenError("this endpoint needs an admin API key", code="admin_required")
+        raise ForbiddenError("this endpoint needs an admin API key", code=ForbiddenError.ADMIN_REQUIRED)
     return who
 
 
@@ -275,14 +277,15 @@ def resolve_collections(who: Principal, requested: Sequence[str], parts: Compone
         if not who.can_read(name):
             raise ForbiddenError(
                 f"this API key may not read collection {name!r}; ask an admin to grant it",
-                code="collection_forbidden",
+                code=ForbiddenError.COLLECTION_FORBIDDEN,
             )
     if names:
         return names
     names = readable_collections(who, parts)
     if not names:
         raise CollectionNotFoundError(
-            "none of the collections this API key may read has documents yet", code="no_readable_collections"
+            "none of the collections this API key may read has documents yet",
+            code=CollectionNotFoundError.NO_READABLE_COLLECTIONS,
         )
     return names
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from app.cli.common import cli, console, fail, out, setup
-from app.errors import KbError
+from app.errors import InvalidRequestError, KbError
 
 eval_cli = typer.Typer(help="Evaluation suites: run them, compare results, gate on thresholds.", no_args_is_help=True)
 cli.add_typer(eval_cli, name="eval")
@@ -126,7 +126,7 @@ def cases_cmd(
     from evals.from_feedback import cases_from_feedback
 
     if not from_feedback:
-        raise fail(KbError("say where the cases come from: --from-feedback", code="invalid_request"))
+        raise fail(InvalidRequestError("say where the cases come from: --from-feedback"))
     settings = setup()
     components = Components(settings)
     try:

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from app.cli.common import cli, console, fail, out, setup
-from app.errors import KbError
+from app.errors import InvalidRequestError, KbError
 
 
 @cli.command("gaps")
@@ -53,7 +53,7 @@ def gaps(
         components.close()
     for number in out_of_scope or []:
         if not 1 <= number <= len(report.topics):
-            raise fail(KbError(f"no topic {number}: this report has {len(report.topics)}", code="invalid_request"))
+            raise fail(InvalidRequestError(f"no topic {number}: this report has {len(report.topics)}"))
         marked = _mark_out_of_scope(settings, report.topics[number - 1].request_ids)
         console.print(f"topic {number} ({report.topics[number - 1].label}): {marked} questions marked out of scope")
     if html_file is not None:

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from app.auth import ROLES
 from app.cli.common import cli, console, database, fail, out, setup
-from app.errors import KbError
+from app.errors import GroupNotFoundError, InvalidRequestError, KbError
 from app.sso.groups import GroupStore
 from app.sso.sessions import SessionStore
 
@@ -58,7 +58,7 @@ def unmap_group(group: Annotated[str, typer.Argument(help="The group to remove."
     with database(settings) as engine:
         removed = GroupStore(engine).unmap(group)
     if not removed:
-        raise fail(KbError(f"no mapping for group {group!r} (see kb groups list)", code="group_not_found"))
+        raise fail(GroupNotFoundError(f"no mapping for group {group!r} (see kb groups list)"))
     console.print(f"group {group!r} unmapped")
 
 
@@ -101,7 +101,7 @@ def revoke_sessions(
 ) -> None:
     """End a user's sessions at once (a user disabled or moved out of a group at the provider)."""
     if bool(subject) == everyone:
-        raise fail(KbError("name one subject, or --all", code="invalid_request"))
+        raise fail(InvalidRequestError("name one subject, or --all"))
     settings = setup()
     with database(settings) as engine:
         ended = SessionStore(engine, ttl_s=0).end_for(subject or None)

@@ -182,7 +182,7 @@ def release(
     try:
         released = registry.release(refs or None)
     except PromptReleaseError as exc:
-        raise fail(PromptError(f"nothing released: {exc}", code="prompt_release_refused")) from exc
+        raise fail(PromptError(f"nothing released: {exc}", code=PromptError.PROMPT_RELEASE_REFUSED)) from exc
     if not released:
         out.print("nothing to release: every version is already in the lock file")
         return

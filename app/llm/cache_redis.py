@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from app.errors import KbError
+from app.errors import CacheUnavailableError
 from app.llm.base import Completion
 from app.llm.cache import decode, encode
 
@@ -82,7 +82,7 @@ class RedisResponseCache:
                 removed += int(self._redis.delete(*keys[start : start + 500]))
             self._redis.delete(self._index)
         except redis.RedisError as exc:  # unlike get/put, clearing is asked for: say it failed
-            raise KbError(f"cannot clear the Redis response cache: {exc}", code="cache_unavailable") from exc
+            raise CacheUnavailableError(f"cannot clear the Redis response cache: {exc}") from exc
         return removed
 
     def close(self) -> None:

@@ -116,7 +116,9 @@ class FallbackChatModel:
         if len(self.chain) == 1:
             return failures[0][1]
         summary = "; ".join(f"{m.provider}/{m.model}: {e.code} ({e.message})" for m, e in failures)
-        return ProviderUnavailableError(f"every model provider failed: {summary}", code="providers_exhausted")
+        return ProviderUnavailableError(
+            f"every model provider failed: {summary}", code=ProviderUnavailableError.PROVIDERS_EXHAUSTED
+        )
 
     def _note(self, model: ChatModel, exc: ProviderError, index: int) -> None:
         if index + 1 < len(self.chain):

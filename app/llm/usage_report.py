@@ -35,7 +35,7 @@ def parse_since(text: str) -> float:
     if not match:
         raise InvalidRequestError(
             f"cannot read since={text!r}: use a number and a unit s, m, h, d or w, like 30m, 12h or 7d",
-            code="invalid_since",
+            code=InvalidRequestError.INVALID_SINCE,
         )
     return float(match.group(1)) * _UNITS[match.group(2)]
 
@@ -56,7 +56,9 @@ def _add(acc: dict[str, Any], row: UsageRow) -> None:
 def summarize(rows: Iterable[UsageRow], by: str = "model") -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Groups sorted by their key, and the totals over all rows."""
     if by not in GROUPINGS:
-        raise InvalidRequestError(f"cannot group by {by!r}; use one of {', '.join(GROUPINGS)}", code="invalid_by")
+        raise InvalidRequestError(
+            f"cannot group by {by!r}; use one of {', '.join(GROUPINGS)}", code=InvalidRequestError.INVALID_BY
+        )
     fields, key_of = GROUPINGS[by]
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     total = _empty()

@@ -107,16 +107,18 @@ class RagService:
     def _validate(self, question: str, top_k: int | None) -> tuple[str, int]:
         question = question.strip()
         if not question:
-            raise InvalidRequestError("question must not be empty", code="question_empty")
+            raise InvalidRequestError("question must not be empty", code=InvalidRequestError.QUESTION_EMPTY)
         if len(question) > self.config.max_question_chars:
             raise InvalidRequestError(
                 f"question is {len(question)} characters; the limit is {self.config.max_question_chars}",
-                code="question_too_long",
+                code=InvalidRequestError.QUESTION_TOO_LONG,
                 http_status=413,
             )
         k = self.config.top_k if top_k is None else top_k
         if not 1 <= k <= self.config.max_top_k:
-            raise InvalidRequestError(f"top_k must be between 1 and {self.config.max_top_k}", code="top_k_out_of_range")
+            raise InvalidRequestError(
+                f"top_k must be between 1 and {self.config.max_top_k}", code=InvalidRequestError.TOP_K_OUT_OF_RANGE
+            )
         return question, k
 
     def _collections(self, collections: str | Sequence[str], *, local_only: bool = False) -> list[str] | None:
@@ -124,7 +126,7 @@ class RagService:
         store about a collection the manifest does not know (the store may be a server)."""
         names = list(dict.fromkeys([collections] if isinstance(collections, str) else collections))
         if not names:
-            raise InvalidRequestError("name at least one collection", code="collection_missing")
+            raise InvalidRequestError("name at least one collection", code=InvalidRequestError.COLLECTION_MISSING)
         # Collections with live documents in the manifest exist (a cheap local read); ask the store for the rest.
         known = {c for c, count, _ in self.manifest.version(names) if count} if self.manifest is not None else set()
         for name in names:
@@ -150,7 +152,7 @@ class RagService:
             raise InvalidRequestError(
                 f"prompt {chosen!r} is not an answer prompt (it takes {sorted(variables)}, an answer prompt takes "
                 f"{sorted(ANSWER_VARIABLES)}); name one such as {self.config.default_prompt!r} (see: kb prompts list)",
-                code="prompt_not_answer",
+                code=InvalidRequestError.PROMPT_NOT_ANSWER,
             )
         return chosen
 
@@ -165,7 +167,7 @@ class RagService:
     ) -> list[SearchHit]:
         """Ranked chunks with each retriever's score: POST /search and ``kb search``."""
         if options.mode is not None and options.mode not in MODES:
-            raise InvalidRequestError(f"mode must be one of {', '.join(MODES)}", code="mode_invalid")
+            raise InvalidRequestError(f"mode must be one of {', '.join(MODES)}", code=InvalidRequestError.MODE_INVALID)
         names = self._collections(collections)
         assert names is not None
         query, k = self._validate(query, options.top_k)
@@ -211,7 +213,9 @@ class RagService:
         use_cache, principal, support_policy = options.use_cache, options.principal, options.support_policy
         question, k = self._validate(question, options.top_k)
         if support_policy is not None and support_policy not in POLICIES:
-            raise InvalidRequestError(f"support_policy must be one of {', '.join(POLICIES)}", code="policy_invalid")
+            raise InvalidRequestError(
+                f"support_policy must be one of {', '.join(POLICIES)}", code=InvalidRequestError.POLICY_INVALID
+            )
         names = self._collections(collections, local_only=cached_only)
         if names is None:
             return None

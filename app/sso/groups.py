@@ -97,7 +97,7 @@ class GroupStore:
             raise ForbiddenError(
                 f"you are signed in as {who.name}, but none of your groups ({seen}) gives access to any collection; "
                 "ask an admin to map one: kb groups map GROUP --collections NAME",
-                code="no_group_access",
+                code=ForbiddenError.NO_GROUP_ACCESS,
             )
         role: Role = "admin" if any(g.role == "admin" for g in grants) else "employee"
         names = {c for g in grants for c in g.collections}

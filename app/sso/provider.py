@@ -174,7 +174,7 @@ class OidcClient:
             registry.validate(dict(claims))
         except ExpiredTokenError as exc:
             raise TokenError(
-                "the token has expired; get a new one from the identity provider", code="token_expired"
+                "the token has expired; get a new one from the identity provider", code=TokenError.TOKEN_EXPIRED
             ) from exc
         except (InvalidClaimError, MissingClaimError) as exc:
             name = getattr(exc, "claim", "") or ""
@@ -212,7 +212,9 @@ class OidcClient:
         except httpx.HTTPError as exc:
             raise IdentityProviderError(f"the identity provider's token endpoint cannot be reached: {exc}") from exc
         except Exception as exc:  # Authlib's OAuthError: the provider refused the code
-            raise TokenError(f"the identity provider refused the sign-in code: {exc}", code="sign_in_refused") from exc
+            raise TokenError(
+                f"the identity provider refused the sign-in code: {exc}", code=TokenError.SIGN_IN_REFUSED
+            ) from exc
         return dict(token)
 
     async def userinfo(self, access_token: str) -> dict[str, Any]:

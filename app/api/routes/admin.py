@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.schemas import error_responses
-from app.errors import InvalidRequestError, JobNotFoundError, KbError, UploadTooLargeError
+from app.errors import InvalidRequestError, JobNotFoundError, UploadNotStoredError, UploadTooLargeError
 from app.queue import Jobs
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,13 @@ def _safe_name(filename: str | None) -> str:
     raw = unicodedata.normalize("NFC", (filename or "").replace("\\", "/"))
     name = "".join(ch for ch in PurePath(raw).name if unicodedata.category(ch) not in ("Cc", "Cf")).strip()
     if not name or name in {".", ".."} or name.startswith("."):
-        raise InvalidRequestError(f"upload has no usable file name ({filename!r})", code="invalid_filename")
+        raise InvalidRequestError(
+            f"upload has no usable file name ({filename!r})", code=InvalidRequestError.INVALID_FILENAME
+        )
     if len(name.encode("utf-8")) > _MAX_NAME_BYTES:
         raise InvalidRequestError(
             f"file name {name[:40]!r}... is {len(name)} characters; rename the file to at most {_MAX_NAME_BYTES} bytes",
-            code="invalid_filename",
+            code=InvalidRequestError.INVALID_FILENAME,
         )
     return name
 
@@ -63,7 +65,7 @@ async def upload_documents(
             if name in names:  # the second would silently replace the first
                 raise InvalidRequestError(
                     f"two files in this upload are named {name!r}; rename one or upload them separately",
-                    code="duplicate_filename",
+                    code=InvalidRequestError.DUPLICATE_FILENAME,
                 )
             size = 0
             with (folder / name).open("wb") as target:
@@ -78,7 +80,7 @@ async def upload_documents(
     except OSError as exc:  # the data dir is full or read-only: nothing of this upload is kept
         jobs.discard(job_id, folder)
         log.error("cannot store an upload for job %s: %s", job_id, exc)
-        raise KbError(f"the server cannot store the upload ({exc.strerror or exc})", code="upload_not_stored") from exc
+        raise UploadNotStoredError(f"the server cannot store the upload ({exc.strerror or exc})") from exc
     except BaseException:
         jobs.discard(job_id, folder)
         raise

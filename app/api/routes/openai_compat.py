@@ -49,7 +49,7 @@ def _collections_for(model: str, who: Principal, request: Request) -> list[str]:
         raise InvalidRequestError(
             f"model {model!r} is not one of ours: use 'kb' (all your collections), 'kb:NAME' or 'kb:A+B' "
             "(GET /v1/models lists them)",
-            code="model_not_found",
+            code=InvalidRequestError.MODEL_NOT_FOUND,
             http_status=404,
         )
     wanted = model[len(MODEL_PREFIX) + 1 :]
@@ -68,7 +68,9 @@ def _text(content: Any) -> str:
 def _question_and_history(body: ChatCompletionBody) -> tuple[str, list[Turn]]:
     messages = [(m.role, _text(m.content)) for m in body.messages if m.role in ("user", "assistant")]
     if not messages or messages[-1][0] != "user" or not messages[-1][1].strip():
-        raise InvalidRequestError("the last message must be a non-empty user message", code="question_missing")
+        raise InvalidRequestError(
+            "the last message must be a non-empty user message", code=InvalidRequestError.QUESTION_MISSING
+        )
     history: list[Turn] = []
     pending: str | None = None
     for role, text in messages[:-1]:

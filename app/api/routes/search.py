@@ -31,7 +31,9 @@ def search(body: SearchBody, request: Request, who: CurrentPrincipal) -> Respons
     requested = ([body.collection] if body.collection else []) + list(body.collections or [])
     collections = resolve_collections(who, requested, components(request))
     if body.page_min is not None and body.page_max is not None and body.page_min > body.page_max:
-        raise InvalidRequestError("page_min must not be greater than page_max", code="page_range_invalid")
+        raise InvalidRequestError(
+            "page_min must not be greater than page_max", code=InvalidRequestError.PAGE_RANGE_INVALID
+        )
     filters = SearchFilters(tuple(body.sources or ()), body.page_min, body.page_max, body.heading)
     mode = body.mode or rag.retriever.config.mode
     hits = rag.search(body.query, collections, SearchOptions(body.top_k, mode, filters))

@@ -159,7 +159,7 @@ async def callback(request: Request) -> Response:
 async def logout(request: Request) -> JSONResponse:
     parts = components(request)
     if cross_site(request):
-        raise ForbiddenError("a sign-out from another site is refused", code="cross_site_request")
+        raise ForbiddenError("a sign-out from another site is refused", code=ForbiddenError.CROSS_SITE_REQUEST)
     cookie = session_cookie(request)
     if cookie and parts.oidc is not None:
         try:

@@ -89,7 +89,7 @@ class LocalChatModel:
             try:
                 response = llm.create_chat_completion(**self._kwargs(request))
             except (ValueError, RuntimeError) as exc:  # e.g. the prompt exceeds the context window
-                raise ProviderError(f"the local model failed: {exc}", code="local_model_failed") from exc
+                raise ProviderError(f"the local model failed: {exc}", code=ProviderError.LOCAL_MODEL_FAILED) from exc
         text = response["choices"][0]["message"]["content"] or ""
         usage = response.get("usage") or {}
         return Completion(
@@ -110,7 +110,7 @@ class LocalChatModel:
                         parts.append(delta)
                         yield StreamEvent(delta=delta)
             except (ValueError, RuntimeError) as exc:
-                raise ProviderError(f"the local model failed: {exc}", code="local_model_failed") from exc
+                raise ProviderError(f"the local model failed: {exc}", code=ProviderError.LOCAL_MODEL_FAILED) from exc
             text = "".join(parts)
             # llama.cpp reports no usage when streaming: count with the model's own tokenizer
             # (the chat template's few tokens are left out, so it is marked as an estimate).

@@ -45,11 +45,12 @@ def translate_error(exc: Exception, base_url: str | None) -> ProviderError:
     elif isinstance(exc, openai.AuthenticationError):
         error = ProviderError(
             f"the model provider at {where} rejected the API key (check KB_LLM__API_KEY)",
-            code="provider_auth_failed",
+            code=ProviderError.PROVIDER_AUTH_FAILED,
         )
     elif isinstance(exc, openai.RateLimitError):
         error = ProviderUnavailableError(
-            f"the model provider at {where} is rate limiting us; retry later", code="provider_rate_limited"
+            f"the model provider at {where} is rate limiting us; retry later",
+            code=ProviderUnavailableError.PROVIDER_RATE_LIMITED,
         )
         error.retryable = True
         error.retry_after_s = _retry_after(exc)
@@ -71,7 +72,7 @@ def malformed(base_url: str | None, exc: Exception) -> ProviderError:
     """A 200 answer we cannot parse (a broken proxy, a truncated body): retryable, then fall back."""
     error = ProviderError(
         f"the model provider at {base_url or 'api.openai.com'} sent a malformed response ({type(exc).__name__})",
-        code="provider_bad_response",
+        code=ProviderError.PROVIDER_BAD_RESPONSE,
     )
     error.retryable = True
     return error
@@ -126,7 +127,7 @@ class OpenAIChatModel:
             raise malformed(self._base_url, exc) from exc
         try:
             if not response.choices:
-                raise ProviderError("the model provider returned no choices", code="provider_bad_response")
+                raise ProviderError("the model provider returned no choices", code=ProviderError.PROVIDER_BAD_RESPONSE)
             text = response.choices[0].message.content or ""
             if response.usage is not None:
                 usage = Usage(response.usage.prompt_tokens, response.usage.completion_tokens)
