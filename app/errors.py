@@ -19,7 +19,7 @@ class KbError(Exception):
 
     def __init__(self, message: str, *, code: str | None = None, http_status: int | None = None):
         """``code``: one of the class's more specific codes, its UPPER_CASE members (``InvalidRequestError.
-        QUESTION_EMPTY``), never a string written at the raise: tests/test_errors.py checks."""
+        QUESTION_EMPTY``), never a string written at the raise: tests/services/test_errors.py checks."""
         super().__init__(message)
         self.message = message
         if code is not None:

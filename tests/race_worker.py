@@ -1,4 +1,4 @@
-"""A `kb ingest` that runs many rounds in one process (tests/test_ingest_race.py).
+"""A `kb ingest` that runs many rounds in one process (tests/ingest/test_ingest_race.py).
 
 Loading the model takes seconds; the race is about what two writers do to one
 collection, so each worker process loads everything once, then ingests its folder

@@ -5,7 +5,7 @@ once. At a million chunks that is ~70 million string objects (several GB) and mi
 holding the GIL. Here rows stream from the database in batches; each batch's tokens become integer
 ids and (document, term, count) triples in numpy; the BM25 weights are bm25s's own Lucene formulas
 applied to whole arrays, and the result is a ``bm25s.BM25`` whose ``get_scores`` answers exactly as
-one built by ``index`` (tests/test_lexical_snapshot.py compares them). Built beside it, one array per
+one built by ``index`` (tests/vectorstore/test_lexical_snapshot.py compares them). Built beside it, one array per
 field the query path filters on (document version, source, page, heading, section), so a filter is
 a numpy mask and never a Python loop over a million metadata dicts.
 

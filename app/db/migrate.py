@@ -14,7 +14,7 @@ Each start first reads the current revision without any lock: at head, nothing e
 
 A schema change is a new file in ``migrations/versions`` (``revision`` the next number,
 ``down_revision`` the previous head; ``script.py.mako`` is the template) plus the matching
-change to ``app.db.schema``; ``tests/test_db.py`` fails while the two disagree. Revisions only
+change to ``app.db.schema``; ``tests/db/test_db.py`` fails while the two disagree. Revisions only
 add (tables, nullable columns, indexes), so replicas of the previous release keep working
 beside migrated ones during a rolling upgrade.
 """
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The newest revision in migrations/versions. A start on an up-to-date database compares
 # against this and never loads Alembic (~125 ms of imports on every `kb` command and start);
-# tests/test_db.py checks it is the scripts' head, so a new revision must update it.
+# tests/db/test_db.py checks it is the scripts' head, so a new revision must update it.
 HEAD = "0010"
 # pg_advisory_lock key: any constant bigint; other applications sharing the server pick others.
 _PG_LOCK_KEY = 0x6B62_0DB0_0001  # "kb", database, migrations

@@ -10,7 +10,7 @@ decode them, and nothing queries inside them.
 
 This module describes the *current* schema for the code; the database itself is built by
 the Alembic revisions in ``app/db/migrations/versions``, which never import it (a revision
-must keep meaning what it meant when it shipped). ``tests/test_db.py`` checks that the
+must keep meaning what it meant when it shipped). ``tests/db/test_db.py`` checks that the
 migrated database and this metadata agree.
 """
 

@@ -24,7 +24,7 @@ from vectorstore.lexical_build import FileArray, build, load, save
 from vectorstore.lexical_scores import query_idf, score_snapshot
 from vectorstore.tables import open_engine
 
-DATA = Path(__file__).parent / "data" / "gaps"
+DATA = Path(__file__).parents[1] / "data" / "gaps"
 
 
 def _real_texts() -> list[str]:

@@ -26,9 +26,9 @@ from app.bootstrap import Components
 from app.settings import Settings
 from tests.chroma_server import chroma_server
 from tests.conftest import ROOT
+from tests.operations.test_replicas import KB, _key, _replica, _wait_ready
 from tests.real_pdfs import cut_manuals
 from tests.servers import redis_server, stop_process
-from tests.test_replicas import KB, _key, _replica, _wait_ready
 
 pytestmark = pytest.mark.slow
 COLLECTION = "manuals"

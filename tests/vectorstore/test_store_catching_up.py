@@ -37,7 +37,7 @@ def test_reads_beside_another_process_writing_never_fail(tmp_path: Path) -> None
     rng = np.random.default_rng(0)
     first = rng.normal(size=(20, 32)).astype("float32")
     store.upsert("c", [f"r{i}" for i in range(20)], first.tolist(), ["t"] * 20, [{"document_id": "r"}] * 20)
-    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)], cwd=Path(__file__).parents[1])
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)], cwd=Path(__file__).parents[2])
     reads = 0
     try:
         while writer.poll() is None or reads < 20:

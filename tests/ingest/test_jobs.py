@@ -8,8 +8,8 @@ from pathlib import Path
 
 from app.bootstrap import Components
 from ingest.jobs import MAX_ATTEMPTS, JobQueue
+from tests.cli.test_cli import run_kb
 from tests.servers import api_client
-from tests.test_cli import run_kb
 
 
 def many_files(count: int) -> list[tuple[str, tuple[str, bytes]]]:

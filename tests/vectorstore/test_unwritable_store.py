@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT
+from tests.operations.test_replicas import KB, _wait_ready
 from tests.servers import free_port, stop_process
-from tests.test_replicas import KB, _wait_ready
 
 pytestmark = pytest.mark.slow
 

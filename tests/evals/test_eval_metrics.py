@@ -182,7 +182,7 @@ def test_shipped_handbook_suite_meets_the_issue() -> None:
     assert len(suite.cases) >= 30
     assert sum(c.unanswerable for c in suite.cases) >= 5
     assert sum(bool(c.turns) for c in suite.cases) >= 5
-    assert suite.documents_path() == (Path(__file__).parent.parent / "examples" / "handbook").resolve()
+    assert suite.documents_path() == (Path(__file__).parents[2] / "examples" / "handbook").resolve()
 
 
 def test_missing_dataset_says_what_to_do(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

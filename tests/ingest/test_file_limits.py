@@ -12,8 +12,8 @@ from pathlib import Path
 
 from app.bootstrap import Components
 from tests.conftest import EXAMPLES
+from tests.ingest.test_ingest import _docx_bytes
 from tests.servers import api_client
-from tests.test_ingest import _docx_bytes
 
 
 def docx_bomb(expanded_mib: int = 1024) -> bytes:

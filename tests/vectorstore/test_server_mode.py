@@ -17,8 +17,8 @@ from app.errors import ConfigurationError
 from app.settings import Settings, VectorStoreSettings
 from tests.chroma_server import chroma_server
 from tests.conftest import EXAMPLES
+from tests.operations.test_operations import running
 from tests.servers import free_port
-from tests.test_operations import running
 
 
 def _settings(data_dir: Path, host: str, port: int) -> Settings:

@@ -57,4 +57,3 @@ def test_raises_name_their_code_as_a_member_of_the_class_they_raise() -> None:
                     if value.value.id != raised or owner is None or value.attr not in _codes(owner):
                         problems.append(f"{where}: {value.value.id}.{value.attr} is not a code of {raised}")
     assert not problems, "\n".join(problems)
-

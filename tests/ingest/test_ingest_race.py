@@ -157,7 +157,7 @@ def test_two_kb_ingest_runs_at_once_on_the_embedded_store(tmp_path: Path) -> Non
     The worker test above is the one that reproduces the loss (it races many rounds with the model
     loaded); here two whole `kb ingest` processes must also end whole, and the second waits for the
     first on an embedded store (one writing process at a time)."""
-    from tests.test_ingest_orphans import run_kb
+    from tests.ingest.test_ingest_orphans import run_kb
 
     data = tmp_path / "data"
     write_folder(tmp_path / "a", "a")

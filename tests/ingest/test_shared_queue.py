@@ -2,7 +2,7 @@
 kills its worker every time does to its job, and that a task delivered twice does nothing the second time.
 
 The worker's death is real: each attempt runs in a process that is SIGKILLed in the middle of the
-document (as a parser crash or the OOM killer would). tests/test_multi_host.py runs the whole thing
+document (as a parser crash or the OOM killer would). tests/operations/test_multi_host.py runs the whole thing
 with `kb worker` processes, the procrastinate queue and its stalled-worker rescue.
 """
 
@@ -215,7 +215,7 @@ def test_kb_worker_stops_cleanly_on_sigterm_and_fails_loudly_when_it_loses_the_d
     """SIGTERM: a clean stop (exit 0). The database gone (procrastinate stops a worker whose heartbeat
     fails): a non-zero exit naming the cause, so a supervisor restarts it instead of counting it as done."""
     from tests.chroma_server import chroma_server
-    from tests.test_replicas import KB
+    from tests.operations.test_replicas import KB
 
     proxy, via_proxy = pg_proxy
     with chroma_server(tmp_path) as chroma:

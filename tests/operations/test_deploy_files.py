@@ -22,7 +22,7 @@ import yaml
 from app.cli import cli
 from tests.chroma_server import chroma_command
 from tests.conftest import ROOT
-from tests.test_settings import _env_names
+from tests.services.test_settings import _env_names
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]

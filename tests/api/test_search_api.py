@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from app.bootstrap import Components
+from tests.cli.test_cli import run_kb
 from tests.servers import api_client
-from tests.test_cli import run_kb
 
 
 @pytest.fixture

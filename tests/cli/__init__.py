@@ -1,0 +1,1 @@
+"""Tests of the kb command line (app/cli)."""

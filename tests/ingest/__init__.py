@@ -1,0 +1,1 @@
+"""Tests of ingestion (ingest/, app/queue.py)."""

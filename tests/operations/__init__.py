@@ -1,0 +1,1 @@
+"""Tests of deployment: replicas, several hosts, compose files, the examples."""
