@@ -17,6 +17,7 @@ from app.cli import (  # noqa: F401  (importing a module registers its commands)
     key_cmds,
     prompt_cmds,
     search_cmds,
+    serve_cmds,
     usage_cmds,
     worker_cmds,
 )

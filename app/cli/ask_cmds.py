@@ -1,4 +1,4 @@
-"""kb ask and kb serve: answering questions."""
+"""kb ask: a question answered in this process, with its citations and sentence support."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from app.bootstrap import Components
-from app.cli.common import cli, console, fail, out, setup
+from app.cli.common import cli, fail, out, setup
 from app.errors import KbError
 from app.rag.answer import Answer
 from app.rag.options import AskOptions
@@ -96,42 +96,3 @@ _WHY = {
     "name": "a name is not in the cited passage",
     "negation": "the cited passage says the opposite",
 }
-
-
-@cli.command()
-def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address (default KB_API__HOST).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default KB_API__PORT).")] = None,
-) -> None:
-    """Serve the chat API (OpenAPI docs at /docs)."""
-    import uvicorn
-
-    from app.api.main import create_app, server_options
-    from app.malloc_arenas import limit_malloc_arenas
-
-    settings = setup()
-    limit_malloc_arenas(settings.api.malloc_arenas)  # before the request threads exist
-    host = host or settings.api.host
-    port = port or settings.api.port
-    settings = settings.model_copy(update={"api": settings.api.model_copy(update={"host": host, "port": port})})
-    base = f"http://{host}:{port}"
-    key_hint = f'-H "Authorization: Bearer $(cat {settings.admin_key_file})" '
-    if not settings.auth.enabled:
-        key_hint = ""
-    console.print(
-        f"\nkb is starting on {base} (chat page: {base}/ · API docs: {base}/docs).\n"
-        + (
-            f"The first admin API key is written to {settings.admin_key_file} on first start; create employee "
-            "keys with: kb keys create --name alice --collections handbook\n"
-            if settings.auth.enabled
-            else "Authentication is OFF (local development only).\n"
-        )
-        + f"Ask it, for example:\n  curl -s {base}/chat {key_hint}-H 'content-type: application/json' "
-        '-d \'{"question": "How many days of annual leave do I get?", "collection": "handbook"}\'\n'
-        '  .venv/bin/kb ask "How many days of annual leave do I get?" --collection handbook\n'
-    )
-    try:
-        app = create_app(settings)
-    except KbError as exc:
-        raise fail(exc) from exc
-    uvicorn.run(app, host=host, port=port, **server_options(settings))
