@@ -100,3 +100,19 @@ class ChatModel(Protocol):
     def complete(self, request: ChatRequest) -> Completion: ...
 
     def stream(self, request: ChatRequest) -> Iterator[StreamEvent]: ...
+
+
+class Wrapper:
+    """Base of the gateway's wrappers (cache, retries, ledger): each is a ChatModel that answers as the
+    model it wraps, so ``provider`` and ``model`` are the inner one's."""
+
+    def __init__(self, inner: ChatModel):
+        self.inner = inner
+
+    @property
+    def provider(self) -> str:
+        return self.inner.provider
+
+    @property
+    def model(self) -> str:
+        return self.inner.model

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from app import metrics
-from app.llm.base import ChatModel, ChatRequest, Completion, StreamEvent, Usage
+from app.llm.base import ChatModel, ChatRequest, Completion, StreamEvent, Usage, Wrapper
 from vectorstore.sqlite_db import SqliteDb
 
 log = logging.getLogger(__name__)
@@ -124,18 +124,10 @@ def cache_key(provider: str, model: str, request: ChatRequest) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-class CachedChatModel:
+class CachedChatModel(Wrapper):
     def __init__(self, inner: ChatModel, cache: CacheBackend):
-        self.inner = inner
+        super().__init__(inner)
         self.cache = cache
-
-    @property
-    def provider(self) -> str:
-        return self.inner.provider
-
-    @property
-    def model(self) -> str:
-        return self.inner.model
 
     def _key(self, request: ChatRequest) -> str | None:
         if not request.use_cache or request.params.temperature != 0:

@@ -27,7 +27,7 @@ from app.db.engine import retry_on_disconnect
 from app.db.schema import usage
 from app.db.writer import DeferredWriter, flush_pending
 from app.errors import KbError
-from app.llm.base import ChatModel, ChatRequest, Completion, StreamEvent, Usage
+from app.llm.base import ChatModel, ChatRequest, Completion, StreamEvent, Usage, Wrapper
 
 log = logging.getLogger(__name__)
 
@@ -110,25 +110,17 @@ class UsageLedger:
             self._engine.dispose()
 
 
-class CostLoggedChatModel:
+class CostLoggedChatModel(Wrapper):
     """Logs and prices calls through ``inner``; ``only_cached`` logs cache hits only (see module doc)."""
 
     def __init__(
         self, inner: ChatModel, ledger: UsageLedger, prices: Mapping[str, Price], *, only_cached: bool = False
     ):
-        self.inner = inner
+        super().__init__(inner)
         self.ledger = ledger
         self.prices = prices
         self.only_cached = only_cached
         self._warned: set[str] = set()
-
-    @property
-    def provider(self) -> str:
-        return self.inner.provider
-
-    @property
-    def model(self) -> str:
-        return self.inner.model
 
     def _price(self, completion: Completion) -> Completion:
         if completion.cached:

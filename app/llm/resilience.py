@@ -25,7 +25,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 from app import metrics
 from app.errors import ProviderError, ProviderUnavailableError
-from app.llm.base import ChatModel, ChatRequest, Completion, StreamEvent
+from app.llm.base import ChatModel, ChatRequest, Completion, StreamEvent, Wrapper
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +34,14 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, ProviderError) and exc.retryable
 
 
-class RetryingChatModel:
+class RetryingChatModel(Wrapper):
     """Repeats retryable failures: exponential backoff with full jitter, Retry-After honoured up to ``max_wait_s``."""
 
     def __init__(self, inner: ChatModel, *, max_retries: int = 2, backoff_s: float = 0.5, max_wait_s: float = 10.0):
-        self.inner = inner
+        super().__init__(inner)
         self.max_retries = max_retries
         self._jitter = wait_random_exponential(multiplier=backoff_s, max=max_wait_s)
         self.max_wait_s = max_wait_s
-
-    @property
-    def provider(self) -> str:
-        return self.inner.provider
-
-    @property
-    def model(self) -> str:
-        return self.inner.model
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
