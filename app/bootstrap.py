@@ -39,8 +39,9 @@ from app.tokens import get_encoding
 from ingest.admin import CollectionAdmin
 from ingest.chunking import Chunker
 from ingest.limits import FileLimits
-from ingest.pipeline import IngestPipeline, Progress
+from ingest.pipeline import IngestPipeline
 from ingest.repair import sweep_abandoned
+from ingest.types import Progress
 from prompts.registry import PromptRegistry
 from prompts.selection import PromptSelector, PromptSplitError
 from vectorstore.embedding_cache import CachedEmbedder, EmbeddingCache

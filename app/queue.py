@@ -153,7 +153,7 @@ def run_worker(components: Components, *, name: str | None = None, burst: bool =
     # everything else is the file's own outcome, recorded by run_file (ingest/shared_tasks.py).
     retry = procrastinate.RetryStrategy(wait=10, retry_exceptions={FileBusy, *ENGINE_ERRORS})
 
-    @app.task(name=TASK_NAME, queue=QUEUE, retry=retry)
+    @app.task(name=TASK_NAME, queue=QUEUE, retry=retry)  # type: ignore[untyped-decorator]  # procrastinate's
     def ingest_file(job_id: str, name: str) -> None:
         jobs.run_file(job_id, name, me, ingest_one, scratch)
 

@@ -49,7 +49,7 @@ class Embedder:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # the weight-loading bar is noise in logs
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # the weight-loading bar is noise in logs
 
         path = resolve_model_path(model)
         self.name = model

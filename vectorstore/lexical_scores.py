@@ -65,7 +65,8 @@ class Scored:
 
     def score_of(self, rows: np.ndarray) -> np.ndarray:
         """Scores of any rows (0 for a row holding no query term)."""
-        return self.sums[rows]
+        scores: np.ndarray = self.sums[rows]
+        return scores
 
     def coverage(self, rows: np.ndarray) -> np.ndarray:
         """Share of the query's IDF weight whose terms the given rows hold, in [0, 1] (what makes lexical

@@ -78,7 +78,7 @@ def export(model_dir: Path, out_dir: Path, *, quantize: bool) -> Path:
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # the weight-loading bar is noise in an operator's log
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # the weight-loading bar is noise in a log
 
     class _LastHidden(torch.nn.Module):
         def __init__(self, model: torch.nn.Module):
@@ -173,7 +173,7 @@ class OnnxEmbedder:
         row = np.array([ids], dtype=np.int64)
         feed = {"input_ids": row, "attention_mask": np.ones_like(row), "token_type_ids": np.zeros_like(row)}
         hidden = self._session.run(None, {k: v for k, v in feed.items() if k in self._input_names})[0]
-        vector = hidden[0].mean(axis=0)  # no padding: every token counts
+        vector: np.ndarray = hidden[0].mean(axis=0)  # no padding: every token counts
         return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:

@@ -15,6 +15,7 @@ from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from app.api.deps import components
 from app.api.schemas import error_responses
 from app.errors import InvalidRequestError, JobNotFoundError, UploadNotStoredError, UploadTooLargeError
 from app.queue import Jobs
@@ -53,10 +54,10 @@ async def upload_documents(
     collection: str, request: Request, files: Annotated[list[UploadFile], File(description="Documents to ingest.")]
 ) -> JSONResponse:
     """Store the uploaded files and queue an ingestion job; poll GET /admin/jobs/{job_id}."""
-    components = request.app.state.components
-    collection = components.admin.checked_name(collection)
+    parts = components(request)
+    collection = parts.admin.checked_name(collection)
     jobs: Jobs = request.app.state.jobs
-    limit = int(components.settings.limits.max_file_mb * 1024 * 1024)
+    limit = int(parts.settings.limits.max_file_mb * 1024 * 1024)
     job_id, folder = jobs.new_job_dir()
     names: list[str] = []
     try:
@@ -119,28 +120,28 @@ def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
 @router.get("/collections", responses=_ERRORS)
 def admin_collections(request: Request) -> list[dict[str, Any]]:
     """Collections with document and chunk counts."""
-    components = request.app.state.components
-    return components.admin.collections()
+    parts = components(request)
+    return parts.admin.collections()
 
 
 @router.get("/collections/{collection}/documents", responses=_ERRORS)
 def admin_documents(collection: str, request: Request) -> list[dict[str, Any]]:
     """A collection's documents: source, chunks, size, content hash, last ingested."""
-    components = request.app.state.components
-    return components.admin.documents(collection)
+    parts = components(request)
+    return parts.admin.documents(collection)
 
 
 @router.delete("/collections/{collection}/documents/{source:path}", responses=_ERRORS)
 def admin_delete_document(collection: str, source: str, request: Request) -> dict[str, Any]:
     """Delete one document and its chunks."""
-    components = request.app.state.components
-    deleted = components.admin.delete_document(collection, source)
+    parts = components(request)
+    deleted = parts.admin.delete_document(collection, source)
     return {"collection": collection, "source": source, "chunks_deleted": deleted}
 
 
 @router.delete("/collections/{collection}", responses=_ERRORS)
 def admin_delete_collection(collection: str, request: Request) -> dict[str, Any]:
     """Delete a collection with all its documents and chunks."""
-    components = request.app.state.components
-    components.admin.delete_collection(collection)
+    parts = components(request)
+    parts.admin.delete_collection(collection)
     return {"collection": collection, "deleted": True}
