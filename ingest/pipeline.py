@@ -50,10 +50,10 @@ class IngestPipeline:
         chunker: Chunker,
         manifest: Manifest,
         *,
-        max_file_bytes: int = 50 * 1024 * 1024,
-        batch_chunks: int = 256,
+        max_file_bytes: int,
+        batch_chunks: int,
+        claim_ttl_s: float,
         lexical: LexicalIndex | None = None,
-        claim_ttl_s: float = 60.0,
         limits: FileLimits | None = None,
         exclusive: Callable[[], AbstractContextManager[None]] | None = None,
     ):

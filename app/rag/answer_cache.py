@@ -47,7 +47,7 @@ def _copy(answer: Answer) -> Answer:
 
 
 class AnswerCache:
-    def __init__(self, max_entries: int = 4096, ttl_s: float = 0.0):
+    def __init__(self, max_entries: int, ttl_s: float):
         self.max_entries = max_entries
         self.ttl_s = ttl_s
         self._entries: OrderedDict[str, tuple[float, Answer]] = OrderedDict()

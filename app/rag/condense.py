@@ -59,7 +59,7 @@ def rule_condense(question: str, previous: str) -> str:
 
 
 class Condenser:
-    def __init__(self, chat_model: ChatModel, prompts: PromptRegistry, prompt_ref: str = "condense@v1"):
+    def __init__(self, chat_model: ChatModel, prompts: PromptRegistry, prompt_ref: str):
         self.chat_model = chat_model
         self.prompt = prompts.get(prompt_ref)
 

@@ -82,8 +82,8 @@ class RagService:
         config: RagConfig,
         *,
         retriever: Retriever,
+        condenser: Condenser,
         manifest: Manifest | None = None,
-        condenser: Condenser | None = None,
         selector: PromptSelector | None = None,
         answer_cache: AnswerCache | None = None,
         hit_ledger: UsageLedger | None = None,
@@ -95,7 +95,7 @@ class RagService:
         self.config = config
         self.manifest = manifest
         self.retriever = retriever  # required: a default one once meant dense-only search, silently
-        self.condenser = condenser or Condenser(chat_model, prompts)
+        self.condenser = condenser
         self.selector = selector or PromptSelector({}, prompts)
         self.answer_cache = answer_cache
         self.hit_ledger = hit_ledger  # records answer cache hits, as the response cache's hits are
