@@ -1,0 +1,1 @@
+"""kb from other tools: a LangChain retriever over the HTTP API (``langchain_retriever.KbRetriever``)."""
