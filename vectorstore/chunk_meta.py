@@ -8,6 +8,7 @@ dozen places; now a misspelt key is a type error.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, Required, TypedDict, cast
 
@@ -28,6 +29,12 @@ class ChunkMetadata(TypedDict, total=False):
 
 # A Chroma ``where`` filter ({"source": "a.md"}, {"$and": [...]}): not chunk metadata, a query over it.
 Where = dict[str, Any]
+
+
+def parsed_metadata(text: str | bytes) -> ChunkMetadata:
+    """A chunk's metadata from its JSON (the BM25 snapshot, the chunks table): json.loads makes a new dict,
+    so it is typed, not copied again (this runs for every hit a search returns)."""
+    return cast(ChunkMetadata, json.loads(text))
 
 
 def as_metadata(stored: Mapping[str, Any] | None) -> ChunkMetadata:

@@ -33,7 +33,7 @@ import Stemmer
 from bm25s.stopwords import STOPWORDS_EN_PLUS
 from sqlalchemy import ColumnElement, Engine, func, select
 
-from vectorstore.chunk_meta import ChunkMetadata, as_metadata
+from vectorstore.chunk_meta import ChunkMetadata, as_metadata, parsed_metadata
 from vectorstore.filters import SearchFilters
 from vectorstore.lexical_build import Snapshot, current_version
 from vectorstore.lexical_delta import Delta, Segment
@@ -404,7 +404,7 @@ class LexicalIndex:
         result = {cid: built.metadata(int(pos)) for cid, pos in zip(wanted, positions, strict=True) if pos >= 0}
         missing = [cid for cid in wanted if cid not in result]  # written since the snapshot was built
         found = self._select_ids(collection, missing, chunks.c.metadata)
-        result.update((cid, as_metadata(json.loads(row[0]))) for cid, row in found.items())
+        result.update((cid, parsed_metadata(row[0])) for cid, row in found.items())
         return result
 
     def section_cosines(self, collection: str, ids: Iterable[str], query: np.ndarray) -> dict[str, float]:

@@ -29,7 +29,7 @@ import bm25s
 import numpy as np
 from sqlalchemy import Engine, create_engine, select
 
-from vectorstore.chunk_meta import ChunkMetadata, as_metadata
+from vectorstore.chunk_meta import ChunkMetadata, parsed_metadata
 from vectorstore.tables import chunks, versions
 
 NO_PAGE = np.iinfo(np.int32).min
@@ -76,7 +76,7 @@ class Snapshot:
 
     def metadata(self, position: int) -> ChunkMetadata:
         start, end = int(self.meta_offsets[position]), int(self.meta_offsets[position + 1])
-        return as_metadata(json.loads(self.meta_blob[start:end].tobytes()))
+        return parsed_metadata(self.meta_blob[start:end].tobytes())
 
 
 def find_sorted(held: np.ndarray, values: list[str] | tuple[str, ...]) -> np.ndarray:

@@ -273,7 +273,7 @@ class VectorStore:
                     ids=list(ids[start:end]),
                     embeddings=[list(e) for e in embeddings[start:end]],  # type: ignore[arg-type]
                     documents=list(texts[start:end]),
-                    metadatas=[dict(m) for m in metadatas[start:end]],  # type: ignore[arg-type,misc]
+                    metadatas=list(metadatas[start:end]),  # type: ignore[arg-type]  # ChunkMetadata is a Mapping
                 )
 
     def get_ids(self, name: str, where: Where | None) -> list[str]:
