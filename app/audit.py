@@ -1,4 +1,4 @@
-"""The audit log: one SQLite row per answered request, for "who asked what, and what did kb say".
+"""The audit log: one row per answered request (and per MCP tool call), for "who asked what, and what did kb say".
 
 Separate from the usage ledger on purpose: the ledger has a row per model call
 attempt (what was spent), the audit log a row per answer (what was asked and
@@ -27,7 +27,8 @@ from app.db import engine_for
 from app.db.engine import safe_url
 from app.db.schema import audit
 from app.db.writer import DeferredWriter, flush_pending
-from app.errors import AuditError
+from app.errors import AuditError, KbError
+from app.rag.answer import Answer
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,31 @@ class AuditRecord:
     conversation_id: str | None = None
     standalone_question: str | None = None  # the condensed follow-up actually searched for
     support: dict[str, Any] = field(default_factory=dict)  # the answer's support summary (policy, counts)
+    tool: str | None = None  # the MCP tool called ("mcp.search", "mcp.ask", ...); None: /chat or /v1
+
+
+def answer_record(answer: Answer, question: str, key_name: str, key_id: str, tool: str | None = None) -> AuditRecord:
+    """The audit row of an answer, whoever asked for it (/chat, /v1, the MCP ``ask`` tool)."""
+    return AuditRecord(
+        request_id=answer.request_id, key_name=key_name, key_id=key_id, collections=answer.collections,
+        question=question,
+        standalone_question=answer.standalone_question or None, conversation_id=answer.conversation_id,
+        prompt=answer.prompt, provider=answer.provider, model=answer.model, answer=answer.answer,
+        retrieved=[str(r["chunk_id"]) for r in answer.retrieved], cited=[c.chunk_id for c in answer.citations],
+        grounded=answer.grounded, cached=answer.cached, prompt_tokens=int(answer.usage["prompt_tokens"]),
+        completion_tokens=int(answer.usage["completion_tokens"]), cost_usd=answer.usage["cost_usd"],
+        latency_ms=answer.latency_ms, support=answer.support, tool=tool,
+    )  # fmt: skip
+
+
+def record_or_log(audit_log: AuditLog | None, rec: AuditRecord, *, defer: bool = False) -> None:
+    """Write one row; a failed write is logged, not raised: the answer is already paid for and sent."""
+    if audit_log is None:
+        return
+    try:
+        audit_log.record(rec, defer=defer)
+    except KbError as exc:
+        log.error("request %s: audit row not written (%s): %s", rec.request_id, exc.code, exc.message)
 
 
 class AuditLog:
@@ -115,6 +141,7 @@ class AuditLog:
             "unsupported": rec.support.get("unsupported"),
             "dropped": rec.support.get("dropped"),
             "refused_unsupported": int(rec.support["refused"]) if "refused" in rec.support else None,
+            "tool": rec.tool,
         }
         if defer and self.writer is not None:
             self.writer.submit([(self._insert, row)])

@@ -46,6 +46,7 @@ class InvalidRequestError(KbError):
     QUESTION_EMPTY = "question_empty"
     QUESTION_MISSING = "question_missing"
     QUESTION_TOO_LONG = "question_too_long"
+    RESOURCE_URI_INVALID = "resource_uri_invalid"
     TOP_K_OUT_OF_RANGE = "top_k_out_of_range"
 
 

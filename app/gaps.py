@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, or_, select
 
 from app.db.schema import audit, feedback
 from app.db.writer import flush_pending
@@ -84,7 +84,8 @@ def gap_questions(
         rows = conn.execute(
             select(audit.c.request_id, audit.c.ts, audit.c.question, audit.c.collections, audit.c.grounded,
                    audit.c.unsupported, audit.c.dropped)
-            .where(audit.c.ts >= since_ts).order_by(audit.c.ts.desc()).limit(MAX_QUESTIONS * 4)
+            .where(audit.c.ts >= since_ts, or_(audit.c.tool.is_(None), audit.c.tool == "mcp.ask"))
+            .order_by(audit.c.ts.desc()).limit(MAX_QUESTIONS * 4)
         ).all()  # fmt: skip
     found: list[GapQuestion] = []
     hidden = 0

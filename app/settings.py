@@ -430,6 +430,11 @@ class ApiSettings(BaseModel):
     docs: Literal["public", "off"] = Field(
         "public", description="/docs, /redoc and /openapi.json (the API's description, no data): 'off' removes them."
     )
+    mcp: bool = Field(
+        True,
+        description="Serve the Model Context Protocol at /mcp (Streamable HTTP; the same bearer keys and collection "
+        "access as the rest of the API); false removes it.",
+    )
     malloc_arenas: int = Field(
         2,
         ge=0,

@@ -67,6 +67,23 @@ class CollectionAdmin:
             for r in self.manifest.documents(collection)
         ]
 
+    def passages(self, collection: str, source: str, page: int | None = None) -> list[tuple[int | None, str]]:
+        """A document's passages (page, text) in reading order, of its live version only; with ``page``, the
+        passages that start on that page. What an MCP client reads as ``kb://collection/source#page=N``."""
+        if not self.store.exists(collection):
+            raise _missing(collection)
+        record = self.manifest.get(collection, source)
+        if record is None:
+            raise DocumentNotFoundError(f"no document {source!r} in collection {collection!r}")
+        found = sorted(self.store.get_records(collection, record.chunk_ids).values(),
+                       key=lambda row: row[1].get("chunk_index", 0))  # fmt: skip
+        chosen = [(meta.get("page"), text) for text, meta in found if page is None or meta.get("page") == page]
+        if page is not None and not chosen:
+            pages = sorted({meta["page"] for _, meta in found if "page" in meta})
+            has = f"its pages are {pages[0]} to {pages[-1]}" if pages else "it has no pages"
+            raise DocumentNotFoundError(f"no passage of {source!r} in {collection!r} starts on page {page} ({has})")
+        return chosen
+
     def delete_document(self, collection: str, source: str) -> int:
         """Delete a document's chunks, then its manifest row; returns chunks deleted."""
         if not self.store.exists(collection):

@@ -23,7 +23,7 @@ from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from starlette.concurrency import run_in_threadpool
 
-from app.audit import AuditRecord
+from app.audit import answer_record, record_or_log
 from app.auth import ANONYMOUS_ADMIN, KeyStore, Principal
 from app.bootstrap import Components
 from app.errors import AuthError, CollectionNotFoundError, ForbiddenError, KbError, RateLimitedError
@@ -291,22 +291,6 @@ def resolve_collections(who: Principal, requested: Sequence[str], parts: Compone
 
 
 def audit(request: Request, who: Principal, question: str, answer: Answer) -> None:
-    """One audit row per answered request (a cache hit's deferred). A failed write is logged, not raised: the
-    answer is already paid for."""
-    log_ = components(request).audit
-    if log_ is None:
-        return
-    record = AuditRecord(
-        request_id=answer.request_id, key_name=who.name, key_id=who.key_id, collections=answer.collections,
-        question=question,
-        standalone_question=answer.standalone_question or None, conversation_id=answer.conversation_id,
-        prompt=answer.prompt, provider=answer.provider, model=answer.model, answer=answer.answer,
-        retrieved=[str(r["chunk_id"]) for r in answer.retrieved], cited=[c.chunk_id for c in answer.citations],
-        grounded=answer.grounded, cached=answer.cached, prompt_tokens=int(answer.usage["prompt_tokens"]),
-        completion_tokens=int(answer.usage["completion_tokens"]), cost_usd=answer.usage["cost_usd"],
-        latency_ms=answer.latency_ms, support=answer.support,
-    )  # fmt: skip
-    try:
-        log_.record(record, defer=answer.cached)
-    except KbError as exc:
-        log.error("request %s: audit row not written (%s): %s", answer.request_id, exc.code, exc.message)
+    """One audit row per answered request (a cache hit's deferred)."""
+    record = answer_record(answer, question, who.name, who.key_id)
+    record_or_log(components(request).audit, record, defer=answer.cached)

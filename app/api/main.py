@@ -9,16 +9,18 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from starlette.routing import Route
 
 import app as app_pkg
 from app.api import deps
 from app.api.body_limit import BodySizeLimit
 from app.api.deps import RateLimiter
 from app.api.errors import install_error_handlers
+from app.api.mcp.http import McpEndpoint
 from app.api.openapi import install_openapi
 from app.api.request_context import RequestContext
 from app.api.routes import admin, chat, feedback, gaps, openai_compat, search, sso, system, usage
@@ -77,7 +79,10 @@ def create_app(settings: Settings | None = None, components: Components | None =
         gc.freeze()
         log.info("kb API ready on data dir %s (admin API %s)", settings.data_dir.resolve(), admin_state)
         try:
-            yield
+            async with AsyncExitStack() as running:
+                if mcp_endpoint is not None:
+                    await running.enter_async_context(mcp_endpoint.running(components))
+                yield
         finally:
             if jobs is not None:
                 jobs.stop()  # lets a running ingestion job finish its current work first
@@ -127,5 +132,8 @@ def create_app(settings: Settings | None = None, components: Components | None =
         api.include_router(metrics_route.router, dependencies=[Depends(deps.admin)])
     elif settings.api.metrics == "public":
         api.include_router(metrics_route.router)
+    mcp_endpoint = McpEndpoint() if settings.api.mcp else None
+    if mcp_endpoint is not None:  # MCP clients (assistants, IDEs): Streamable HTTP, the same keys and access
+        api.router.routes.append(Route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"]))
     web_route.install(api)  # the chat page at / and its files at /static
     return api

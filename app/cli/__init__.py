@@ -15,6 +15,7 @@ from app.cli import (  # noqa: F401  (importing a module registers its commands)
     ingest_cmds,
     job_cmds,
     key_cmds,
+    mcp_cmds,
     prompt_cmds,
     search_cmds,
     serve_cmds,

@@ -48,8 +48,8 @@ def _table(rows: list[dict[str, Any]]) -> Table:
             Text(r["key_name"] or ""),  # user-supplied text: never read as rich markup
             Text(", ".join(r["collections"])),
             Text(_question(r)),
-            r["prompt"],
-            f"{r['provider']}/{r['model']}",
+            f"{r['tool'] or ''} {r['prompt']}".strip(),  # an MCP call names its tool (mcp.search has no prompt)
+            f"{r['provider']}/{r['model']}" if r["provider"] else "",
             "yes" if r["grounded"] else "no",
             "yes" if r["cached"] else "no",
             f"{len(r['cited'])}/{len(r['retrieved'])}",

@@ -45,7 +45,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The newest revision in migrations/versions. A start on an up-to-date database compares
 # against this and never loads Alembic (~125 ms of imports on every `kb` command and start);
 # tests/db/test_db.py checks it is the scripts' head, so a new revision must update it.
-HEAD = "0010"
+HEAD = "0011"
 # pg_advisory_lock key: any constant bigint; other applications sharing the server pick others.
 _PG_LOCK_KEY = 0x6B62_0DB0_0001  # "kb", database, migrations
 

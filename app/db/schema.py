@@ -79,6 +79,7 @@ audit = Table(
     Column("dropped", Integer),  # removed for lack of support (drop)
     Column("refused_unsupported", Integer),  # 1: replaced by the refusal for lack of support
     Column("key_id", Text),  # the credential that received the answer: key id or sso:<subject> (0007; NULL before)
+    Column("tool", Text),  # the MCP tool called (mcp.search, mcp.ask, ...); NULL: /chat or /v1 (0011)
     Index("audit_ts", "ts"),
     Index("audit_key_ts", "key_name", "ts"),
     Index("audit_request", "request_id"),

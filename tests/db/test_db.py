@@ -306,7 +306,8 @@ def test_kb_db_upgrade_current_and_history(kb: Any, db_url: str) -> None:
     assert again.exit_code == 0 and f"already at {head}" in again.stdout
     history = kb("db", "history")
     assert history.exit_code == 0
-    assert f"0009 -> {head} (head): the live-version lookup answered from an index alone" in history.stdout
+    assert f"0010 -> {head} (head): the audit log says which MCP tool a row came from" in history.stdout
+    assert "0009 -> 0010: the live-version lookup answered from an index alone" in history.stdout
     assert "0008 -> 0009: chunks carry the version they were written at" in history.stdout
     assert "0007 -> 0008: an index on the live documents' versions" in history.stdout
     assert "0006 -> 0007: feedback on answers" in history.stdout

@@ -125,3 +125,17 @@ def test_gaps_say_what_cannot_be_shown_without_question_text(handbook_components
                            provider="extractive", model="x", answer="I don't know", grounded=False))  # fmt: skip
     report = gap_report(handbook_components.db, handbook_components.embedder, None, since_ts=0)
     assert (report.hidden, report.questions, report.topics) == (1, 0, [])
+
+
+def test_only_answers_are_gaps_not_mcp_searches_or_reads(handbook_components: Components) -> None:
+    """An MCP search that found nothing is audited (tool mcp.search, not grounded) but asked no question."""
+    from app.audit import AuditLog, AuditRecord
+
+    log = AuditLog(handbook_components.db)
+    common = {"prompt": "", "provider": "", "model": "", "answer": "", "grounded": False}
+    log.record(AuditRecord(request_id="s1", question="dress code", tool="mcp.search", **common))  # type: ignore[arg-type]
+    log.record(AuditRecord(request_id="d1", question="kb://handbook/x.md", tool="mcp.read", **common))  # type: ignore[arg-type]
+    log.record(AuditRecord(request_id="a1", question="What is the dress code?", tool="mcp.ask", **common))  # type: ignore[arg-type]
+    log.record(AuditRecord(request_id="c1", question="Is there a gym?", **common))  # type: ignore[arg-type]
+    found, hidden = gap_questions(handbook_components.db, since_ts=0)
+    assert sorted(q.request_id for q in found) == ["a1", "c1"] and hidden == 0

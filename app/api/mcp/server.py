@@ -1,0 +1,168 @@
+"""kb's MCP server (the official SDK's low-level ``Server``): tools, resources, errors.
+
+The low-level server, not MCPServer's decorators: resources/list must answer per caller (a key sees
+only its collections' documents), which the decorators' static resource list cannot. Handlers run
+kb's blocking work (retrieval, the model, the database) on worker threads, like FastAPI's sync routes.
+
+Errors: a refusal kb would answer over HTTP with 4xx/5xx becomes an MCP protocol error (JSON-RPC) whose
+``data`` carries kb's code and HTTP status, and whose message is kb's, never a passage of text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+from mcp import types
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import Server
+from mcp.shared.exceptions import MCPError
+from pydantic import ValidationError
+
+import app as app_pkg
+from app.api.mcp.tools import AskArgs, Caller, KbTools, ListArgs, SearchArgs
+from app.errors import KbError
+
+log = logging.getLogger(__name__)
+
+# JSON-RPC leaves -32000..-32099 to servers: kb's refusals by kind (data.code names the exact one).
+_BY_STATUS = {401: -32001, 403: -32003, 404: -32004, 429: -32029}
+_PAGE = 500  # resources per resources/list page
+
+CallerOf = Callable[[ServerRequestContext[Any]], Caller]
+
+_TOOLS = [
+    types.Tool(
+        name="search",
+        title="Search the company's documents",
+        description="Ranked passages from the collections this key may read, each with its source document, "
+        "page, heading, scores and a kb:// URI to read the page. Use it to look things up; use ask for an answer.",
+        input_schema=SearchArgs.model_json_schema(),
+        annotations=types.ToolAnnotations(read_only_hint=True, open_world_hint=False),
+    ),
+    types.Tool(
+        name="ask",
+        title="Answer a question from the company's documents",
+        description="A grounded answer with numbered citations [n] (document, page, kb:// URI) and how well "
+        "the sources support each sentence; 'not in the documents' when they do not say.",
+        input_schema=AskArgs.model_json_schema(),
+        annotations=types.ToolAnnotations(read_only_hint=True, open_world_hint=False),
+    ),
+    types.Tool(
+        name="list_collections",
+        title="List the collections this key may read",
+        description="The document collections this key may search, with their document and chunk counts.",
+        input_schema=ListArgs.model_json_schema(),
+        annotations=types.ToolAnnotations(read_only_hint=True, open_world_hint=False),
+    ),
+]
+_ARGS: dict[str, type[SearchArgs] | type[AskArgs] | type[ListArgs]] = {
+    "search": SearchArgs, "ask": AskArgs, "list_collections": ListArgs,
+}  # fmt: skip
+
+
+def protocol_error(exc: KbError) -> MCPError:
+    """kb's refusal as an MCP error: its message (no document text), kb's code and HTTP status in ``data``."""
+    code = _BY_STATUS.get(exc.http_status, types.INVALID_PARAMS if exc.http_status < 500 else types.INTERNAL_ERROR)
+    return MCPError(code=code, message=exc.message, data={"code": exc.code, "status": exc.http_status})
+
+
+def stdio_caller(principal: Any) -> CallerOf:
+    """Over stdio every call is the one key the process was started with; each gets its own request id."""
+    return lambda ctx: Caller(principal, uuid.uuid4().hex)
+
+
+def _render(tool: str, payload: dict[str, Any]) -> str:
+    """The text an assistant reads (the structured content has every field)."""
+    if tool == "search":
+        lines = []
+        for n, r in enumerate(payload["results"], 1):
+            where = f"{r['source']}" + (f", page {r['page']}" if r.get("page") is not None else "")
+            lines.append(f"[{n}] {where} — {r.get('heading') or ''} ({r['uri']})\n{r['text']}")
+        return "\n\n".join(lines) or "No passage matched."
+    if tool == "ask":
+        sources = [f"[{c['n']}] {c['source']}" + (f", page {c['page']}" if c["page"] is not None else "")
+                   + f" ({c['uri']})" for c in payload["citations"]]  # fmt: skip
+        return str(payload["answer"]) + ("\n\nSources:\n" + "\n".join(sources) if sources else "")
+    return json.dumps(payload, ensure_ascii=False, indent=1)
+
+
+def build_server(tools: KbTools, caller_of: CallerOf) -> Server[Any]:
+    """The MCP server over ``tools``; ``caller_of`` says who makes each call (from HTTP auth or stdio's key)."""
+
+    async def list_tools(ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None) -> Any:
+        return types.ListToolsResult(tools=_TOOLS)
+
+    async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> Any:
+        caller = caller_of(ctx)
+        model = _ARGS.get(params.name)
+        if model is None:
+            raise MCPError(code=types.INVALID_PARAMS, message=f"unknown tool {params.name!r}; see tools/list")
+        try:
+            args: Any = model.model_validate(params.arguments or {})
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors())
+            raise MCPError(code=types.INVALID_PARAMS, message=f"invalid arguments: {problems}") from None
+        run: Callable[[], dict[str, Any]] = {
+            "search": lambda: tools.search(caller, args),
+            "ask": lambda: tools.ask(caller, args),
+            "list_collections": lambda: tools.list_collections(caller),
+        }[params.name]
+        try:
+            payload = await anyio.to_thread.run_sync(run)
+        except KbError as exc:
+            log.info("mcp %s %s refused with %s: %s", params.name, caller.request_id, exc.code, exc.message)
+            raise protocol_error(exc) from None
+        text = types.TextContent(type="text", text=_render(params.name, payload))
+        return types.CallToolResult(content=[text], structured_content=payload)
+
+    async def list_resources(ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None) -> Any:
+        caller = caller_of(ctx)
+        cursor = params.cursor if params is not None else None
+        start = int(cursor) if cursor and cursor.isdigit() else 0
+        try:
+            docs = await anyio.to_thread.run_sync(tools.documents, caller)
+        except KbError as exc:
+            raise protocol_error(exc) from None
+        page = docs[start : start + _PAGE]
+        found = [
+            types.Resource(uri=d["uri"], name=d["source"], title=d.get("title") or None, size=d.get("size_bytes"),
+                           description=f"{d['source']} in collection {d['collection']} ({d['chunks']} passages)")
+            for d in page
+        ]  # fmt: skip
+        more = str(start + _PAGE) if start + _PAGE < len(docs) else None
+        return types.ListResourcesResult(resources=found, next_cursor=more)
+
+    async def list_templates(ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None) -> Any:
+        page = types.ResourceTemplate(
+            name="document page", uri_template="kb://{collection}/{source}#page={page}", mime_type="text/plain",
+            description="The passages of a document that start on one page (PDF pages are 1-based).",
+        )  # fmt: skip
+        return types.ListResourceTemplatesResult(resource_templates=[page])
+
+    async def read_resource(ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams) -> Any:
+        caller = caller_of(ctx)
+        try:
+            text = await anyio.to_thread.run_sync(tools.read, caller, params.uri)
+        except KbError as exc:
+            log.info("mcp read %s refused with %s: %s", caller.request_id, exc.code, exc.message)
+            raise protocol_error(exc) from None
+        contents = types.TextResourceContents(uri=params.uri, mime_type="text/plain", text=text)
+        return types.ReadResourceResult(contents=[contents])
+
+    return Server(
+        "kb",
+        version=app_pkg.__version__,
+        title="kb: the company's documents",
+        instructions="Search and ask the company's documents. Cite the sources the tools return (document and "
+        "page); read a kb:// URI for the full page. Say so when the documents do not answer.",
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        on_list_resources=list_resources,
+        on_list_resource_templates=list_templates,
+        on_read_resource=read_resource,
+    )
