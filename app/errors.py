@@ -294,3 +294,11 @@ class CacheUnavailableError(KbError):
 class GroupNotFoundError(KbError):
     code = "group_not_found"
     http_status = 404
+
+
+class McpStartingError(KbError):
+    """An MCP request came before the MCP server finished starting beside the API (it imports its SDK then)."""
+
+    code = "mcp_starting"
+    http_status = 503
+    headers = {"Retry-After": "5"}  # noqa: RUF012  (read-only)

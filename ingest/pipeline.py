@@ -23,7 +23,9 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
+from app import tracing
 from app.errors import IngestError, InvalidCollectionNameError
 from ingest.chunking import Chunk, Chunker, section_vectors
 from ingest.files import document_id, iter_files
@@ -40,6 +42,7 @@ from vectorstore.writers import Claim, Heartbeat, LeaseLost, new_owner, wait_for
 log = logging.getLogger(__name__)
 _VERIFY_BATCH = 256  # unchanged files checked together
 _EMBED_SLICE = 64  # chunks embedded between two progress reports
+_TRACED_COUNTS = ("added", "updated", "unchanged", "deleted", "chunks_embedded")  # the run's span says them
 
 
 class IngestPipeline:
@@ -84,17 +87,21 @@ class IngestPipeline:
         run_id = self.manifest.start_run(collection)
         if progress:
             progress.start(len(files))
-        with self.exclusive():
-            sweep_abandoned(self.store, self.manifest, self.lexical, collection)
-            self._owner, self._deferred, self._unverified = new_owner(), [], []
-            try:
-                with Heartbeat(self.manifest, self._owner, self.claim_ttl_s):
-                    self._ingest_files(files, collection, report, progress)
-            finally:  # a failed or cancelled run: what it still claims is swept by the next one
-                self._deferred, self._unverified = [], []
-                self.manifest.abandon_owner(self._owner)
-            if prune:
-                self._prune(collection, {source for _, source in files}, report)
+        with tracing.span("kb.ingest", {"kb.collection": collection, "kb.files": len(files)}) as span:
+            with self.exclusive():
+                sweep_abandoned(self.store, self.manifest, self.lexical, collection)
+                self._owner, self._deferred, self._unverified = new_owner(), [], []
+                try:
+                    with Heartbeat(self.manifest, self._owner, self.claim_ttl_s):
+                        self._ingest_files(files, collection, report, progress)
+                finally:  # a failed or cancelled run: what it still claims is swept by the next one
+                    self._deferred, self._unverified = [], []
+                    self.manifest.abandon_owner(self._owner)
+                if prune:
+                    self._prune(collection, {source for _, source in files}, report)
+            if span is not None:
+                span.set_attributes({f"kb.{k}": getattr(report, k) for k in _TRACED_COUNTS})
+                span.set_attribute("kb.failed", len(report.failed))
         report.seconds = round(time.perf_counter() - started, 3)
         self.manifest.finish_run(run_id, "failed" if report.failed else "ok", report.as_dict())
         log.info(
@@ -112,7 +119,10 @@ class IngestPipeline:
         # Parse the next files in a worker thread while this one embeds (torch releases the GIL).
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-parse") as pool:
             try:
-                examined = prefetch(pool, files, lambda f: self._examine(f[0], f[1], collection), ahead=16)
+                parent = tracing.current_context()  # the pool's thread does not inherit it
+                examined = prefetch(
+                    pool, files, lambda f: self._examine_traced(f[0], f[1], collection, parent), ahead=16
+                )
                 for outcome in examined:
                     self._record(outcome, collection, report, queue)
                     if outcome.kind in ("skipped", "failed") and progress:
@@ -146,6 +156,17 @@ class IngestPipeline:
         return self.manifest.claim(
             collection, pending.source, pending.doc_id, pending.doc_hash, self._owner, self.claim_ttl_s
         )
+
+    def _examine_traced(self, path: Path, source: str, collection: str, parent: Any) -> Outcome:
+        """``_examine`` as the document's span: its source, what it needs (outcome), its chunks or error."""
+        if parent is None:
+            return self._examine(path, source, collection)
+        with tracing.span("kb.ingest.document", {"kb.source": source}, context=parent) as span:
+            outcome = self._examine(path, source, collection)
+            chunks = len(outcome.pending.chunks) if outcome.pending is not None else None
+            tracing.set_attributes(span, {"kb.outcome": outcome.kind, "kb.chunks": chunks,
+                                          "kb.reason": outcome.reason or None})  # fmt: skip
+            return outcome
 
     def _examine(self, path: Path, source: str, collection: str, *, repair: bool = False) -> Outcome:
         """Decide what a file needs and do the parsing; touches no shared state but reads the manifest.
@@ -285,6 +306,14 @@ class IngestPipeline:
         return True
 
     def _write(self, collection: str, queue: list[Pending], report: IngestReport, progress: Progress | None) -> None:
+        attributes = {"kb.documents": len(queue), "kb.chunks": sum(len(p.chunks) for p in queue)}
+        with tracing.span("kb.ingest.write", attributes) as span:
+            self._write_batch(collection, queue, report, progress, span)
+
+    def _write_batch(
+        self, collection: str, queue: list[Pending], report: IngestReport, progress: Progress | None, span: Any
+    ) -> None:
+        """Embed, store and index a batch of documents, then make each live (an event on the batch's span)."""
         chunks = [c for p in queue for c in p.chunks]
         sent_before = getattr(self.embedder, "embedded", None)
         vectors: list[list[float]] = []
@@ -322,6 +351,8 @@ class IngestPipeline:
                 continue
             self._sweep_replaced(collection, pending, set(ids))
             self.manifest.release(collection, pending.source, self._owner, clean=True)
+            if span is not None:
+                span.add_event("kb.document_live", {"kb.source": pending.source, "kb.chunks": len(ids)})
             if pending.previous is None:
                 report.added += 1
             else:

@@ -23,6 +23,7 @@ from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from starlette.concurrency import run_in_threadpool
 
+from app import tracing
 from app.audit import answer_record, record_or_log
 from app.auth import ANONYMOUS_ADMIN, KeyStore, Principal
 from app.bootstrap import Components
@@ -166,6 +167,15 @@ async def principal(
 
     Async, so a key the store remembers (``KeyStore.remembered``) and an in-memory rate limit
     cost no thread-pool round trip; a database lookup or a Redis limiter runs on a worker thread."""
+    if not tracing.enabled():
+        return await _principal(request, credentials)
+    with tracing.span("kb.auth") as span:
+        who = await _principal(request, credentials)
+        tracing.set_attributes(span, {"kb.principal": who.name, "kb.role": who.role})
+        return who
+
+
+async def _principal(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     parts = components(request)
     token = credentials.credentials if credentials is not None else ""
     if not parts.settings.auth.enabled:
@@ -291,6 +301,11 @@ def resolve_collections(who: Principal, requested: Sequence[str], parts: Compone
 
 
 def audit(request: Request, who: Principal, question: str, answer: Answer) -> None:
-    """One audit row per answered request (a cache hit's deferred)."""
+    """One audit row per answered request (a cache hit's deferred), as the request's bookkeeping span."""
+    with tracing.span("kb.bookkeeping", {"kb.deferred": answer.cached}):
+        audit_row(request, who, question, answer)
+
+
+def audit_row(request: Request, who: Principal, question: str, answer: Answer) -> None:
     record = answer_record(answer, question, who.name, who.key_id)
     record_or_log(components(request).audit, record, defer=answer.cached)

@@ -13,9 +13,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
-from starlette.routing import Route
 
 import app as app_pkg
+from app import tracing
 from app.api import deps
 from app.api.body_limit import BodySizeLimit
 from app.api.deps import RateLimiter
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
         nonlocal components
         private_files(settings)  # before anything is created under the data dir
+        traces_here = not tracing.enabled() and tracing.configure(settings.audit.store_text)  # OTEL_* variables
         components = components or Components(settings)
         _ = components.db  # reach the shared database and migrate it (KB_DATABASE__MIGRATE_ON_START) first
         _ = components.rag  # load model, open stores, validate the active prompt
@@ -87,6 +88,8 @@ def create_app(settings: Settings | None = None, components: Components | None =
             if jobs is not None:
                 jobs.stop()  # lets a running ingestion job finish its current work first
             components.close()
+            if traces_here:
+                tracing.shutdown()  # sends what is batched
 
     docs = settings.api.docs == "public"
     api = FastAPI(
@@ -134,6 +137,6 @@ def create_app(settings: Settings | None = None, components: Components | None =
         api.include_router(metrics_route.router)
     mcp_endpoint = McpEndpoint() if settings.api.mcp else None
     if mcp_endpoint is not None:  # MCP clients (assistants, IDEs): Streamable HTTP, the same keys and access
-        api.router.routes.append(Route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"]))
+        api.router.routes.append(mcp_endpoint.route)
     web_route.install(api)  # the chat page at / and its files at /static
     return api

@@ -12,10 +12,11 @@ import logging
 import re
 import time
 import uuid
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import metrics
+from app import metrics, tracing
 from app.logging_setup import request_id_var
 
 log = logging.getLogger("app.api.errors")
@@ -41,9 +42,36 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if tracing.enabled():
+            await self._traced(scope, receive, send)
+            return
         given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         # A client's id is kept only as a plain token: it goes into every log line and audit row.
         rid = given if _CLIENT_ID.fullmatch(given) else uuid.uuid4().hex
+        await self._served(scope, receive, send, rid, None)
+
+    async def _traced(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The request as the root span of its trace (continuing a caller's W3C ``traceparent``); its
+        request id is the trace id, so a log line, an audit row and the trace are found by one id."""
+        from opentelemetry.context import get_current
+        from opentelemetry.propagate import extract
+        from opentelemetry.trace import SpanKind
+
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or []}
+        method = scope.get("method", "")
+        attributes = {"http.request.method": method, "url.path": scope.get("path", "")}
+        with tracing.span(method, attributes, kind=SpanKind.SERVER, context=extract(headers)) as root:
+            if root is None:  # turned off meanwhile (a test's exporter removed)
+                await self._served(scope, receive, send, uuid.uuid4().hex, None)
+                return
+            given = headers.get("x-request-id", "")
+            if _CLIENT_ID.fullmatch(given):
+                root.set_attribute("kb.client_request_id", given)
+            # for work this request hands to tasks that do not inherit its context (the MCP SDK's task group)
+            scope.setdefault("state", {})["trace_context"] = get_current()
+            await self._served(scope, receive, send, tracing.trace_id_of(root), root)
+
+    async def _served(self, scope: Scope, receive: Receive, send: Send, rid: str, root: Any) -> None:
         scope.setdefault("state", {})["request_id"] = rid  # request.state.request_id
         token = request_id_var.set(rid)  # every log line of this request carries it
         started = time.perf_counter()
@@ -77,4 +105,11 @@ class RequestContext:
             method = scope.get("method", "")
             metrics.HTTP_REQUESTS.labels(method, template, str(status)).inc()
             metrics.HTTP_LATENCY.labels(method, template).observe(time.perf_counter() - started)
+            if root is not None:
+                root.update_name(f"{method} {template}")
+                root.set_attributes({"http.route": template, "http.response.status_code": status})
+                if status >= 500:
+                    from opentelemetry.trace import Status, StatusCode
+
+                    root.set_status(Status(StatusCode.ERROR))
             request_id_var.reset(token)

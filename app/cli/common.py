@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from sqlalchemy import Engine
 
+from app import tracing
 from app.db import open_database
 from app.errors import KbError
 from app.logging_setup import configure_logging
@@ -34,6 +35,10 @@ def setup() -> Settings:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)  # KB_LOG_FORMAT=text|json
     private_files(settings)
+    try:
+        tracing.configure(settings.audit.store_text)  # on only if the OTEL_* variables ask (app/tracing.py)
+    except KbError as exc:
+        raise fail(exc) from exc
     return settings
 
 

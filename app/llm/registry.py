@@ -2,6 +2,7 @@
 
 The stack, outermost first::
 
+    Traced                             the call as an OpenTelemetry span (GenAI conventions) when traces are on
     CostLogged(only_cached)            one ledger row per cache hit (cost 0, cached=1)
       Cached                           temperature-0 calls; fallback answers are not stored
         Fallback                       primary, then KB_LLM__FALLBACKS in order
@@ -30,6 +31,7 @@ from app.llm.costs import CostLoggedChatModel, Price, UsageLedger
 from app.llm.providers.extractive import ExtractiveChatModel
 from app.llm.providers.local import LocalChatModel
 from app.llm.resilience import FallbackChatModel, RetryingChatModel
+from app.llm.traced import TracedChatModel
 from app.settings import LlmSettings
 
 log = logging.getLogger(__name__)
@@ -91,7 +93,7 @@ def build_chat_model(llm: LlmSettings, ledger: UsageLedger, cache: CacheBackend 
     model: ChatModel = FallbackChatModel(chain)
     if cache is not None:
         model = CachedChatModel(model, cache)
-    wrapped = CostLoggedChatModel(model, ledger, prices, only_cached=True)
+    wrapped = TracedChatModel(CostLoggedChatModel(model, ledger, prices, only_cached=True))
     log.info(
         "LLM provider %s, model %s, fallbacks %s, cache %s",
         wrapped.provider,

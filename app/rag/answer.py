@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from app import metrics
+from app import metrics, tracing
 from app.llm.base import REFUSAL, ChatModel, ChatRequest, Completion
 from app.rag.citations import Citation, build_citations
 from app.rag.support import Policy, SentenceSupport, Verifier
@@ -95,9 +95,14 @@ def finish(
         checked = Checked(REFUSAL, [], policy)
     else:
         cached, provider, model = completion.cached, completion.provider, completion.model
-        checked = verify_answer(
-            verifier, completion.text, plan.hits, refusal=REFUSAL, policy=policy, judge=judge, context=plan.request
-        )
+        with tracing.span("kb.verify", {"kb.support.policy": policy}) as span:
+            checked = verify_answer(
+                verifier, completion.text, plan.hits, refusal=REFUSAL, policy=policy, judge=judge, context=plan.request
+            )
+            if span is not None:
+                summary = checked.summary()
+                span.set_attributes({f"kb.support.{k}": summary[k] for k in ("claims", "unsupported", "dropped")})
+                span.set_attribute("kb.support.refused", checked.refused)
         text = checked.text
         _count(checked)
         citations = build_citations(text, plan.hits)

@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from app import tracing
 from app.errors import CollectionNotFoundError
 from app.settings import RetrievalSettings
 from vectorstore.chunk_meta import ChunkMetadata
@@ -109,9 +110,25 @@ class Retriever:
         mode = mode or cfg.mode
         if mode == "hybrid" and self.lexical is None:
             mode = "dense"
-        filters = filters or SearchFilters()
+        attributes = {"kb.mode": mode, "kb.top_k": top_k, "kb.collections": list(collections)}
+        with tracing.span("kb.retrieve", attributes) as span:
+            found = self._search(query, collections, top_k, mode, filters or SearchFilters(), cfg, query_vector)
+            tracing.set_attributes(span, {"kb.hits": len(found)})
+            return found
+
+    def _search(
+        self,
+        query: str,
+        collections: Sequence[str],
+        top_k: int,
+        mode: Mode,
+        filters: SearchFilters,
+        cfg: RetrievalSettings,
+        query_vector: Sequence[float] | None,
+    ) -> list[SearchHit]:
         if query_vector is None and mode != "lexical":
-            query_vector = self.embedder.embed_query(query)
+            with tracing.span("kb.embed", {"kb.embed.texts": 1}):
+                query_vector = self.embedder.embed_query(query)
         qvec = np.asarray(query_vector if query_vector is not None else [], np.float32)
         pool: dict[tuple[str, str], SearchHit] = {}
         # Hybrid: candidates' metadata comes from the BM25 index (the same ingestion wrote it there),
@@ -124,7 +141,16 @@ class Retriever:
                     self._complete(collection, query, qvec, pool, cfg, top_k)
             except CollectionMissing as exc:
                 raise CollectionNotFoundError(f"collection {collection!r} does not exist") from exc
-        hits = list(pool.values())
+        with tracing.span("kb.fusion", {"kb.candidates": len(pool), "kb.fusion": cfg.fusion}):
+            found = self._fuse(list(pool.values()), qvec, mode, cfg, top_k)
+        if lean:
+            self._fill_texts(found)
+        return found
+
+    def _fuse(
+        self, hits: list[SearchHit], qvec: np.ndarray, mode: Mode, cfg: RetrievalSettings, top_k: int
+    ) -> list[SearchHit]:
+        """Score the candidates by the configured fusion, drop the weak ones, diversify (MMR)."""
         for h in hits:
             h.evidence = (h.dense or 0.0) + cfg.coverage_weight * (h.coverage or 0.0)
         if mode == "dense":
@@ -154,10 +180,7 @@ class Retriever:
         hits.sort(key=lambda h: -h.score)
         if mode != "lexical":
             hits = [h for h in hits if (h.dense or 0.0) >= cfg.min_score]
-        found = self._mmr(hits, top_k, cfg.mmr_lambda, cfg.duplicate_cosine) if mode != "lexical" else hits[:top_k]
-        if lean:
-            self._fill_texts(found)
-        return found
+        return self._mmr(hits, top_k, cfg.mmr_lambda, cfg.duplicate_cosine) if mode != "lexical" else hits[:top_k]
 
     def _candidates(
         self,
@@ -233,9 +256,11 @@ class Retriever:
         metadata, which cost it more than the search (~3 of ~4 ms for 40 hits of 10k chunks); the metadata
         comes from the BM25 index's copy (Chroma's for any chunk that index lacks), the texts later, for the
         returned hits only."""
-        found = self.store.query(
-            collection, qvec.tolist(), k, filters.where(), with_embeddings=True, with_records=not lean
-        )
+        with tracing.span("kb.dense_search", {"kb.collection": collection, "kb.k": k}) as span:
+            found = self.store.query(
+                collection, qvec.tolist(), k, filters.where(), with_embeddings=True, with_records=not lean
+            )
+            tracing.set_attributes(span, {"kb.returned": len(found)})
         texts: dict[str, str] = {}
         metadatas = {h.id: h.metadata for h in found}
         if lean and found:
@@ -283,7 +308,9 @@ class Retriever:
             raise CollectionMissing(collection)
         self._backfill(collection)
         # hybrid (lean): _complete asks score_ids for the same query next
-        hits = self.lexical.search(collection, query, k, filters, with_text=not lean, keep_scores=lean)
+        with tracing.span("kb.lexical_search", {"kb.collection": collection, "kb.k": k}) as span:
+            hits = self.lexical.search(collection, query, k, filters, with_text=not lean, keep_scores=lean)
+            tracing.set_attributes(span, {"kb.returned": len(hits)})
         for rank, hit in enumerate(hits):
             found = pool.setdefault((collection, hit.id), SearchHit(hit.id, collection, hit.text, hit.metadata))
             found.lexical, found.coverage, found.lexical_rank = hit.score, hit.coverage, rank + 1

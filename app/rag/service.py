@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from app import tracing
 from app.errors import CollectionNotFoundError, InvalidRequestError, PromptNotFoundError, ProviderError
 from app.llm.base import REFUSAL, ChatModel, ChatRequest, Completion, GenerationParams, Message, SourcePassage
 from app.llm.costs import UsageLedger
@@ -201,15 +202,20 @@ class RagService:
         """
         if options.history or self.answer_cache is None:
             return None
-        plan = self._plan(question, collections, options, cached_only=True)
-        return None if plan is None else self._from_cache(plan)
+        with tracing.span("kb.answer_cache.lookup") as span:
+            plan = self._plan(question, collections, options, cached_only=True)
+            answer = None if plan is None else self._from_cache(plan)
+            tracing.set_attributes(span, {"kb.answer_cache.hit": answer is not None})
+            if answer is not None:
+                tracing.set_attributes(span, _answer_attributes(answer))
+            return answer
 
     def _plan(
         self, question: str, collections: str | Sequence[str], options: AskOptions, *, cached_only: bool = False
     ) -> Plan | None:
         """``plan``; with ``cached_only``, None unless the answer cache has the answer."""
         started = time.perf_counter()
-        request_id = options.request_id or uuid.uuid4().hex
+        request_id = options.request_id or tracing.current_trace_id() or uuid.uuid4().hex  # kb ask: its trace
         use_cache, principal, support_policy = options.use_cache, options.principal, options.support_policy
         question, k = self._validate(question, options.top_k)
         if support_policy is not None and support_policy not in POLICIES:
@@ -221,9 +227,11 @@ class RagService:
             return None
         prompt_file = self._prompt(self._choose(options.prompt, request_id))
         scope = tuple(sorted(names))
-        condensed = self.condenser.condense(
-            question, options.history, request_id=request_id, scope=scope, key=principal
-        )
+        with tracing.span("kb.condense", {"kb.history_turns": len(options.history)}) as span:
+            condensed = self.condenser.condense(
+                question, options.history, request_id=request_id, scope=scope, key=principal
+            )
+            tracing.set_attributes(span, {"kb.condense.method": condensed.method})
         if condensed.question != question:
             log.info("request %s: follow-up condensed by %s", request_id, condensed.method)
         policy = support_policy or self.config.support.policy
@@ -283,13 +291,17 @@ class RagService:
     def answer(self, question: str, collections: str | Sequence[str], options: AskOptions = AskOptions()) -> Answer:
         """Answer from the named collections (one name or several); ``options.history`` makes the question
         a follow-up."""
-        plan = self.plan(question, collections, options)
-        if plan.cached is not None:
-            return self._from_cache(plan)
-        completion = self.chat_model.complete(plan.request) if plan.request is not None else None
-        answer = finish(plan, completion, self.chat_model, self.verifier, self.judge)
-        self._remember(plan, answer, completion)
-        return answer
+        with tracing.span("kb.answer") as span:
+            tracing.set_attributes(span, {"kb.question": tracing.text(question)})  # only if questions may be kept
+            plan = self.plan(question, collections, options)
+            if plan.cached is not None:
+                answer = self._from_cache(plan)
+            else:
+                completion = self.chat_model.complete(plan.request) if plan.request is not None else None
+                answer = finish(plan, completion, self.chat_model, self.verifier, self.judge)
+                self._remember(plan, answer, completion)
+            tracing.set_attributes(span, _answer_attributes(answer))
+            return answer
 
     def stream_answer(
         self, question: str, collections: str | Sequence[str], options: AskOptions = AskOptions()
@@ -331,3 +343,11 @@ class RagService:
         elif held := markers.flush():
             yield "token", held
         yield "done", answer
+
+
+def _answer_attributes(answer: Answer) -> dict[str, tracing.AttributeValue | None]:
+    return {
+        "kb.request_id": answer.request_id, "kb.collections": answer.collections, "kb.prompt": answer.prompt,
+        "kb.grounded": answer.grounded, "kb.answer_cache.hit": answer.cached, "kb.citations": len(answer.citations),
+        "kb.cost_usd": answer.usage.get("cost_usd"),
+    }  # fmt: skip

@@ -14,7 +14,8 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any
+from dataclasses import replace
+from typing import Any, TypeVar
 
 import anyio
 from mcp import types
@@ -24,8 +25,10 @@ from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
 import app as app_pkg
+from app import tracing
 from app.api.mcp.tools import AskArgs, Caller, KbTools, ListArgs, SearchArgs
 from app.errors import KbError
+from app.logging_setup import request_id_var
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 _BY_STATUS = {401: -32001, 403: -32003, 404: -32004, 429: -32029}
 _PAGE = 500  # resources per resources/list page
 
+T = TypeVar("T")
 CallerOf = Callable[[ServerRequestContext[Any]], Caller]
 
 _TOOLS = [
@@ -72,8 +76,29 @@ def protocol_error(exc: KbError) -> MCPError:
 
 
 def stdio_caller(principal: Any) -> CallerOf:
-    """Over stdio every call is the one key the process was started with; each gets its own request id."""
-    return lambda ctx: Caller(principal, uuid.uuid4().hex)
+    """Over stdio every call is the one key the process was started with; each gets its own request id
+    (its trace id while tracing is on: ``_within``)."""
+    return lambda ctx: Caller(principal, "")
+
+
+def _within(caller: Caller, name: str, work: Callable[[Caller], T]) -> Callable[[], T]:
+    """``work`` as part of the caller's request: its request id on every log line, its span a child of the
+    HTTP request's (the SDK runs each call in a task of its own, which inherits neither). A stdio call has
+    no request: its id is its own trace's, or a new one."""
+
+    def run() -> T:
+        with tracing.span(name, {"kb.principal": caller.principal.name}, context=caller.trace_context):
+            request_id = caller.request_id or tracing.current_trace_id() or uuid.uuid4().hex
+            token = request_id_var.set(request_id)
+            try:
+                return work(replace(caller, request_id=request_id))
+            except KbError as exc:  # logged here, where the line carries the request id
+                log.info("%s refused with %s: %s", name, exc.code, exc.message)
+                raise
+            finally:
+                request_id_var.reset(token)
+
+    return run
 
 
 def _render(tool: str, payload: dict[str, Any]) -> str:
@@ -107,15 +132,14 @@ def build_server(tools: KbTools, caller_of: CallerOf) -> Server[Any]:
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors())
             raise MCPError(code=types.INVALID_PARAMS, message=f"invalid arguments: {problems}") from None
-        run: Callable[[], dict[str, Any]] = {
-            "search": lambda: tools.search(caller, args),
-            "ask": lambda: tools.ask(caller, args),
-            "list_collections": lambda: tools.list_collections(caller),
+        run: Callable[[Caller], dict[str, Any]] = {
+            "search": lambda c: tools.search(c, args),
+            "ask": lambda c: tools.ask(c, args),
+            "list_collections": lambda c: tools.list_collections(c),
         }[params.name]
         try:
-            payload = await anyio.to_thread.run_sync(run)
+            payload = await anyio.to_thread.run_sync(_within(caller, f"kb.mcp.{params.name}", run))
         except KbError as exc:
-            log.info("mcp %s %s refused with %s: %s", params.name, caller.request_id, exc.code, exc.message)
             raise protocol_error(exc) from None
         text = types.TextContent(type="text", text=_render(params.name, payload))
         return types.CallToolResult(content=[text], structured_content=payload)
@@ -125,7 +149,7 @@ def build_server(tools: KbTools, caller_of: CallerOf) -> Server[Any]:
         cursor = params.cursor if params is not None else None
         start = int(cursor) if cursor and cursor.isdigit() else 0
         try:
-            docs = await anyio.to_thread.run_sync(tools.documents, caller)
+            docs = await anyio.to_thread.run_sync(_within(caller, "kb.mcp.list_resources", tools.documents))
         except KbError as exc:
             raise protocol_error(exc) from None
         page = docs[start : start + _PAGE]
@@ -147,9 +171,8 @@ def build_server(tools: KbTools, caller_of: CallerOf) -> Server[Any]:
     async def read_resource(ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams) -> Any:
         caller = caller_of(ctx)
         try:
-            text = await anyio.to_thread.run_sync(tools.read, caller, params.uri)
+            text = await anyio.to_thread.run_sync(_within(caller, "kb.mcp.read", lambda c: tools.read(c, params.uri)))
         except KbError as exc:
-            log.info("mcp read %s refused with %s: %s", caller.request_id, exc.code, exc.message)
             raise protocol_error(exc) from None
         contents = types.TextResourceContents(uri=params.uri, mime_type="text/plain", text=text)
         return types.ReadResourceResult(contents=[contents])

@@ -15,6 +15,7 @@ from urllib.parse import quote, unquote
 
 from pydantic import Field
 
+from app import tracing
 from app.api.deps import readable_collections, resolve_collections
 from app.api.schemas import RequestBody
 from app.audit import AuditRecord, answer_record, record_or_log
@@ -33,6 +34,7 @@ class Caller:
 
     principal: Principal
     request_id: str
+    trace_context: Any = None  # the HTTP request's OpenTelemetry context (the SDK runs calls in its own tasks)
 
 
 class SearchArgs(RequestBody):
@@ -89,7 +91,8 @@ class KbTools:
         self.parts = components
 
     def _audit(self, caller: Caller, rec: AuditRecord) -> None:
-        record_or_log(self.parts.audit, rec, defer=rec.cached)
+        with tracing.span("kb.bookkeeping", {"kb.tool": rec.tool or ""}):
+            record_or_log(self.parts.audit, rec, defer=rec.cached)
 
     def _call_record(self, caller: Caller, tool: str, text: str, started: float, **fields: Any) -> AuditRecord:
         who = caller.principal
@@ -132,10 +135,13 @@ class KbTools:
 
     def documents(self, caller: Caller) -> list[dict[str, Any]]:
         """Every document the caller may read: its URI, source, title and collection (resources/list)."""
+        started = time.perf_counter()
         found = []
-        for name in readable_collections(caller.principal, self.parts):
+        names = readable_collections(caller.principal, self.parts)
+        for name in names:
             for doc in self.parts.admin.documents(name):
                 found.append({"uri": document_uri(name, doc["source"]), "collection": name, **doc})
+        self._audit(caller, self._call_record(caller, "mcp.list_resources", "", started, collections=names))
         return found
 
     def read(self, caller: Caller, uri: str) -> str:

@@ -17,7 +17,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import CurrentPrincipal, audit, components, resolve_collections
+from app import tracing
+from app.api.deps import CurrentPrincipal, audit_row, components, resolve_collections
 from app.api.errors import error_body
 from app.api.responses import model_response
 from app.api.schemas import ChatBody, ChatResponse, error_responses
@@ -52,14 +53,15 @@ def _remember(request: Request, who: Principal, conversation_id: str | None, que
     """Store the turn (in a new conversation when ``conversation_id`` is None) and audit the answer.
 
     A cache hit's rows (cost 0) go to the deferred writer: committed just after the response."""
-    store = components(request).conversations
-    turn = Turn(question, answer.answer, answer.standalone_question)
-    if conversation_id is None:
-        conversation_id = store.start(who.key_id, first=(turn, answer.request_id), defer=answer.cached)
-    else:
-        store.append(conversation_id, who.key_id, turn, answer.request_id)
-    answer.conversation_id = conversation_id
-    audit(request, who, question, answer)
+    with tracing.span("kb.bookkeeping", {"kb.deferred": answer.cached}):
+        store = components(request).conversations
+        turn = Turn(question, answer.answer, answer.standalone_question)
+        if conversation_id is None:
+            conversation_id = store.start(who.key_id, first=(turn, answer.request_id), defer=answer.cached)
+        else:
+            store.append(conversation_id, who.key_id, turn, answer.request_id)
+        answer.conversation_id = conversation_id
+        audit_row(request, who, question, answer)
 
 
 @router.post(

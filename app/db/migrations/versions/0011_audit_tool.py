@@ -1,6 +1,6 @@
 """the audit log says which MCP tool a row came from (``tool``; NULL: an answer of /chat or /v1)
 
-An MCP client calls ``search``, ``ask``, ``list_collections`` or reads a document resource; each call is
+An MCP client calls ``search``, ``ask``, ``list_collections``, lists or reads document resources; each call is
 audited like /chat, and a search or a read has no answer, so its row must not pass for one: the
 knowledge-gap report reads only answers (NULL or ``mcp.ask``), ``kb audit`` shows the tool.
 
