@@ -90,6 +90,11 @@ def configure(store_text: bool, env: Mapping[str, str] = os.environ, exporter: A
         provider.add_span_processor(SimpleSpanProcessor(exporter))  # tests read spans as soon as they end
     else:
         provider.add_span_processor(BatchSpanProcessor(_exporter(env)))
+    global _attach, _detach, _in_context
+    from opentelemetry.context import attach, detach
+    from opentelemetry.trace import set_span_in_context
+
+    _attach, _detach, _in_context = attach, detach, set_span_in_context
     _provider, _tracer, _store_text = provider, provider.get_tracer("kb", app_pkg.__version__), store_text
     log.info("OpenTelemetry traces on: %s", type(exporter).__name__ if exporter is not None else _describe(env))
     return True
@@ -117,13 +122,44 @@ def enabled() -> bool:
 def span(
     name: str, attributes: Mapping[str, AttributeValue] | None = None, *, kind: Any = None, context: Any = None
 ) -> AbstractContextManager[Any]:
-    """A child span of the current one (or of ``context``); the shared no-op when tracing is off."""
+    """A child span of the current one (or of ``context``), current inside the block; the shared no-op when
+    tracing is off."""
     tracer = _tracer
     if tracer is None:
         return _NOOP
     if kind is None:
-        return tracer.start_as_current_span(name, context=context, attributes=attributes)  # type: ignore[no-any-return]
-    return tracer.start_as_current_span(name, context=context, kind=kind, attributes=attributes)  # type: ignore[no-any-return]
+        return _Current(tracer.start_span(name, context=context, attributes=attributes))
+    return _Current(tracer.start_span(name, context=context, kind=kind, attributes=attributes))
+
+
+class _Current:
+    """What the SDK's ``start_as_current_span`` does (the span current inside the block, an exception recorded,
+    the span ended), without its two generator-based context managers: ~40% of a span's cost here."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span_: Any):
+        self._span = span_
+
+    def __enter__(self) -> Any:
+        self._token = _attach(_in_context(self._span))
+        return self._span
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        _detach(self._token)
+        if isinstance(exc, Exception):
+            from opentelemetry.trace import Status, StatusCode
+
+            self._span.record_exception(exc)
+            self._span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        self._span.end()
+
+
+def _attach(context: Any) -> Any:  # replaced by OpenTelemetry's at configure(): no import on every span
+    raise RuntimeError("tracing is not configured")
+
+
+_detach = _in_context = _attach
 
 
 def start(name: str, attributes: Mapping[str, AttributeValue] | None = None, *, kind: Any = None) -> Any:

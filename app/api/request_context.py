@@ -57,14 +57,17 @@ class RequestContext:
         from opentelemetry.propagate import extract
         from opentelemetry.trace import SpanKind
 
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or []}
+        raw = dict(scope.get("headers") or [])
+        parent = None
+        if b"traceparent" in raw:  # a caller's trace to continue (W3C Trace Context, and its baggage)
+            parent = extract({k.decode("latin-1"): v.decode("latin-1") for k, v in raw.items()})
         method = scope.get("method", "")
         attributes = {"http.request.method": method, "url.path": scope.get("path", "")}
-        with tracing.span(method, attributes, kind=SpanKind.SERVER, context=extract(headers)) as root:
+        with tracing.span(method, attributes, kind=SpanKind.SERVER, context=parent) as root:
             if root is None:  # turned off meanwhile (a test's exporter removed)
                 await self._served(scope, receive, send, uuid.uuid4().hex, None)
                 return
-            given = headers.get("x-request-id", "")
+            given = raw.get(b"x-request-id", b"").decode("latin-1")
             if _CLIENT_ID.fullmatch(given):
                 root.set_attribute("kb.client_request_id", given)
             # for work this request hands to tasks that do not inherit its context (the MCP SDK's task group)

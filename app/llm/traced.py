@@ -24,7 +24,6 @@ def _request_attributes(model: Any, request: ChatRequest) -> dict[str, tracing.A
         "gen_ai.request.temperature": request.params.temperature,
         "gen_ai.request.max_tokens": request.params.max_tokens,
         "kb.prompt": request.prompt_id,
-        "kb.request_id": request.request_id,
     }
     return attributes
 
@@ -37,7 +36,6 @@ def _completion_attributes(completion: Completion) -> dict[str, tracing.Attribut
         "kb.cost_usd": completion.cost_usd,
         "kb.cache_hit": completion.cached,
         "kb.fallback": completion.fallback,
-        "kb.answered_by": completion.provider,
     }
 
 

@@ -110,8 +110,7 @@ class Retriever:
         mode = mode or cfg.mode
         if mode == "hybrid" and self.lexical is None:
             mode = "dense"
-        attributes = {"kb.mode": mode, "kb.top_k": top_k, "kb.collections": list(collections)}
-        with tracing.span("kb.retrieve", attributes) as span:
+        with tracing.span("kb.retrieve", {"kb.mode": mode, "kb.top_k": top_k}) as span:
             found = self._search(query, collections, top_k, mode, filters or SearchFilters(), cfg, query_vector)
             tracing.set_attributes(span, {"kb.hits": len(found)})
             return found

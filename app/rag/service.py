@@ -347,7 +347,6 @@ class RagService:
 
 def _answer_attributes(answer: Answer) -> dict[str, tracing.AttributeValue | None]:
     return {
-        "kb.request_id": answer.request_id, "kb.collections": answer.collections, "kb.prompt": answer.prompt,
-        "kb.grounded": answer.grounded, "kb.answer_cache.hit": answer.cached, "kb.citations": len(answer.citations),
-        "kb.cost_usd": answer.usage.get("cost_usd"),
+        "kb.collections": ",".join(answer.collections), "kb.prompt": answer.prompt, "kb.grounded": answer.grounded,
+        "kb.answer_cache.hit": answer.cached, "kb.citations": len(answer.citations),
     }  # fmt: skip
