@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from app.errors import ConfigurationError
+from app.errors import ConfigurationError, KbError
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +148,24 @@ class _Current:
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
         _detach(self._token)
         if isinstance(exc, Exception):
-            from opentelemetry.trace import Status, StatusCode
-
-            self._span.record_exception(exc)
-            self._span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            record_error(self._span, exc)
         self._span.end()
+
+
+def record_error(span_: Any, exc: BaseException) -> None:
+    """Mark the span failed. An exception's message can hold text (a database error lists its parameters: the
+    question, the answer), so without KB_AUDIT__STORE_TEXT only its type and kb's error code are kept."""
+    from opentelemetry.trace import Status, StatusCode
+
+    kind = type(exc).__name__
+    code = exc.code if isinstance(exc, KbError) else None
+    if _store_text:
+        span_.record_exception(exc)
+        description = f"{kind}: {exc}"
+    else:
+        span_.add_event("exception", {"exception.type": kind, **({"kb.error_code": code} if code else {})})
+        description = f"{kind} ({code})" if code else kind
+    span_.set_status(Status(StatusCode.ERROR, description))
 
 
 def _attach(context: Any) -> Any:  # replaced by OpenTelemetry's at configure(): no import on every span

@@ -72,7 +72,12 @@ class RequestContext:
                 root.set_attribute("kb.client_request_id", given)
             # for work this request hands to tasks that do not inherit its context (the MCP SDK's task group)
             scope.setdefault("state", {})["trace_context"] = get_current()
-            await self._served(scope, receive, send, tracing.trace_id_of(root), root)
+            # a new trace per request: the request id is its trace id; continuing a caller's trace (which may
+            # span many requests), the trace id and this request's span id, so each request keeps its own id
+            rid = tracing.trace_id_of(root)
+            if parent is not None:
+                rid += "-" + format(root.get_span_context().span_id, "016x")
+            await self._served(scope, receive, send, rid, root)
 
     async def _served(self, scope: Scope, receive: Receive, send: Send, rid: str, root: Any) -> None:
         scope.setdefault("state", {})["request_id"] = rid  # request.state.request_id

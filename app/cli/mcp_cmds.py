@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 
 from app.bootstrap import Components
 from app.cli.common import cli, console, fail, setup
@@ -56,9 +58,11 @@ def mcp_stdio() -> None:
             who = found
         server = build_server(KbTools(components), stdio_caller(who))
 
+        with contextlib.redirect_stdout(sys.stderr):  # stdout is the protocol's: nothing else may write there
+            _ready(components)  # model, prompt, indexes before the first call; a failure exits 1 saying why
+
         async def serve() -> None:
             async with stdio_server() as (read, write):  # fd 1 now goes to stderr: stray prints miss the wire
-                await anyio.to_thread.run_sync(_ready, components)  # model, prompt, indexes before the first call
                 await server.run(read, write, server.create_initialization_options())
 
         console.print(f"kb MCP server on stdio for key {who.name!r} (collections: {who.scope_label()})")

@@ -55,7 +55,7 @@ class TracedChatModel(Wrapper):
         if not tracing.enabled():
             yield from self.inner.stream(request)
             return
-        from opentelemetry.trace import SpanKind, Status, StatusCode
+        from opentelemetry.trace import SpanKind
 
         span = tracing.start(f"chat {self.model}", _request_attributes(self, request), kind=SpanKind.CLIENT)
         try:
@@ -63,9 +63,8 @@ class TracedChatModel(Wrapper):
                 if event.completion is not None:
                     tracing.set_attributes(span, _completion_attributes(event.completion))
                 yield event
-        except BaseException as exc:
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        except Exception as exc:
+            tracing.record_error(span, exc)
             raise
         finally:
             span.end()

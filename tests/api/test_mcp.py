@@ -171,6 +171,12 @@ def test_bad_calls_get_clear_errors(kb: tuple[str, dict[str, str], Components]) 
     assert page.error.data["code"] == "document_not_found" and "page 99" in page.error.message
     uri = _error(_http(url, employee), lambda c: c.read_resource("https://example.com/x"))
     assert uri.error.data["code"] == "resource_uri_invalid"
+    for odd in ("kb://handbook/handbook.pdf#page=²", "kb://handbook/handbook.pdf#page=0", "kb://handbook/"):
+        bad_uri = _error(_http(url, employee), lambda c, u=odd: c.read_resource(u))
+        assert bad_uri.error.data["code"] == "resource_uri_invalid", odd
+    # a percent-encoded '/' stays inside the collection's name: still the salaries' refusal, not a way round it
+    encoded = _error(_http(url, employee), lambda c: c.read_resource("kb://salaries%2F..%2Fhandbook/bands.md"))
+    assert encoded.error.data["code"] == "collection_forbidden"
     long = _error(_http(url, employee), lambda c: c.call_tool("ask", {"question": "why " * 2000}))
     assert long.error.data["code"] == "question_too_long"
     # no key, or a wrong one: the API's own JSON 401, before the MCP layer

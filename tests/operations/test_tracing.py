@@ -49,7 +49,7 @@ def _tree(found: list[ReadableSpan], trace_id: int) -> dict[str, list[str]]:
 
 def _texts(found: list[ReadableSpan]) -> str:
     """Everything the spans carry, as text (attributes and events)."""
-    parts = [s.name for s in found]
+    parts = [s.name for s in found] + [s.status.description or "" for s in found]
     for s in found:
         parts += [f"{k}={v}" for k, v in (s.attributes or {}).items()]
         parts += [f"{k}={v}" for e in s.events for k, v in (e.attributes or {}).items()]
@@ -75,11 +75,12 @@ def test_a_chat_request_is_one_trace_with_a_span_per_step(
     try:
         with api_client(handbook_components, role="employee", collections=("handbook",)) as client:
             got = client.post("/chat", json={"question": QUESTION, "collection": "handbook", "cache": False})
-            again = client.post("/chat", json={"question": QUESTION, "collection": "handbook"})
+            stored = client.post("/chat", json={"question": QUESTION, "collection": "handbook"})  # into the cache
             again = client.post("/chat", json={"question": QUESTION, "collection": "handbook"})  # an answer-cache hit
     finally:
         logging.getLogger().removeHandler(records)
-    assert got.status_code == 200 and again.status_code == 200
+    assert got.status_code == 200 and stored.status_code == 200 and again.status_code == 200
+    assert not stored.json()["cached"] and again.json()["cached"]
     request_id = got.json()["request_id"]
     assert got.headers["x-request-id"] == request_id and len(request_id) == 32
     found = list(spans.get_finished_spans())
@@ -130,9 +131,30 @@ def test_a_caller_s_traceparent_is_continued(spans: InMemorySpanExporter, handbo
     header = f"00-{parent_trace}-00f067aa0ba902b7-01"
     with api_client(handbook_components) as client:
         got = client.post("/search", json={"query": "hotel", "collection": "handbook"}, headers={"traceparent": header})
-    assert got.status_code == 200 and got.headers["x-request-id"] == parent_trace
     roots = [s for s in spans.get_finished_spans() if s.name == "POST /search"]
     assert roots and roots[0].parent is not None and format(roots[0].parent.span_id, "016x") == "00f067aa0ba902b7"
+    # the caller's trace may span many requests: the request id is its trace id and this request's span id
+    own = format(roots[0].context.span_id, "016x")
+    assert got.status_code == 200 and got.headers["x-request-id"] == f"{parent_trace}-{own}"
+
+
+def test_a_failure_s_message_stays_out_of_spans_without_store_text(
+    spans: InMemorySpanExporter, handbook_components: Components
+) -> None:
+    """A database error's message lists its parameters (here the question and the answer): the span keeps its
+    type only."""
+    from sqlalchemy import text
+
+    with handbook_components.db.begin() as conn:
+        conn.execute(text("DROP TABLE turns"))  # the conversation's turn cannot be written
+    with api_client(handbook_components) as client:
+        got = client.post("/chat", json={"question": QUESTION, "collection": "handbook", "cache": False})
+    assert got.status_code == 503 and got.json()["error"]["code"] == "database_unavailable"
+    found = list(spans.get_finished_spans())
+    (failed,) = [s for s in found if s.name == "kb.bookkeeping"]
+    assert not failed.status.is_ok and failed.status.description == "OperationalError"
+    assert [e.attributes for e in failed.events] == [{"exception.type": "OperationalError"}]
+    assert "annual leave" not in _texts(found) and "27 days" not in _texts(found)
 
 
 def test_ingestion_is_traced_per_document(

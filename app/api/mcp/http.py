@@ -85,18 +85,21 @@ class McpEndpoint:
                 self._manager = None
 
     async def _serve(self, components: Components) -> None:
+        """Import, build and run the SDK's manager until the app ends. A failure here must not end the app's
+        lifespan (the task group would cancel it): it is logged, and /mcp answers 503 meanwhile."""
         try:
             manager = await anyio.to_thread.run_sync(_manager, components)  # the import, off the event loop
-        except Exception:  # the rest of the API serves on; MCP requests get a 503 saying so
-            log.exception("the MCP server could not start; /mcp answers 503")
+            async with manager.run():
+                self._manager = manager
+                if self._ready is not None:
+                    self._ready.set()
+                await anyio.sleep_forever()
+        except Exception:
+            log.exception("the MCP server could not start or stopped; /mcp answers 503")
+        finally:
+            self._manager = None
             if self._ready is not None:
                 self._ready.set()
-            return
-        async with manager.run():
-            self._manager = manager
-            if self._ready is not None:
-                self._ready.set()
-            await anyio.sleep_forever()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["route"] = self.route

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 # JSON-RPC leaves -32000..-32099 to servers: kb's refusals by kind (data.code names the exact one).
 _BY_STATUS = {401: -32001, 403: -32003, 404: -32004, 429: -32029}
 _PAGE = 500  # resources per resources/list page
+_CURSOR = re.compile(r"[0-9]{1,9}")  # our own cursors: an offset; anything else starts at the beginning
 
 T = TypeVar("T")
 CallerOf = Callable[[ServerRequestContext[Any]], Caller]
@@ -95,6 +97,10 @@ def _within(caller: Caller, name: str, work: Callable[[Caller], T]) -> Callable[
             except KbError as exc:  # logged here, where the line carries the request id
                 log.info("%s refused with %s: %s", name, exc.code, exc.message)
                 raise
+            except Exception:  # a bug or a store failure: its text (SQL, parameters, paths) stays in the log
+                log.exception("%s failed", name)
+                message = f"internal error; the server log has details under request id {request_id}"
+                raise MCPError(code=types.INTERNAL_ERROR, message=message) from None
             finally:
                 request_id_var.reset(token)
 
@@ -147,7 +153,7 @@ def build_server(tools: KbTools, caller_of: CallerOf) -> Server[Any]:
     async def list_resources(ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None) -> Any:
         caller = caller_of(ctx)
         cursor = params.cursor if params is not None else None
-        start = int(cursor) if cursor and cursor.isdigit() else 0
+        start = int(cursor) if cursor and _CURSOR.fullmatch(cursor) else 0
         try:
             docs = await anyio.to_thread.run_sync(_within(caller, "kb.mcp.list_resources", tools.documents))
         except KbError as exc:

@@ -2,12 +2,14 @@
 
 Every call goes through the same gates as the HTTP API: the caller's collections are resolved by
 ``resolve_collections`` (a collection outside the key's grants is refused before anything is read),
-the answer pipeline and the search are RagService's, and every call leaves an audit row (``tool``
-says which) whose answer cost is in the usage ledger like /chat's.
+the answer pipeline and the search are RagService's, and every call served leaves an audit row (``tool``
+says which; a refused call is logged, as /chat's refusals are) whose answer cost is in the usage ledger
+like /chat's.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,6 +28,7 @@ from app.rag.answer import Answer
 from app.rag.options import AskOptions, SearchOptions
 
 SCHEME = "kb://"
+_PAGE_NUMBER = re.compile(r"[1-9][0-9]{0,8}")  # ASCII digits only: str.isdigit() takes '²', which int() refuses
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ def parse_uri(uri: str) -> tuple[str, str, int | None]:
     page: int | None = None
     if fragment:
         number = fragment.removeprefix("page=")
-        if not fragment.startswith("page=") or not number.isdigit() or int(number) < 1:
+        if not fragment.startswith("page=") or not _PAGE_NUMBER.fullmatch(number):
             raise InvalidRequestError(f"unknown fragment #{fragment[:40]}: {shape}", code=bad)
         page = int(number)
     if not collection or not source:
