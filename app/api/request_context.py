@@ -53,6 +53,7 @@ class RequestContext:
     async def _traced(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The request as the root span of its trace (continuing a caller's W3C ``traceparent``); its
         request id is the trace id, so a log line, an audit row and the trace are found by one id."""
+        from opentelemetry.context import get_current
         from opentelemetry.propagate import extract
         from opentelemetry.trace import SpanKind
 
@@ -70,7 +71,7 @@ class RequestContext:
             if _CLIENT_ID.fullmatch(given):
                 root.set_attribute("kb.client_request_id", given)
             # for work this request hands to tasks that do not inherit its context (the MCP SDK's task group)
-            scope.setdefault("state", {})["trace_context"] = tracing.current_context()
+            scope.setdefault("state", {})["trace_context"] = get_current()
             # a new trace per request: the request id is its trace id; continuing a caller's trace (which may
             # span many requests), the trace id and this request's span id, so each request keeps its own id
             rid = tracing.trace_id_of(root)

@@ -36,12 +36,6 @@ def spans() -> Iterator[InMemorySpanExporter]:
         yield exporter
 
 
-def _finished(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
-    """The spans ended so far (made into the SDK's off the request path: flushed first)."""
-    tracing.flush()
-    return list(exporter.get_finished_spans())
-
-
 def _tree(found: list[ReadableSpan], trace_id: int) -> dict[str, list[str]]:
     """Children's names by parent name, for one trace."""
     mine = [s for s in found if s.context.trace_id == trace_id]
@@ -89,7 +83,7 @@ def test_a_chat_request_is_one_trace_with_a_span_per_step(
     assert not stored.json()["cached"] and again.json()["cached"]
     request_id = got.json()["request_id"]
     assert got.headers["x-request-id"] == request_id and len(request_id) == 32
-    found = list(_finished(spans))
+    found = list(spans.get_finished_spans())
     trace_id = int(request_id, 16)  # the request id is the trace id
     tree = _tree(found, trace_id)
     assert tree["<root>"] == ["POST /chat"], tree
@@ -127,9 +121,9 @@ def test_the_question_is_in_a_span_only_when_text_may_be_stored(handbook_compone
     exporter = InMemorySpanExporter()
     with tracing.installed(exporter, store_text=True):
         handbook_components.rag.answer(QUESTION, "handbook")
-    (answer,) = [s for s in _finished(exporter) if s.name == "kb.answer"]
+    (answer,) = [s for s in exporter.get_finished_spans() if s.name == "kb.answer"]
     assert (answer.attributes or {})["kb.question"] == QUESTION
-    assert "27 days" not in _texts(list(_finished(exporter)))  # passages never
+    assert "27 days" not in _texts(list(exporter.get_finished_spans()))  # passages never
 
 
 def test_a_caller_s_traceparent_is_continued(spans: InMemorySpanExporter, handbook_components: Components) -> None:
@@ -137,7 +131,7 @@ def test_a_caller_s_traceparent_is_continued(spans: InMemorySpanExporter, handbo
     header = f"00-{parent_trace}-00f067aa0ba902b7-01"
     with api_client(handbook_components) as client:
         got = client.post("/search", json={"query": "hotel", "collection": "handbook"}, headers={"traceparent": header})
-    roots = [s for s in _finished(spans) if s.name == "POST /search"]
+    roots = [s for s in spans.get_finished_spans() if s.name == "POST /search"]
     assert roots and roots[0].parent is not None and format(roots[0].parent.span_id, "016x") == "00f067aa0ba902b7"
     # the caller's trace may span many requests: the request id is its trace id and this request's span id
     own = format(roots[0].context.span_id, "016x")
@@ -156,7 +150,7 @@ def test_a_failure_s_message_stays_out_of_spans_without_store_text(
     with api_client(handbook_components) as client:
         got = client.post("/chat", json={"question": QUESTION, "collection": "handbook", "cache": False})
     assert got.status_code == 503 and got.json()["error"]["code"] == "database_unavailable"
-    found = list(_finished(spans))
+    found = list(spans.get_finished_spans())
     (failed,) = [s for s in found if s.name == "kb.bookkeeping"]
     assert not failed.status.is_ok and failed.status.description == "OperationalError"
     assert [e.attributes for e in failed.events] == [{"exception.type": "OperationalError"}]
@@ -172,7 +166,7 @@ def test_ingestion_is_traced_per_document(
     (folder / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
     report = handbook_components.ingest_pipeline.ingest([folder], "ops")
     assert report.added == 1 and len(report.failed) == 1
-    found = list(_finished(spans))
+    found = list(spans.get_finished_spans())
     (run,) = [s for s in found if s.name == "kb.ingest"]
     tree = _tree(found, run.context.trace_id)
     assert sorted(tree["kb.ingest"]) == ["kb.ingest.document", "kb.ingest.document", "kb.ingest.write"], tree
@@ -283,7 +277,7 @@ def test_an_mcp_call_is_a_child_of_its_http_request(
     with serve_app(create_app(handbook_components.settings, components=handbook_components)) as url:
         answer = _run(_http(f"{url}/mcp", token), lambda c: c.call_tool("ask", {"question": QUESTION}))
     request_id = answer.structured_content["request_id"]
-    found = list(_finished(spans))
+    found = list(spans.get_finished_spans())
     tree = _tree(found, int(request_id, 16))
     assert tree["<root>"] == ["POST /mcp"] and {"kb.auth", "kb.mcp.ask"} <= set(tree["POST /mcp"]), tree
     assert {"kb.answer", "kb.bookkeeping"} <= set(tree["kb.mcp.ask"]), tree
