@@ -205,9 +205,10 @@ class RagService:
         with tracing.span("kb.answer_cache.lookup") as span:
             plan = self._plan(question, collections, options, cached_only=True)
             answer = None if plan is None else self._from_cache(plan)
-            tracing.set_attributes(span, {"kb.answer_cache.hit": answer is not None})
-            if answer is not None:
-                tracing.set_attributes(span, _answer_attributes(answer))
+            if span is not None:  # the event loop's fast path: nothing built while tracing is off
+                span.set_attribute("kb.answer_cache.hit", answer is not None)
+                if answer is not None:
+                    span.set_attributes(_answer_attributes(answer))
             return answer
 
     def _plan(
@@ -300,7 +301,8 @@ class RagService:
                 completion = self.chat_model.complete(plan.request) if plan.request is not None else None
                 answer = finish(plan, completion, self.chat_model, self.verifier, self.judge)
                 self._remember(plan, answer, completion)
-            tracing.set_attributes(span, _answer_attributes(answer))
+            if span is not None:  # tracing on: not built otherwise (every answer passes here)
+                span.set_attributes(_answer_attributes(answer))
             return answer
 
     def stream_answer(
@@ -345,7 +347,7 @@ class RagService:
         yield "done", answer
 
 
-def _answer_attributes(answer: Answer) -> dict[str, tracing.AttributeValue | None]:
+def _answer_attributes(answer: Answer) -> dict[str, tracing.AttributeValue]:
     return {
         "kb.collections": ",".join(answer.collections), "kb.prompt": answer.prompt, "kb.grounded": answer.grounded,
         "kb.answer_cache.hit": answer.cached, "kb.citations": len(answer.citations),

@@ -41,34 +41,33 @@ _CURSOR = re.compile(r"[0-9]{1,9}")  # our own cursors: an offset; anything else
 T = TypeVar("T")
 CallerOf = Callable[[ServerRequestContext[Any]], Caller]
 
+_READ_ONLY = types.ToolAnnotations(read_only_hint=True, open_world_hint=False)
+# name -> (title, description, arguments): the tools/list entries and the argument models calls are checked by
+_TOOL_TABLE: dict[str, tuple[str, str, type[SearchArgs] | type[AskArgs] | type[ListArgs]]] = {
+    "search": (
+        "Search the company's documents",
+        "Ranked passages from the collections this key may read, each with its source document, page, heading, "
+        "scores and a kb:// URI to read the page. Use it to look things up; use ask for an answer.",
+        SearchArgs,
+    ),
+    "ask": (
+        "Answer a question from the company's documents",
+        "A grounded answer with numbered citations [n] (document, page, kb:// URI) and how well the sources "
+        "support each sentence; 'not in the documents' when they do not say.",
+        AskArgs,
+    ),
+    "list_collections": (
+        "List the collections this key may read",
+        "The document collections this key may search, with their document and chunk counts.",
+        ListArgs,
+    ),
+}
 _TOOLS = [
-    types.Tool(
-        name="search",
-        title="Search the company's documents",
-        description="Ranked passages from the collections this key may read, each with its source document, "
-        "page, heading, scores and a kb:// URI to read the page. Use it to look things up; use ask for an answer.",
-        input_schema=SearchArgs.model_json_schema(),
-        annotations=types.ToolAnnotations(read_only_hint=True, open_world_hint=False),
-    ),
-    types.Tool(
-        name="ask",
-        title="Answer a question from the company's documents",
-        description="A grounded answer with numbered citations [n] (document, page, kb:// URI) and how well "
-        "the sources support each sentence; 'not in the documents' when they do not say.",
-        input_schema=AskArgs.model_json_schema(),
-        annotations=types.ToolAnnotations(read_only_hint=True, open_world_hint=False),
-    ),
-    types.Tool(
-        name="list_collections",
-        title="List the collections this key may read",
-        description="The document collections this key may search, with their document and chunk counts.",
-        input_schema=ListArgs.model_json_schema(),
-        annotations=types.ToolAnnotations(read_only_hint=True, open_world_hint=False),
-    ),
-]
-_ARGS: dict[str, type[SearchArgs] | type[AskArgs] | type[ListArgs]] = {
-    "search": SearchArgs, "ask": AskArgs, "list_collections": ListArgs,
-}  # fmt: skip
+    types.Tool(name=name, title=title, description=description, input_schema=args.model_json_schema(),
+               annotations=_READ_ONLY)
+    for name, (title, description, args) in _TOOL_TABLE.items()
+]  # fmt: skip
+_ARGS = {name: args for name, (_, _, args) in _TOOL_TABLE.items()}
 
 
 def protocol_error(exc: KbError) -> MCPError:

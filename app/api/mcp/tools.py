@@ -93,16 +93,17 @@ class KbTools:
     def __init__(self, components: Components):
         self.parts = components
 
-    def _audit(self, caller: Caller, rec: AuditRecord) -> None:
+    def _audit(self, rec: AuditRecord) -> None:
         with tracing.span("kb.bookkeeping", {"kb.tool": rec.tool or ""}):
             record_or_log(self.parts.audit, rec, defer=rec.cached)
 
-    def _call_record(self, caller: Caller, tool: str, text: str, started: float, **fields: Any) -> AuditRecord:
+    def _audit_call(self, caller: Caller, tool: str, text: str, started: float, **fields: Any) -> None:
+        """The audit row of a call that answers nothing (a search, a listing, a read)."""
         who = caller.principal
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
-        return AuditRecord(request_id=caller.request_id, key_name=who.name, key_id=who.key_id, question=text,
-                           prompt="", provider="", model="", answer="", latency_ms=latency_ms, tool=tool,
-                           **{"grounded": True, **fields})  # fmt: skip
+        self._audit(AuditRecord(request_id=caller.request_id, key_name=who.name, key_id=who.key_id, question=text,
+                                prompt="", provider="", model="", answer="", latency_ms=latency_ms, tool=tool,
+                                **{"grounded": True, **fields}))  # fmt: skip
 
     def search(self, caller: Caller, args: SearchArgs) -> dict[str, Any]:
         started = time.perf_counter()
@@ -115,8 +116,8 @@ class KbTools:
             found = hit.as_dict()
             found["uri"] = document_uri(hit.collection, str(found["source"]), found["page"])
             results.append(found)
-        self._audit(caller, self._call_record(caller, "mcp.search", args.query, started, collections=names,
-                                              retrieved=[h.id for h in hits], grounded=bool(hits)))  # fmt: skip
+        self._audit_call(caller, "mcp.search", args.query, started, collections=names,
+                         retrieved=[h.id for h in hits], grounded=bool(hits))  # fmt: skip
         return {"mode": mode, "collections": names, "results": results}
 
     def ask(self, caller: Caller, args: AskArgs) -> dict[str, Any]:
@@ -125,15 +126,14 @@ class KbTools:
                              support_policy=args.support_policy)  # fmt: skip
         answer = self.parts.rag.answer(args.question, names, options)
         who = caller.principal
-        self._audit(caller, answer_record(answer, args.question, who.name, who.key_id, tool="mcp.ask"))
+        self._audit(answer_record(answer, args.question, who.name, who.key_id, tool="mcp.ask"))
         return _answer_payload(answer)
 
     def list_collections(self, caller: Caller) -> dict[str, Any]:
         started = time.perf_counter()
         readable = set(readable_collections(caller.principal, self.parts))
         found = [c for c in self.parts.admin.collections() if c["name"] in readable]
-        self._audit(caller, self._call_record(caller, "mcp.list_collections", "", started,
-                                              collections=sorted(readable)))  # fmt: skip
+        self._audit_call(caller, "mcp.list_collections", "", started, collections=sorted(readable))
         return {"collections": found}
 
     def documents(self, caller: Caller) -> list[dict[str, Any]]:
@@ -144,7 +144,7 @@ class KbTools:
         for name in names:
             for doc in self.parts.admin.documents(name):
                 found.append({"uri": document_uri(name, doc["source"]), "collection": name, **doc})
-        self._audit(caller, self._call_record(caller, "mcp.list_resources", "", started, collections=names))
+        self._audit_call(caller, "mcp.list_resources", "", started, collections=names)
         return found
 
     def read(self, caller: Caller, uri: str) -> str:
@@ -153,7 +153,7 @@ class KbTools:
         collection, source, page = parse_uri(uri)
         resolve_collections(caller.principal, [collection], self.parts)  # 403 before anything is read
         passages = self.parts.admin.passages(collection, source, page)
-        self._audit(caller, self._call_record(caller, "mcp.read", uri, started, collections=[collection]))
+        self._audit_call(caller, "mcp.read", uri, started, collections=[collection])
         return "\n\n".join(text for _, text in passages)
 
 
