@@ -8,21 +8,25 @@ variables (endpoint, headers, timeout, certificate), the batch processor ``OTEL_
 ``OTEL_SERVICE_NAME`` (default ``kb``) and ``OTEL_RESOURCE_ATTRIBUTES``.
 
 Off, ``span()`` hands back one shared no-op context manager: no span objects, no context switches, so
-tracing costs nothing when it is not wanted (docs/benchmarks.md, "Tracing"). kb keeps its own tracer
-provider rather than the process-global one, so a test can install an in-memory exporter and take it
-away again. Text: a span carries a question only when ``KB_AUDIT__STORE_TEXT`` allows keeping it
-(``text()``), and never a passage of a document.
+tracing costs nothing when it is not wanted (docs/benchmarks.md, "Tracing"). On, a step records its span
+in a few microseconds and hands the SDK a finished span when it ends (``app.tracing_spans``: why). kb keeps
+its own span processor rather than the process-global tracer provider, so a test can install an
+in-memory exporter and take it away again. Text: a span carries a question only when
+``KB_AUDIT__STORE_TEXT`` allows keeping it (``text()``), and never a passage of a document.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+from app import tracing_spans as _spans
 from app.errors import ConfigurationError, KbError
 
 log = logging.getLogger(__name__)
@@ -30,8 +34,8 @@ log = logging.getLogger(__name__)
 AttributeValue = str | bool | int | float | Sequence[str] | Sequence[int] | Sequence[float]
 
 _NOOP: AbstractContextManager[Any] = contextlib.nullcontext(None)
-_tracer: Any = None  # an opentelemetry Tracer while tracing is on
-_provider: Any = None
+_on = False
+_processor: Any = None  # the SDK's span processor (batching and exporting) while tracing is on
 _store_text = False
 
 
@@ -71,31 +75,30 @@ def configure(store_text: bool, env: Mapping[str, str] = os.environ, exporter: A
     """Turn tracing on if the environment asks (or an ``exporter`` is given: tests); returns whether it is on.
 
     Idempotent: a second call (``kb serve`` builds the app after the CLI's setup) changes nothing."""
-    global _tracer, _provider, _store_text
-    if _tracer is not None:
+    global _on, _processor, _store_text
+    if _on:
         return True
     if exporter is None and not wanted(env):
         return False
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
     import app as app_pkg
 
     attributes = {"service.version": app_pkg.__version__}
     if not env.get("OTEL_SERVICE_NAME"):
         attributes["service.name"] = "kb"
-    provider = TracerProvider(resource=Resource.create(attributes))
-    if exporter is not None:
-        provider.add_span_processor(SimpleSpanProcessor(exporter))  # tests read spans as soon as they end
-    else:
-        provider.add_span_processor(BatchSpanProcessor(_exporter(env)))
-    global _attach, _detach, _in_context
-    from opentelemetry.context import attach, detach
-    from opentelemetry.trace import set_span_in_context
-
-    _attach, _detach, _in_context = attach, detach, set_span_in_context
-    _provider, _tracer, _store_text = provider, provider.get_tracer("kb", app_pkg.__version__), store_text
+    # the SDK's provider reads OTEL_TRACES_SAMPLER(_ARG) and builds the resource; kb's spans (tracing_spans)
+    # go straight to the processor: tests read them as soon as they end, otherwise batched in the background
+    provider = TracerProvider(resource=Resource.create(attributes), shutdown_on_exit=False)
+    processor = SimpleSpanProcessor(exporter) if exporter is not None else BatchSpanProcessor(_exporter(env))
+    scope = InstrumentationScope("kb", app_pkg.__version__)
+    _spans.set_sink(_spans.Sink(processor, provider.sampler, provider.resource, scope, record_error))
+    _processor, _store_text, _on = processor, store_text, True
+    if exporter is None:
+        atexit.register(shutdown)  # a command's last spans are sent before the process ends
     log.info("OpenTelemetry traces on: %s", type(exporter).__name__ if exporter is not None else _describe(env))
     return True
 
@@ -108,92 +111,81 @@ def _describe(env: Mapping[str, str]) -> str:
 
 
 def shutdown() -> None:
-    """Flush what is batched and turn tracing off (the app's end; tests)."""
-    global _tracer, _provider
-    provider, _provider, _tracer = _provider, None, None
-    if provider is not None:
-        provider.shutdown()
+    """Send what is batched and turn tracing off (the app's end; a command's end; tests)."""
+    global _on, _processor
+    processor, _processor, _on = _processor, None, False
+    _spans.set_sink(None)
+    if processor is not None:
+        processor.shutdown()
 
 
 def enabled() -> bool:
-    return _tracer is not None
+    return _on
 
 
 def span(
     name: str, attributes: Mapping[str, AttributeValue] | None = None, *, kind: Any = None, context: Any = None
 ) -> AbstractContextManager[Any]:
-    """A child span of the current one (or of ``context``), current inside the block; the shared no-op when
+    """A child span of the current one (or of ``context``: a span from ``current_context()``, or an
+    OpenTelemetry Context carrying a caller's trace), current inside the block; the shared no-op when
     tracing is off."""
-    tracer = _tracer
-    if tracer is None:
+    if not _on:
         return _NOOP
-    if kind is None:
-        return _Current(tracer.start_span(name, context=context, attributes=attributes))
-    return _Current(tracer.start_span(name, context=context, kind=kind, attributes=attributes))
-
-
-class _Current:
-    """What the SDK's ``start_as_current_span`` does (the span current inside the block, an exception recorded,
-    the span ended), without its two generator-based context managers: ~40% of a span's cost here."""
-
-    __slots__ = ("_span", "_token")
-
-    def __init__(self, span_: Any):
-        self._span = span_
-
-    def __enter__(self) -> Any:
-        self._token = _attach(_in_context(self._span))
-        return self._span
-
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
-        _detach(self._token)
-        if isinstance(exc, Exception):
-            record_error(self._span, exc)
-        self._span.end()
-
-
-def record_error(span_: Any, exc: BaseException) -> None:
-    """Mark the span failed. An exception's message can hold text (a database error lists its parameters: the
-    question, the answer), so without KB_AUDIT__STORE_TEXT only its type and kb's error code are kept."""
-    from opentelemetry.trace import Status, StatusCode
-
-    kind = type(exc).__name__
-    code = exc.code if isinstance(exc, KbError) else None
-    if _store_text:
-        span_.record_exception(exc)
-        description = f"{kind}: {exc}"
-    else:
-        span_.add_event("exception", {"exception.type": kind, **({"kb.error_code": code} if code else {})})
-        description = f"{kind} ({code})" if code else kind
-    span_.set_status(Status(StatusCode.ERROR, description))
-
-
-def _attach(context: Any) -> Any:  # replaced by OpenTelemetry's at configure(): no import on every span
-    raise RuntimeError("tracing is not configured")
-
-
-_detach = _in_context = _attach
+    return _new(name, kind, attributes, context)
 
 
 def start(name: str, attributes: Mapping[str, AttributeValue] | None = None, *, kind: Any = None) -> Any:
     """A span that is not made current, ended by the caller (``.end()``); None when tracing is off. For a
-    generator: a current span's context would be attached in one thread and detached in another."""
-    tracer = _tracer
-    if tracer is None:
+    generator: a current span would be set in one thread's context and reset in another's."""
+    if not _on:
         return None
-    if kind is None:
-        return tracer.start_span(name, attributes=attributes)
-    return tracer.start_span(name, kind=kind, attributes=attributes)
+    return _new(name, kind, attributes, None)
+
+
+def _new(name: str, kind: Any, attributes: Mapping[str, AttributeValue] | None, context: Any) -> _spans.RecordedSpan:
+    values = dict(attributes) if attributes else {}
+    if context is None:
+        return _spans.RecordedSpan(name, kind, values, _spans.current())
+    if isinstance(context, _spans.RecordedSpan):
+        return _spans.RecordedSpan(name, kind, values, context)
+    from opentelemetry.trace import get_current_span  # a caller's traceparent, extracted
+
+    remote = get_current_span(context).get_span_context()
+    if not remote.is_valid:
+        return _spans.RecordedSpan(name, kind, values, None)
+    return _spans.RecordedSpan(name, kind, values, None, (remote, context))
 
 
 def current_context() -> Any:
-    """The current OpenTelemetry context, to parent spans in a thread that does not inherit it (a pool's);
-    None when tracing is off."""
-    if _tracer is None:
-        return None
-    from opentelemetry.context import get_current
+    """The current span, to parent spans in a thread or task that does not inherit it (a pool's, the MCP
+    SDK's); None when tracing is off."""
+    return _spans.current() if _on else None
 
-    return get_current()
+
+def current_trace_id() -> str | None:
+    """The current span's trace id (32 hex digits), or None: tracing off, or no span open."""
+    current = _spans.current() if _on else None
+    return format(current.trace_id, "032x") if current is not None else None
+
+
+def record_error(span_: Any, exc: BaseException) -> None:
+    """Mark the span failed: the exception's type and kb's error code; its message and stack only when text
+    may be stored (a database error's message lists its parameters: the question, the answer)."""
+    from opentelemetry.trace import Status, StatusCode
+
+    kind = type(exc).__name__
+    code = exc.code if isinstance(exc, KbError) else None
+    attributes: dict[str, Any] = {"exception.type": kind}
+    if code:
+        attributes["kb.error_code"] = code
+    if _store_text:
+        attributes["exception.message"] = str(exc)
+        attributes["exception.stacktrace"] = "".join(traceback.format_exception(exc))
+        description = f"{kind}: {exc}"
+    else:
+        description = f"{kind} ({code})" if code else kind
+    span_.add_event("exception", attributes)
+    span_.set_status(Status(StatusCode.ERROR, description))
 
 
 def text(value: str) -> str | None:
@@ -207,19 +199,9 @@ def set_attributes(span_: Any, attributes: Mapping[str, AttributeValue | None]) 
         span_.set_attributes({k: v for k, v in attributes.items() if v is not None})
 
 
-def current_trace_id() -> str | None:
-    """The current span's trace id (32 hex digits), or None: tracing off, or no span open."""
-    if _tracer is None:
-        return None
-    from opentelemetry.trace import get_current_span
-
-    context = get_current_span().get_span_context()
-    return format(context.trace_id, "032x") if context.is_valid else None
-
-
 def trace_id_of(span_: Any) -> str:
     """The span's trace id as 32 hex digits (what the request id becomes while tracing is on)."""
-    return format(span_.get_span_context().trace_id, "032x")
+    return format(span_.trace_id, "032x")
 
 
 @contextlib.contextmanager

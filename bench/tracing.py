@@ -122,12 +122,12 @@ def span_cost_us(n: int = 2000) -> tuple[float, float]:
 
     off = min(timeit.repeat(request, number=n, repeat=3)) / n / 12 * 1e6
     tracing.configure(False, env={}, exporter=Dropped())  # then its processor swapped for a batching one
-    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(Dropped()))
-    tracing._provider, tracing._tracer = provider, provider.get_tracer("kb")
+    from app import tracing_spans
+
+    assert tracing_spans._sink is not None
+    tracing_spans._sink.processor = tracing._processor = BatchSpanProcessor(Dropped())
     try:
         on = min(timeit.repeat(request, number=n, repeat=3)) / n / 12 * 1e6
     finally:
@@ -137,8 +137,10 @@ def span_cost_us(n: int = 2000) -> tuple[float, float]:
 
 def same_process(data_dir: Path, endpoint: str, requests: int) -> dict[tuple[str, str], list[float]]:
     """One `kb serve` app in this process (uvicorn in a thread), tracing switched on and off request by request
-    (``tracing._tracer`` set or None: the very check the off path makes): no process-to-process differences
-    (which core, which memory layout: ~0.5 ms between two identical servers here) in the comparison."""
+    (``tracing._on``: the very check the off path makes): no process-to-process differences (which core, which
+    memory layout: ~0.5 ms between two identical servers here) in the comparison. Also the process's CPU time
+    per request (server and client, which is the same in both): it counts the spans handed on after the
+    response, which the latency does not."""
     from app import tracing
     from app.api.main import create_app
     from app.settings import Settings
@@ -153,7 +155,6 @@ def same_process(data_dir: Path, endpoint: str, requests: int) -> dict[tuple[str
     )  # the exporter reads its variables itself
     settings = Settings(_env_file=None, data_dir=data_dir)  # type: ignore[call-arg]
     tracing.configure(False)
-    tracer = tracing._tracer
     import uvicorn
 
     port = free_port()
@@ -170,10 +171,12 @@ def same_process(data_dir: Path, endpoint: str, requests: int) -> dict[tuple[str
             for phase, cache in (("bypassed", False), ("hit", True)):
                 for i in range(requests):
                     for name in ("off", "on") if i % 2 == 0 else ("on", "off"):
-                        tracing._tracer = tracer if name == "on" else None
+                        tracing._on = name == "on"
+                        cpu = time.process_time()
                         results.setdefault((name, phase), []).extend(measure(client, base, 1, cache, i))
+                        results.setdefault((name, phase + " cpu"), []).append((time.process_time() - cpu) * 1000)
     finally:
-        tracing._tracer = tracer
+        tracing._on = True
         server.should_exit = True
         tracing.shutdown()
     return results
@@ -246,12 +249,15 @@ def main() -> None:
         servers.clear()
         same = same_process(work / "on", otlp["OTEL_EXPORTER_OTLP_ENDPOINT"], args.requests * args.rounds)
         print("\nThe same process, tracing on and off request by request:\n")
-        print("| phase | p50 off ms | p50 on ms | median paired diff (on - off) ms |")
-        print("|---|---|---|---|")
+        print("| phase | p50 off ms | p50 on ms | median paired diff (on - off) ms | CPU per request off / on ms |")
+        print("|---|---|---|---|---|")
         for phase in ("bypassed", "hit"):
             off, on = same[("off", phase)], same[("on", phase)]
             paired = statistics.median(a - b for a, b in zip(on, off, strict=True))
-            print(f"| {phase} | {statistics.median(off):.2f} | {statistics.median(on):.2f} | {paired:+.2f} |")
+            cpu_off = statistics.fmean(same[("off", phase + " cpu")])
+            cpu_on = statistics.fmean(same[("on", phase + " cpu")])
+            print(f"| {phase} | {statistics.median(off):.2f} | {statistics.median(on):.2f} | {paired:+.2f} | "
+                  f"{cpu_off:.2f} / {cpu_on:.2f} ({cpu_on - cpu_off:+.2f}) |")  # fmt: skip
         off_us, on_us = span_cost_us()
         print(f"\nin-process, per span: off {off_us:.2f} us, on {on_us:.1f} us (12 spans a cache-bypassed request: "
               f"{12 * on_us / 1000:.2f} ms; 5 an answer-cache hit: {5 * on_us / 1000:.2f} ms)")  # fmt: skip

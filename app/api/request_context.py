@@ -53,13 +53,12 @@ class RequestContext:
     async def _traced(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The request as the root span of its trace (continuing a caller's W3C ``traceparent``); its
         request id is the trace id, so a log line, an audit row and the trace are found by one id."""
-        from opentelemetry.context import get_current
         from opentelemetry.propagate import extract
         from opentelemetry.trace import SpanKind
 
         raw = dict(scope.get("headers") or [])
         parent = None
-        if b"traceparent" in raw:  # a caller's trace to continue (W3C Trace Context, and its baggage)
+        if b"traceparent" in raw:  # a caller's trace to continue (W3C Trace Context)
             parent = extract({k.decode("latin-1"): v.decode("latin-1") for k, v in raw.items()})
         method = scope.get("method", "")
         attributes = {"http.request.method": method, "url.path": scope.get("path", "")}
@@ -71,12 +70,12 @@ class RequestContext:
             if _CLIENT_ID.fullmatch(given):
                 root.set_attribute("kb.client_request_id", given)
             # for work this request hands to tasks that do not inherit its context (the MCP SDK's task group)
-            scope.setdefault("state", {})["trace_context"] = get_current()
+            scope.setdefault("state", {})["trace_context"] = tracing.current_context()
             # a new trace per request: the request id is its trace id; continuing a caller's trace (which may
             # span many requests), the trace id and this request's span id, so each request keeps its own id
             rid = tracing.trace_id_of(root)
             if parent is not None:
-                rid += "-" + format(root.get_span_context().span_id, "016x")
+                rid += "-" + format(root.span_id, "016x")
             await self._served(scope, receive, send, rid, root)
 
     async def _served(self, scope: Scope, receive: Receive, send: Send, rid: str, root: Any) -> None:

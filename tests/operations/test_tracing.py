@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from app import tracing
+from app import tracing, tracing_spans
 from app.bootstrap import Components
 from app.errors import ConfigurationError
 from app.logging_setup import RequestIdFilter
@@ -136,6 +136,47 @@ def test_a_caller_s_traceparent_is_continued(spans: InMemorySpanExporter, handbo
     # the caller's trace may span many requests: the request id is its trace id and this request's span id
     own = format(roots[0].context.span_id, "016x")
     assert got.status_code == 200 and got.headers["x-request-id"] == f"{parent_trace}-{own}"
+
+
+def test_the_sampler_decides_at_the_root(handbook_components: Components, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_TRACES_SAMPLER is the operator's (the SDK's samplers, parent-based by default): a caller's
+    traceparent that says "not sampled" records nothing; a request that is not sampled still gets its trace
+    id as request id."""
+    exporter = InMemorySpanExporter()
+    with tracing.installed(exporter), api_client(handbook_components) as client:
+        unsampled = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"}
+        got = client.post("/search", json={"query": "hotel", "collection": "handbook"}, headers=unsampled)
+        assert got.status_code == 200 and got.headers["x-request-id"].startswith("4bf92f3577b34da6a3ce929d0e0e4736-")
+        assert exporter.get_finished_spans() == ()
+        client.post("/search", json={"query": "hotel", "collection": "handbook"})
+        assert {s.name for s in exporter.get_finished_spans()} >= {"POST /search", "kb.auth", "kb.embed"}
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    exporter = InMemorySpanExporter()
+    with tracing.installed(exporter), api_client(handbook_components) as client:
+        got = client.post("/search", json={"query": "hotel", "collection": "handbook"})
+        assert got.status_code == 200 and len(got.headers["x-request-id"]) == 32
+    assert exporter.get_finished_spans() == ()
+
+
+def test_a_trace_s_spans_are_handed_on_when_its_root_ends() -> None:
+    """Children wait for their root (after the response, for a request); one ending after its root, and a
+    long run's beyond the held number, go at once."""
+    exporter = InMemorySpanExporter()
+    with tracing.installed(exporter):
+        with tracing.span("root"):
+            with tracing.span("child"):
+                pass
+            assert exporter.get_finished_spans() == ()
+            late = tracing.start("late")
+            for _ in range(300):
+                with tracing.span("step"):
+                    pass
+            assert len(exporter.get_finished_spans()) == 301 - tracing_spans._HELD
+        assert len(exporter.get_finished_spans()) == 302
+        late.end()
+        found = exporter.get_finished_spans()
+    assert len(found) == 303 and found[-1].name == "late" and len({s.context.trace_id for s in found}) == 1
+    assert {s.context.span_id for s in found if s.name == "root"} == {s.parent.span_id for s in found if s.parent}
 
 
 def test_a_failure_s_message_stays_out_of_spans_without_store_text(

@@ -37,7 +37,7 @@ class Caller:
 
     principal: Principal
     request_id: str
-    trace_context: Any = None  # the HTTP request's OpenTelemetry context (the SDK runs calls in its own tasks)
+    trace_context: Any = None  # the HTTP request's span (the SDK runs calls in its own tasks)
 
 
 class SearchArgs(RequestBody):

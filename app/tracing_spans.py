@@ -1,0 +1,185 @@
+"""kb's spans: recorded in a few microseconds, handed to the OpenTelemetry SDK's span processor when they end.
+
+Why not the SDK's ``Tracer.start_span``: in a real request each of its spans cost 60-100 µs here (sampler,
+attribute checks, locks, processor callbacks; the code cold between the pipeline's steps), 1.0-1.6 ms for a
+cache-bypassed request's spans (docs/benchmarks.md, "Tracing"). A ``RecordedSpan`` keeps what a step leaves
+behind: two clock reads, random ids, a dict of attributes, its parent from a context variable. A trace's
+spans wait for its root (the request) to end; then each becomes the SDK's ``ReadableSpan`` (what every
+processor and exporter takes) and goes to the processor, in one warm loop on the request's thread after
+its response: the batch processor only queues them, its thread sends the batch (OTLP, as usual).
+
+Sampling: the configured sampler (``OTEL_TRACES_SAMPLER``, parent-based by default, so a caller's
+``traceparent`` that says "not sampled" is respected) decides at each trace's root in this process; the
+rest of the trace follows that decision. An unsampled span still has ids (the request id is its trace id)
+but is never handed on.
+
+(Tried before this: the SDK's spans made on an emitter thread from recorded ones. Each span's end woke the
+thread, which then took the GIL from the request: no gain.)
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+_current: ContextVar[RecordedSpan | None] = ContextVar("kb_span", default=None)
+_random = random.Random()  # ids: 128-bit trace, 64-bit span (never 0)
+_PLAIN = (str, int, float, bool)
+_HELD = 256  # a root's children held until it ends; more are handed on as they end
+_lock = threading.Lock()  # a root's list: its children end in other threads too (a pool's, the MCP SDK's tasks)
+
+
+class Sink:
+    """Where ended spans go: the SDK's processor, with the resource and scope every span carries."""
+
+    def __init__(
+        self, processor: Any, sampler: Any, resource: Any, scope: Any, on_error: Callable[[Any, Exception], None]
+    ) -> None:
+        """``on_error`` marks a span whose block raised (``app.tracing.record_error``: what of it is kept)."""
+        from opentelemetry.sdk.trace import ReadableSpan
+        from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+        self.processor, self.sampler, self.resource, self.scope = processor, sampler, resource, scope
+        self.on_error = on_error
+        self._readable, self._context = ReadableSpan, SpanContext  # looked up once: emit() runs for every span
+        self._internal, self._unset = SpanKind.INTERNAL, Status(StatusCode.UNSET)
+        self._sampled = TraceFlags(TraceFlags.SAMPLED)
+
+    def sampled(self, parent_context: Any, trace_id: int, name: str, kind: Any, attributes: Any) -> bool:
+        kind = kind if kind is not None else self._internal
+        return bool(self.sampler.should_sample(parent_context, trace_id, name, kind, attributes).decision.is_sampled())
+
+    def emit(self, span: RecordedSpan) -> None:
+        context = self._context(span.trace_id, span.span_id, False, self._sampled)
+        parent = None
+        if span.parent_id:
+            parent = self._context(span.trace_id, span.parent_id, span.parent_remote, self._sampled)
+        readable = self._readable(
+            name=span.name, context=context, parent=parent, resource=self.resource,
+            attributes=_checked(span.attributes), events=_events(span.events),
+            kind=span.kind if span.kind is not None else self._internal, status=span.status or self._unset,
+            start_time=span.start_ns, end_time=span.end_ns, instrumentation_scope=self.scope,
+        )  # fmt: skip
+        self.processor.on_end(readable)
+
+
+def _checked(attributes: dict[str, Any]) -> Any:
+    """Plain values as they are; anything else through the SDK's checks (which drop what OTLP cannot carry)."""
+    if all(type(v) in _PLAIN for v in attributes.values()):
+        return attributes
+    from opentelemetry.attributes import BoundedAttributes
+
+    return BoundedAttributes(attributes=attributes, immutable=True)
+
+
+def _events(events: list[tuple[str, dict[str, Any], int]] | None) -> tuple[Any, ...]:
+    if not events:
+        return ()
+    from opentelemetry.sdk.trace import Event
+
+    return tuple(Event(name, _checked(attributes), timestamp) for name, attributes, timestamp in events)
+
+
+_sink: Sink | None = None
+
+
+def set_sink(sink: Sink | None) -> None:
+    global _sink
+    _sink = sink
+
+
+class RecordedSpan:
+    """The parts of the OpenTelemetry Span API kb calls; a context manager that makes it current."""
+
+    __slots__ = (
+        "_token", "attributes", "end_ns", "events", "kind", "name", "parent_id", "parent_remote", "pending", "root",
+        "sampled", "span_id", "start_ns", "status", "trace_id",
+    )  # fmt: skip
+    trace_id: int
+    parent_id: int
+    parent_remote: bool
+    sampled: bool
+
+    def __init__(self, name: str, kind: Any, attributes: dict[str, Any], parent: Any, remote: Any = None) -> None:
+        """``parent``: a RecordedSpan or None; ``remote``: a caller's SpanContext and its Context (traceparent)."""
+        self.name, self.kind, self.attributes = name, kind, attributes
+        self.events: list[tuple[str, dict[str, Any], int]] | None = None
+        self.status: Any = None
+        self.end_ns = 0
+        self.span_id = _random.getrandbits(64) or 1
+        self.pending: list[RecordedSpan] | None = None
+        if parent is not None:
+            self.trace_id, self.parent_id, self.parent_remote = parent.trace_id, parent.span_id, False
+            self.sampled, self.root = parent.sampled, parent.root
+        else:  # a root here: the sampler decides for the whole trace
+            parent_context = None
+            if remote is not None:
+                span_context, parent_context = remote
+                self.trace_id, self.parent_id, self.parent_remote = span_context.trace_id, span_context.span_id, True
+            else:
+                self.trace_id, self.parent_id, self.parent_remote = _random.getrandbits(128) or 1, 0, False
+            sink = _sink
+            self.sampled = sink is not None and sink.sampled(parent_context, self.trace_id, name, kind, attributes)
+            self.root, self.pending = self, []
+        self.start_ns = time.time_ns()
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.attributes[key] = value
+
+    def set_attributes(self, attributes: dict[str, Any]) -> None:
+        self.attributes.update(attributes)
+
+    def add_event(self, name: str, attributes: dict[str, Any] | None = None) -> None:
+        if self.events is None:
+            self.events = []
+        self.events.append((name, dict(attributes or {}), time.time_ns()))
+
+    def update_name(self, name: str) -> None:
+        self.name = name
+
+    def set_status(self, status: Any) -> None:
+        self.status = status
+
+    def is_recording(self) -> bool:
+        return self.sampled
+
+    def __enter__(self) -> RecordedSpan:
+        self._token = _current.set(self)
+        return self
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        _current.reset(self._token)
+        sink = _sink
+        if isinstance(exc, Exception) and self.sampled and sink is not None:
+            sink.on_error(self, exc)
+        self.end()
+
+    def end(self) -> None:
+        """A child waits in its root's list, the root hands them all on as it ends (after its response has
+        gone, for a request); past ``_HELD`` of them (an ingestion run), or after the root, they go at once."""
+        self.end_ns = time.time_ns()
+        sink = _sink
+        if not self.sampled or sink is None:
+            return
+        root = self.root
+        if root is not self:
+            with _lock:
+                pending = root.pending
+                if pending is not None and len(pending) < _HELD:
+                    pending.append(self)
+                    return
+            sink.emit(self)
+            return
+        with _lock:
+            pending, self.pending = self.pending, None
+        for child in pending or ():
+            sink.emit(child)
+        sink.emit(self)
+
+
+def current() -> RecordedSpan | None:
+    return _current.get()
