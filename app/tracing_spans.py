@@ -19,6 +19,7 @@ thread, which then took the GIL from the request: no gain.)
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
+log = logging.getLogger(__name__)
 _current: ContextVar[RecordedSpan | None] = ContextVar("kb_span", default=None)
 _random = random.Random()  # ids: 128-bit trace, 64-bit span (never 0)
 _PLAIN = (str, int, float, bool)
@@ -58,13 +60,16 @@ class Sink:
         parent = None
         if span.parent_id:
             parent = self._context(span.trace_id, span.parent_id, span.parent_remote, self._sampled)
-        readable = self._readable(
-            name=span.name, context=context, parent=parent, resource=self.resource,
-            attributes=_checked(span.attributes), events=_events(span.events),
-            kind=span.kind if span.kind is not None else self._internal, status=span.status or self._unset,
-            start_time=span.start_ns, end_time=span.end_ns, instrumentation_scope=self.scope,
-        )  # fmt: skip
-        self.processor.on_end(readable)
+        try:  # a span that cannot be handed on must not fail the request that made it
+            readable = self._readable(
+                name=span.name, context=context, parent=parent, resource=self.resource,
+                attributes=_checked(span.attributes), events=_events(span.events),
+                kind=span.kind if span.kind is not None else self._internal, status=span.status or self._unset,
+                start_time=span.start_ns, end_time=span.end_ns, instrumentation_scope=self.scope,
+            )  # fmt: skip
+            self.processor.on_end(readable)
+        except Exception:
+            log.exception("span %s could not be handed to the span processor", span.name)
 
 
 def _checked(attributes: dict[str, Any]) -> Any:
