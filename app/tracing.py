@@ -158,7 +158,7 @@ def _new(name: str, kind: Any, attributes: Mapping[str, AttributeValue] | None, 
 
 def current_context() -> Any:
     """The current span, to parent spans in a thread or task that does not inherit it (a pool's, the MCP
-    SDK's); None when tracing is off."""
+    SDK's); None when tracing is off or no span is open (then the thread's spans are roots of their own)."""
     return _spans.current() if _on else None
 
 

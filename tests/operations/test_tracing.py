@@ -148,8 +148,10 @@ def test_the_sampler_decides_at_the_root(handbook_components: Components, monkey
         got = client.post("/search", json={"query": "hotel", "collection": "handbook"}, headers=unsampled)
         assert got.status_code == 200 and got.headers["x-request-id"].startswith("4bf92f3577b34da6a3ce929d0e0e4736-")
         assert exporter.get_finished_spans() == ()
-        client.post("/search", json={"query": "hotel", "collection": "handbook"})
-        assert {s.name for s in exporter.get_finished_spans()} >= {"POST /search", "kb.auth", "kb.embed"}
+        sampled = client.post("/search", json={"query": "hotel", "collection": "handbook"})
+        found = exporter.get_finished_spans()
+        assert {s.name for s in found} >= {"POST /search", "kb.auth", "kb.embed"}
+        assert {format(s.context.trace_id, "032x") for s in found} == {sampled.headers["x-request-id"]}
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
     exporter = InMemorySpanExporter()
     with tracing.installed(exporter), api_client(handbook_components) as client:
@@ -158,14 +160,18 @@ def test_the_sampler_decides_at_the_root(handbook_components: Components, monkey
     assert exporter.get_finished_spans() == ()
 
 
-def test_a_trace_s_spans_are_handed_on_when_its_root_ends() -> None:
-    """Children wait for their root (after the response, for a request); one ending after its root, and a
-    long run's beyond the held number, go at once."""
+def test_a_request_s_spans_are_handed_on_when_its_root_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request's (SERVER) spans wait for its root; one ending after the root, and beyond the held number,
+    go at once; another root's (an ingestion run's) go as they end. One end() only; the OTEL_* limits apply."""
+    from opentelemetry.trace import SpanKind
+
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "5")
     exporter = InMemorySpanExporter()
     with tracing.installed(exporter):
-        with tracing.span("root"):
-            with tracing.span("child"):
+        with tracing.span("POST /chat", kind=SpanKind.SERVER):
+            with tracing.span("child", {"kb.collection": "handbook"}) as child:
                 pass
+            child.end()  # a second end(): nothing more
             assert exporter.get_finished_spans() == ()
             late = tracing.start("late")
             for _ in range(300):
@@ -175,8 +181,15 @@ def test_a_trace_s_spans_are_handed_on_when_its_root_ends() -> None:
         assert len(exporter.get_finished_spans()) == 302
         late.end()
         found = exporter.get_finished_spans()
-    assert len(found) == 303 and found[-1].name == "late" and len({s.context.trace_id for s in found}) == 1
-    assert {s.context.span_id for s in found if s.name == "root"} == {s.parent.span_id for s in found if s.parent}
+        assert len(found) == 303 and found[-1].name == "late" and len({s.context.trace_id for s in found}) == 1
+        roots = {s.context.span_id for s in found if s.name == "POST /chat"}
+        assert roots == {s.parent.span_id for s in found if s.parent}
+        assert [s.attributes for s in found if s.name == "child"] == [{"kb.collection": "handb"}]
+        exporter.clear()
+        with tracing.span("kb.ingest"):
+            with tracing.span("kb.ingest.document"):
+                pass
+            assert [s.name for s in exporter.get_finished_spans()] == ["kb.ingest.document"]
 
 
 def test_a_failure_s_message_stays_out_of_spans_without_store_text(
