@@ -65,11 +65,11 @@ class Sink:
         return bool(self.sampler.should_sample(parent_context, trace_id, name, kind, attributes).decision.is_sampled())
 
     def emit(self, span: RecordedSpan) -> None:
-        context = self._context(span.trace_id, span.span_id, False, self._sampled)
-        parent = None
-        if span.parent_id:
-            parent = self._context(span.trace_id, span.parent_id, span.parent_remote, self._sampled)
         try:  # a span that cannot be handed on must not fail the request that made it
+            context = self._context(span.trace_id, span.span_id, False, self._sampled)
+            parent = None
+            if span.parent_id:
+                parent = self._context(span.trace_id, span.parent_id, span.parent_remote, self._sampled)
             readable = self._readable(
                 name=span.name, context=context, parent=parent, resource=self.resource,
                 attributes=self._checked(span.attributes, self._max_attributes), events=self._events(span.events),
@@ -81,11 +81,11 @@ class Sink:
             log.exception("span %s could not be handed to the span processor", span.name)
 
     def _checked(self, attributes: dict[str, Any], maximum: int | None) -> Any:
-        """Plain values within the limits as they are (a copy: the span's dict is still its own); anything
-        else through the SDK's checks (which drop what OTLP cannot carry, and apply the OTEL_* limits)."""
+        """Plain values within the limits as they are (an ended span's dict no longer changes); anything else
+        through the SDK's checks (which drop what OTLP cannot carry, and apply the OTEL_* limits)."""
         plain = self._max_length is None and (maximum is None or len(attributes) <= maximum)
         if plain and all(type(v) in _PLAIN for v in attributes.values()):
-            return dict(attributes)
+            return attributes
         from opentelemetry.attributes import BoundedAttributes
 
         return BoundedAttributes(maxlen=maximum, attributes=attributes, immutable=True, max_value_len=self._max_length)
@@ -144,13 +144,18 @@ class RecordedSpan:
             self.root, self.pending = self, ([] if getattr(kind, "name", None) == "SERVER" else None)
         self.start_ns = time.time_ns()
 
+    # once ended, a span no longer changes (as the SDK's): what was handed on is not written to
     def set_attribute(self, key: str, value: Any) -> None:
-        self.attributes[key] = value
+        if not self.end_ns:
+            self.attributes[key] = value
 
     def set_attributes(self, attributes: dict[str, Any]) -> None:
-        self.attributes.update(attributes)
+        if not self.end_ns:
+            self.attributes.update(attributes)
 
     def add_event(self, name: str, attributes: dict[str, Any] | None = None) -> None:
+        if self.end_ns:
+            return
         if self.events is None:
             self.events = []
         self.events.append((name, dict(attributes or {}), time.time_ns()))
@@ -159,7 +164,8 @@ class RecordedSpan:
         self.name = name
 
     def set_status(self, status: Any) -> None:
-        self.status = status
+        if not self.end_ns:
+            self.status = status
 
     def is_recording(self) -> bool:
         return self.sampled

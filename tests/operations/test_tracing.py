@@ -172,6 +172,7 @@ def test_a_request_s_spans_are_handed_on_when_its_root_ends(monkeypatch: pytest.
             with tracing.span("child", {"kb.collection": "handbook"}) as child:
                 pass
             child.end()  # a second end(): nothing more
+            child.set_attribute("kb.after_end", 1)  # an ended span no longer changes
             assert exporter.get_finished_spans() == ()
             late = tracing.start("late")
             for _ in range(300):
